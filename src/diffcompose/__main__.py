@@ -1,0 +1,3 @@
+from diffcompose.cli.main import main
+
+raise SystemExit(main())

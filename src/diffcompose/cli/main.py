@@ -1,0 +1,67 @@
+"""Entry point: ``diffcompose COMMAND ...`` (also ``python -m diffcompose``).
+
+Each command lives in a module of this package exposing ``register(subparsers)``; the
+parser it adds sets ``func`` to the function that runs it. User errors end in one line on
+stderr and a non-zero exit; unexpected ones too, with the traceback behind
+``DIFFCOMPOSE_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+from diffcompose import __version__
+from diffcompose.cli.common import Parser
+from diffcompose.errors import DiffComposeError
+
+#: Command modules, in the order ``--help`` lists them.
+COMMAND_MODULES = ["edit"]
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="diffcompose",
+        description="Object-level image editing: remove, paste, harmonize and segment objects. "
+                    "Masks are white where the image should change; boxes are x0,y0,x1,y1 in pixels (end-exclusive).",
+        epilog="Run 'diffcompose COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"diffcompose {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"diffcompose.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return 2
+    level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="diffcompose: %(message)s", stream=sys.stderr)
+    args.progress = not args.quiet and sys.stderr.isatty()
+    try:
+        args.func(args)
+    except DiffComposeError as exc:
+        sys.stderr.write(f"diffcompose: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("diffcompose: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug, not a user error: still one line unless debugging
+        if os.environ.get("DIFFCOMPOSE_DEBUG"):
+            raise
+        sys.stderr.write(f"diffcompose: internal error: {type(exc).__name__}: {exc} "
+                         "(set DIFFCOMPOSE_DEBUG=1 for the traceback)\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

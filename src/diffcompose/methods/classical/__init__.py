@@ -1,0 +1,1 @@
+"""Classical engines: OpenCV and scikit-image, no weights, any CPU. The baselines."""

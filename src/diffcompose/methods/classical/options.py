@@ -1,0 +1,60 @@
+"""Options of the classical engine, and its registration (light: no heavy imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from diffcompose.methods.registry import check_range, option, register
+
+ENGINE = "classical"
+
+
+@dataclass(frozen=True)
+class RemoveOptions:
+    method: Literal["telea", "ns", "biharmonic"] = option(
+        "telea", "inpainting algorithm: OpenCV Telea (fast marching), OpenCV Navier-Stokes, scikit-image biharmonic")
+    radius: int = option(5, "neighbourhood radius in pixels for telea/ns")
+
+    def __post_init__(self) -> None:
+        check_range("radius", self.radius, 1, 100)
+
+
+@dataclass(frozen=True)
+class PasteOptions:
+    blend: Literal["none", "feather", "poisson"] = option(
+        "feather", "seam: hard cut, feathered alpha, or Poisson (gradient-domain) blending")
+    feather: int | None = option(None, "feather width in pixels (default: 3%% of the object's short side)")
+
+    def __post_init__(self) -> None:
+        if self.feather is not None:
+            check_range("feather", self.feather, 0, 1000)
+
+
+@dataclass(frozen=True)
+class HarmonizeOptions:
+    method: Literal["reinhard", "poisson"] = option(
+        "reinhard", "Reinhard Lab colour transfer from the surroundings, or Poisson blending into them")
+    strength: float = option(1.0, "how far the object's colour statistics move toward its surroundings (0..1)")
+    ring: int | None = option(None, "width in pixels of the surrounding band the statistics come from "
+                                    "(default: 25%% of the object's size)")
+
+    def __post_init__(self) -> None:
+        check_range("strength", self.strength, 0.0, 1.0)
+        if self.ring is not None:
+            check_range("ring", self.ring, 1, 10000)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    iterations: int = option(5, "GrabCut iterations")
+
+    def __post_init__(self) -> None:
+        check_range("iterations", self.iterations, 1, 50)
+
+
+_PKG = "diffcompose.methods.classical"
+register(ENGINE, "remove", RemoveOptions, f"{_PKG}.remove:remove", summary="OpenCV/scikit-image inpainting")
+register(ENGINE, "paste", PasteOptions, f"{_PKG}.paste:paste", summary="cut-out placement with blending")
+register(ENGINE, "harmonize", HarmonizeOptions, f"{_PKG}.harmonize:harmonize", summary="colour transfer / Poisson")
+register(ENGINE, "segment", SegmentOptions, f"{_PKG}.segment:segment", summary="GrabCut from a box")

@@ -1,0 +1,1 @@
+"""Model plumbing shared by every diffusion engine: device choice, locating weights, loading."""
