@@ -1,0 +1,59 @@
+"""Shared fixtures: real photos from ../shared/testdata (skipped when absent) and scikit-image."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTDATA = Path(os.environ.get("DIFFCOMPOSE_TESTDATA", REPO.parent / "shared" / "testdata"))
+CLIP_TOKENIZER = Path(os.environ.get("DIFFCOMPOSE_CLIP_TOKENIZER", REPO.parent / "shared" / "assets" / "clip_tokenizer"))
+
+# Never touch the network from tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def testdata_cases(task: str) -> list[dict]:
+    """Manifest entries of one task with absolute file paths ([] when the folder is absent)."""
+    manifest = TESTDATA / "manifest.json"
+    if not manifest.exists():
+        return []
+    cases = []
+    for case in json.loads(manifest.read_text()):
+        if case["task"] == task:
+            files = {k: TESTDATA / v for k, v in case["files"].items()}
+            cases.append({**case, "files": files})
+    return cases
+
+
+@pytest.fixture
+def testdata() -> Path:
+    if not (TESTDATA / "manifest.json").exists():
+        pytest.skip("../shared/testdata is not present")
+    return TESTDATA
+
+
+@pytest.fixture
+def clip_tokenizer_dir() -> Path:
+    if not (CLIP_TOKENIZER / "tokenizer.json").exists():
+        pytest.skip("../shared/assets/clip_tokenizer is not present")
+    return CLIP_TOKENIZER
+
+
+@pytest.fixture
+def photo() -> np.ndarray:
+    """A real photo that ships with scikit-image (always available)."""
+    from skimage import data
+
+    return data.astronaut()
+
+
+@pytest.fixture
+def ellipse_mask(photo: np.ndarray) -> np.ndarray:
+    h, w = photo.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    return ((xx - w * 0.55) / (w * 0.12)) ** 2 + ((yy - h * 0.45) / (h * 0.18)) ** 2 <= 1.0
