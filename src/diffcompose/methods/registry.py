@@ -145,13 +145,16 @@ def option(default: Any, help: str, *, default_factory: Callable[[], Any] | None
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
                 *, lo_open: bool = False, hi_open: bool = False) -> None:
     """Raise a one-line :class:`InputError` for an out-of-range option value."""
-    bad = (lo is not None and (value < lo or (lo_open and value == lo))) or (
-        hi is not None and (value > hi or (hi_open and value == hi)))
-    if bad:
-        left = "" if lo is None else ("(" if lo_open else "[") + f"{lo}"
-        right = "" if hi is None else f"{hi}" + (")" if hi_open else "]")
-        span = f"{left}, {right}" if lo is not None and hi is not None else (f">= {lo}" if hi is None else f"<= {hi}")
-        raise InputError(f"--{name.replace('_', '-')} must be in {span}, got {value}")
+    too_low = lo is not None and (value <= lo if lo_open else value < lo)
+    too_high = hi is not None and (value >= hi if hi_open else value > hi)
+    if not (too_low or too_high):
+        return
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if lo_open else '>='} {lo}")
+    if hi is not None:
+        parts.append(f"{'<' if hi_open else '<='} {hi}")
+    raise InputError(f"--{name.replace('_', '-')} must be {' and '.join(parts)}, got {value}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
