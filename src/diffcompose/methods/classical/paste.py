@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from diffcompose.errors import InputError
 from diffcompose.inputs.boxes import Box, mask_to_box
@@ -77,12 +78,22 @@ def poisson_blend(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> n
     the mask's bounding box by its centre: both arrays are padded by reflection so masks on
     the border work, and the centre is computed so the clone lands exactly in place. Masks
     thinner than 3 pixels (which OpenCV cannot solve) are copied as they are.
+
+    OpenCV reads gradients across the mask's edge from both arrays; so that the edge's
+    only jump is the one the solve removes, ``source`` is extended outward with its nearest
+    masked pixel and ``target`` inward with its nearest unmasked one (so ``target`` may
+    already hold the object, e.g. a composite).
     """
     out = target.copy()
     x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
     if w < 3 or h < 3:
         out[mask] = source[mask]
         return out
+    _, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    source = source[iy, ix]
+    if (~mask).any():
+        _, (iy, ix) = ndimage.distance_transform_edt(mask, return_indices=True)
+        target = target[iy, ix]
     pad = 4
     src = cv2.copyMakeBorder(np.ascontiguousarray(source), pad, pad, pad, pad, cv2.BORDER_REFLECT)
     dst = cv2.copyMakeBorder(np.ascontiguousarray(target), pad, pad, pad, pad, cv2.BORDER_REFLECT)
