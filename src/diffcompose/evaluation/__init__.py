@@ -1,0 +1,5 @@
+"""Image-quality metrics shared by the benchmarks of every engine."""
+
+from diffcompose.evaluation.metrics import fmse, mae, mse, psnr, ssim
+
+__all__ = ["mse", "fmse", "psnr", "ssim", "mae"]
