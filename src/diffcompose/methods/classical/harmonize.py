@@ -2,9 +2,11 @@
 
 ``reinhard``: the colour transfer of Reinhard et al. (2001) in CIELAB, applied locally: the
 object's per-channel mean and standard deviation move toward those of a ring of pixels
-around it (``strength`` = how far; 1 = all the way). When the clean background is known,
-its pixels under the object and the ring are the reference instead (nothing of the
-object leaks into it).
+around it (``strength`` = how far; 1 = all the way). An object rarely shares its
+surroundings' colours, so the default goes 30% of the way, and the change of contrast is
+clamped: on the quality benchmark (README) that beats both the full transfer and doing
+nothing. When the clean background is known, its pixels under the object and the ring
+are the reference instead (nothing of the object leaks into it).
 
 ``poisson``: gradient-domain blending (``cv2.seamlessClone``) of the object into its own
 surroundings: the object keeps its texture and takes the surroundings' colour at its edge.
@@ -32,7 +34,9 @@ log = logging.getLogger(__name__)
 MIN_REFERENCE = 16
 #: The standard-deviation ratio is clamped to [1/x, x]: a flat ring (sky, wall) must not
 #: crush an object's texture, nor a busy one blow it up.
-MAX_STD_RATIO = 2.0
+MAX_STD_RATIO = 1.5
+#: Default ``strength`` per method.
+DEFAULT_STRENGTH = {"reinhard": 0.3, "poisson": 1.0}
 
 
 def default_ring(mask: np.ndarray) -> int:
@@ -72,6 +76,7 @@ def harmonize(*, image: np.ndarray, mask: np.ndarray, background: np.ndarray | N
               runtime: Runtime) -> np.ndarray:
     """``image`` with the object under ``mask`` recoloured to fit; other pixels unchanged."""
     ring = options.ring if options.ring is not None else default_ring(mask)
+    strength = options.strength if options.strength is not None else DEFAULT_STRENGTH[options.method]
     region = mask_to_box(mask)
     win = window_for(image.shape, region, context=0.0, min_context=ring + 2)
     sl = win.box.slices
@@ -85,13 +90,13 @@ def harmonize(*, image: np.ndarray, mask: np.ndarray, background: np.ndarray | N
         if ref_mask.sum() < MIN_REFERENCE:
             raise InputError("the mask leaves too few surrounding pixels to take colours from; "
                              "harmonization needs some unmasked context around the object")
-        edited = reinhard(img, m, ref, ref_mask, options.strength)
+        edited = reinhard(img, m, ref, ref_mask, strength)
     else:
         if not surround.any():
             raise InputError("the mask leaves no surrounding pixels to blend into; "
                              "harmonization needs some unmasked context around the object")
         cloned = poisson_blend(img, img, m)  # outside the mask, composite == background
-        mix = img.astype(np.float32) + options.strength * (cloned.astype(np.float32) - img.astype(np.float32))
+        mix = img.astype(np.float32) + strength * (cloned.astype(np.float32) - img.astype(np.float32))
         edited = np.clip(np.rint(mix), 0, 255).astype(np.uint8)
     log.debug("harmonize: %s, ring %d px, window %s", options.method, ring, win.box)
     out = image.copy()

@@ -35,12 +35,15 @@ class PasteOptions:
 class HarmonizeOptions:
     method: Literal["reinhard", "poisson"] = option(
         "reinhard", "Reinhard Lab colour transfer from the surroundings, or Poisson blending into them")
-    strength: float = option(1.0, "how far the object's colour statistics move toward its surroundings (0..1)")
+    strength: float | None = option(
+        None, "how far the object moves toward its surroundings, 0..1 (default: 0.3 for reinhard, since an object "
+              "rarely shares its surroundings' colours; 1 for poisson)")
     ring: int | None = option(None, "width in pixels of the surrounding band the statistics come from "
                                     "(default: 25%% of the object's size)")
 
     def __post_init__(self) -> None:
-        check_range("strength", self.strength, 0.0, 1.0)
+        if self.strength is not None:
+            check_range("strength", self.strength, 0.0, 1.0)
         if self.ring is not None:
             check_range("ring", self.ring, 1, 10000)
 
