@@ -4,12 +4,12 @@ The public API mirrors the CLI: every function accepts paths, PIL images or nump
 and returns a PIL image (or a list of them) of the input's size.
 """
 
-from diffcompose.api import harmonize, paste, remove, segment
+from diffcompose.api import compose, harmonize, paint, paste, remove, segment
 from diffcompose.errors import DiffComposeError, InputError, WeightsMissingError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "remove", "paste", "harmonize", "segment",
+    "remove", "paste", "harmonize", "segment", "paint", "compose",
     "DiffComposeError", "InputError", "WeightsMissingError", "__version__",
 ]

@@ -140,3 +140,72 @@ def segment(
     target = parse_box(box, (img.shape[1], img.shape[0]))
     mask = run_engine("segment", engine, {"image": img, "box": target}, options, Runtime(seed))
     return to_pil(np.asarray(mask, dtype=bool))
+
+
+def paint(
+    image: ImageLike, mask: MaskLike, reference: ImageLike, *, reference_mask: MaskLike | None = None,
+    engine: str = "auto", seed: int = 0, paste_back: bool = True, margin: int | None = None,
+    device: str | None = None, dtype: str | None = None, model: str | None = None, progress: bool = False,
+    callback: Any = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, **options: Any,
+) -> Image.Image | list[Image.Image]:
+    """Fill ``mask`` (white) with an object that looks like ``reference``, harmonised with the scene.
+
+    ``reference_mask`` (white = the object in the reference) turns the reference's background
+    white. Returns one image, or a list when ``num_images`` > 1.
+    """
+    img = load_image(image, "image", max_pixels)
+    m = load_mask(mask, (img.shape[1], img.shape[0]), max_pixels=max_pixels)
+    check_mask_coverage(m, operation="painting")
+    ref = load_image(reference, "reference", max_pixels)
+    ref_mask = None
+    if reference_mask is not None:
+        ref_mask = load_mask(reference_mask, (ref.shape[1], ref.shape[0]), name="reference mask",
+                             max_pixels=max_pixels)
+    rt = Runtime(seed, device, dtype, model, progress, callback)
+    outs = run_engine("paint", engine, {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask},
+                      options, rt)
+    results = [_finish(img, o, m, paste_back, margin) for o in outs]
+    return results if len(results) > 1 else results[0]
+
+
+def _load_condition(source: ImageLike, size: tuple[int, int], name: str, max_pixels: int | None) -> np.ndarray:
+    """A condition map (edges or sketch, white on black) as float32 (H, W) in 0..1 of the image's size."""
+    from diffcompose.inputs.masks import load_soft_mask
+
+    cond = load_soft_mask(source, name, max_pixels)
+    if cond.shape != (size[1], size[0]):
+        raise InputError(f"{name} is {cond.shape[1]}x{cond.shape[0]} but the image is {size[0]}x{size[1]}; "
+                         "they must be the same size")
+    if cond.max() <= 0.0:
+        raise InputError(f"{name} is empty (all black): it should show edges or strokes in white")
+    return cond
+
+
+def compose(
+    image: ImageLike, edited_condition: ImageLike, *, condition: ImageLike | None = None,
+    condition_type: str = "canny", mask: MaskLike | None = None, prompt: str = "", engine: str = "auto",
+    seed: int = 0, paste_back: bool = True, margin: int | None = None, device: str | None = None,
+    dtype: str | None = None, model: str | None = None, progress: bool = False, callback: Any = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS, **options: Any,
+) -> Image.Image:
+    """Re-shape the object in ``image`` (pasted there already) to follow ``edited_condition``.
+
+    ``condition`` is the condition map of ``image`` itself (canny edges are computed when it
+    is omitted); ``mask`` limits the change to a region (default: the whole image).
+    """
+    if condition_type not in ("canny", "sketch"):
+        raise InputError(f"--condition-type must be canny or sketch, got {condition_type!r}")
+    img = load_image(image, "image", max_pixels)
+    size = (img.shape[1], img.shape[0])
+    edit = _load_condition(edited_condition, size, "edited condition", max_pixels)
+    cond = None if condition is None else _load_condition(condition, size, "condition", max_pixels)
+    m = None if mask is None else load_mask(mask, size, max_pixels=max_pixels)
+    rt = Runtime(seed, device, dtype, model, progress, callback)
+    inputs = {"image": img, "edited_condition": edit, "condition": cond, "condition_type": condition_type,
+              "mask": m, "prompt": prompt}
+    out = run_engine("compose", engine, inputs, options, rt)
+    if m is None:
+        if out.shape != img.shape:
+            raise RuntimeError(f"engine returned {out.shape}, expected {img.shape}")
+        return to_pil(out)
+    return _finish(img, out, m, paste_back, margin)

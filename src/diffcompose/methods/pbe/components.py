@@ -1,0 +1,101 @@
+"""Locating and loading a Paint-by-Example model (diffusers layout) through the shared loader.
+
+Layout (the hub's ``Fantasy-Studio/Paint-by-Example``, and what ``convert pbe`` and
+``train pbe`` write): ``unet/`` (9 input channels), ``vae/``, ``image_encoder/`` (CLIP
+vision + mapper, :class:`~.encoder.ExemplarEncoder`), ``scheduler/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffcompose.errors import WeightsMissingError
+from diffcompose.methods.pbe.encoder import ExemplarEncoder
+from diffcompose.models.hub import check_complete, resolve_model
+from diffcompose.models.loader import TINY, load_component
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PBE = "Fantasy-Studio/Paint-by-Example"
+#: Channels of the UNet input: [z_t (4), z_masked (4), mask_keep (1)].
+IN_CHANNELS = 9
+WAYS_OUT = "; pass --model DIR (a local Paint-by-Example directory, e.g. from 'diffcompose convert pbe')"
+_REQUIRED = ["model_index.json", "unet/config.json", "vae/config.json", "image_encoder/config.json",
+             "scheduler/scheduler_config.json"]
+_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json",
+             "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+             "image_encoder/model.safetensors", "image_encoder/pytorch_model.bin"]
+
+
+@dataclass
+class PbEComponents:
+    """A Paint-by-Example model's parts, frozen, on one device and dtype."""
+
+    root: Path
+    unet: Any
+    vae: Any
+    encoder: ExemplarEncoder
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def latent_scale(self) -> float:
+        return float(self.vae.config.get("scaling_factor", 0.18215))
+
+    @property
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def resolution(self) -> int:
+        """The pixel size the UNet was trained at (512 for the published model)."""
+        return int(self.unet.config.sample_size) * self.vae_factor
+
+
+def resolve_pbe(model: str | None) -> Path:
+    """A complete local Paint-by-Example directory (``None``: the published model; ``tiny``: random)."""
+    name = model or DEFAULT_PBE
+    if name == TINY:
+        from diffcompose.methods.pbe.tiny import ensure_tiny_pbe
+
+        log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
+        return ensure_tiny_pbe()
+    root = resolve_model(name, _REQUIRED, what="Paint-by-Example model", allow_patterns=_PATTERNS, hint=WAYS_OUT)
+    return check_weights(root)
+
+
+def check_weights(root: Path) -> Path:
+    check_complete(root, _REQUIRED, "Paint-by-Example model")
+    for part, names in (("unet", ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]),
+                        ("vae", ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]),
+                        ("image_encoder", ["model.safetensors", "pytorch_model.bin"])):
+        if not any((root / part / n).is_file() for n in names):
+            raise WeightsMissingError(f"Paint-by-Example model directory {root} is incomplete: "
+                                      f"missing {part}/{names[0]}{WAYS_OUT}")
+    return root
+
+
+def scheduler_config(root: Path) -> dict[str, Any]:
+    raw = json.loads((Path(root) / "scheduler" / "scheduler_config.json").read_text())
+    return {k: v for k, v in raw.items() if not k.startswith("_")}
+
+
+def load_pbe(root: Path, device: torch.device, dtype: torch.dtype) -> PbEComponents:
+    """UNet, VAE and exemplar encoder of ``root`` (cached by the shared loader), checked to fit."""
+    unet = load_component(root, "unet", device, dtype)
+    vae = load_component(root, "vae", device, dtype)
+    encoder = load_component(root, "image_encoder", device, dtype, cls=ExemplarEncoder)
+    if unet.config.in_channels != IN_CHANNELS:
+        raise WeightsMissingError(f"{root} is not a Paint-by-Example model: its UNet takes "
+                                  f"{unet.config.in_channels} input channels, not {IN_CHANNELS}{WAYS_OUT}")
+    if unet.config.cross_attention_dim != encoder.proj_size:
+        raise WeightsMissingError(f"{root}: the image encoder gives {encoder.proj_size}-d context, the UNet "
+                                  f"expects {unet.config.cross_attention_dim}")
+    return PbEComponents(Path(root), unet, vae, encoder, scheduler_config(root), device, dtype)

@@ -1,0 +1,190 @@
+"""The exemplar encoder: CLIP vision pooled output -> mapper -> LayerNorm -> Linear.
+
+The reference photo becomes **one** token: CLIP's pooled CLS feature (after its
+post-layernorm) goes through a small pre-norm transformer (the "mapper", one head), a final
+LayerNorm and a projection to the UNet's cross-attention width. This narrow bottleneck is
+what makes the model copy the *look* of the object rather than paste its pixels.
+``uncond_vector`` is the learned context used for the unconditional branch of
+classifier-free guidance.
+
+Parameter names follow the published diffusers layout of ``image_encoder/`` (e.g.
+``mapper.blocks.0.attn1.to_q.weight``), so the hub's weights and our converted or trained
+checkpoints load into this module without renaming.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from diffcompose.errors import WeightsMissingError
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention with biased q/k/v/out projections."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.to_q = nn.Linear(width, width)
+        self.to_k = nn.Linear(width, width)
+        self.to_v = nn.Linear(width, width)
+        self.to_out = nn.ModuleList([nn.Linear(width, width)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)
+        return self.to_out[0](F.scaled_dot_product_attention(q, k, v))
+
+
+class _InProj(nn.Module):
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(width, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x))
+
+
+class MLP(nn.Module):
+    """Linear -> exact GELU -> Linear, 4x wide (``net.1`` is a parameter-free slot)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([_InProj(width, 4 * width), nn.Identity(), nn.Linear(4 * width, width)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class MapperBlock(nn.Module):
+    """Pre-norm residual block: ``x + attn(ln(x))`` then ``x + mlp(ln(x))``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.attn1 = SelfAttention(width)
+        self.norm3 = nn.LayerNorm(width)
+        self.ff = MLP(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        return x + self.ff(self.norm3(x))
+
+
+class Mapper(nn.Module):
+    def __init__(self, width: int, layers: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([MapperBlock(width) for _ in range(layers)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def default_mapper_layers(config: CLIPVisionConfig) -> int:
+    """Mapper depth implied by a CLIP config in the published layout (24 CLIP layers -> 5)."""
+    return max(1, (config.num_hidden_layers + 1) // 5)
+
+
+class ExemplarEncoder(nn.Module):
+    """Reference pixels (CLIP-normalised, 224x224) -> ``(B, 1, proj_size)`` context."""
+
+    def __init__(self, config: CLIPVisionConfig, mapper_layers: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        width = config.hidden_size
+        self.proj_size = int(getattr(config, "projection_dim", 768))
+        self.model = CLIPVisionModel(config)
+        self.mapper = Mapper(width, mapper_layers or default_mapper_layers(config))
+        self.final_layer_norm = nn.LayerNorm(width)
+        self.proj_out = nn.Linear(width, self.proj_size)
+        self.uncond_vector = nn.Parameter(torch.randn(1, 1, self.proj_size))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.image_size)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        pooled = self.model(pixel_values=pixel_values).pooler_output  # (B, width), post-layernorm CLS
+        return self.proj_out(self.final_layer_norm(self.mapper(pooled[:, None])))
+
+    def uncond(self, batch: int) -> torch.Tensor:
+        return self.uncond_vector.expand(batch, -1, -1)
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = self.config.to_dict()
+        cfg["architectures"] = ["PaintByExampleImageEncoder"]
+        cfg["mapper_layers"] = len(self.mapper.blocks)
+        (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(out / WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, torch_dtype: torch.dtype | None = None,
+                        **_: object) -> "ExemplarEncoder":
+        """Load a saved encoder (``torch_dtype`` and ignored keywords match the shared loader's call)."""
+        root = Path(directory)
+        cfg_path = root / "config.json"
+        if not cfg_path.exists():
+            raise WeightsMissingError(f"image encoder config not found: {cfg_path}")
+        raw = json.loads(cfg_path.read_text())
+        mapper_layers = raw.pop("mapper_layers", None)
+        config = CLIPVisionConfig.from_dict(raw)
+        state = load_state_file(root, "image encoder")
+        if mapper_layers is None:  # published configs do not store it: count the blocks
+            blocks = {k.split(".")[2] for k in state if k.startswith("mapper.blocks.")}
+            mapper_layers = len(blocks) or None
+        with torch.device("meta"):
+            enc = cls(config, mapper_layers)
+        state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+        missing, unexpected = enc.load_state_dict(state, strict=False, assign=True)
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise WeightsMissingError(
+                f"image encoder weights in {root} do not match its config "
+                f"(missing {len(missing)}, e.g. {missing[:1]}; unexpected {len(unexpected)}, e.g. {unexpected[:1]})")
+        _rebuild_buffers(enc)
+        enc.eval()
+        return enc.to(torch_dtype) if torch_dtype is not None else enc
+
+
+def _rebuild_buffers(enc: ExemplarEncoder) -> None:
+    """Non-persistent buffers (CLIP's position ids) stay on meta after ``assign``: recreate them."""
+    for module in enc.modules():
+        for name, buf in list(module._buffers.items()):
+            if buf is not None and buf.is_meta:
+                if name == "position_ids":
+                    module._buffers[name] = torch.arange(buf.shape[-1]).expand(buf.shape)
+                else:
+                    raise RuntimeError(f"buffer {name} was not loaded")
+
+
+def load_state_file(root: Path, what: str) -> dict[str, torch.Tensor]:
+    """``model.safetensors`` (or a legacy ``pytorch_model.bin`` read with ``weights_only``)."""
+    st = root / WEIGHTS_NAME
+    if st.exists():
+        from safetensors.torch import load_file
+
+        return load_file(str(st))
+    legacy = root / LEGACY_WEIGHTS_NAME
+    if legacy.exists():
+        return torch.load(legacy, map_location="cpu", weights_only=True)
+    raise WeightsMissingError(f"{what} weights not found in {root} (expected {WEIGHTS_NAME})")

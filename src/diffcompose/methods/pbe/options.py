@@ -1,0 +1,43 @@
+"""Options of the Paint-by-Example engine, and its registration (light: no heavy imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from diffcompose.methods.registry import check_range, option, register
+
+ENGINE = "pbe"
+
+
+@dataclass(frozen=True)
+class PaintOptions:
+    steps: int = option(50, "denoising steps")
+    guidance_scale: float = option(5.0, "classifier-free guidance scale: how closely the fill follows the reference "
+                                        "(1 = no guidance)")
+    scheduler: Literal["plms", "ddim", "euler", "dpm"] = option(
+        "plms", "sampler: PLMS (PNDM without Runge-Kutta warm-up), DDIM, Euler, DPM-Solver++ (multistep)")
+    eta: float = option(0.0, "DDIM noise (0 = deterministic; ddim only)")
+    reference_preprocess: Literal["stretch", "crop"] = option(
+        "stretch", "reference to CLIP's square: stretch the whole photo (original) or centre-crop it (diffusers)")
+    num_images: int = option(1, "how many results to make, in one batch")
+    crop: bool = option(True, "work in a square window around the mask (off: the whole image, resized)")
+    context: float = option(0.5, "context around the mask in the window, as a share of the mask's size")
+    resolution: int | None = option(None, "working size in pixels (default: the model's native size, 512)")
+
+    def __post_init__(self) -> None:
+        check_range("steps", self.steps, 1, 1000)
+        check_range("guidance_scale", self.guidance_scale, 0.0, 50.0)
+        check_range("eta", self.eta, 0.0, 1.0)
+        check_range("num_images", self.num_images, 1, 64)
+        check_range("context", self.context, 0.0, 10.0)
+        if self.resolution is not None:
+            check_range("resolution", self.resolution, 64, 2048)
+            if self.resolution % 8:
+                from diffcompose.errors import InputError
+
+                raise InputError(f"--resolution must be a multiple of 8, got {self.resolution}")
+
+
+register(ENGINE, "paint", PaintOptions, "diffcompose.methods.pbe.paint:paint", needs_torch=True,
+         summary="Paint-by-Example: fill the mask with an object like the reference")
