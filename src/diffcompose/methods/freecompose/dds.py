@@ -1,0 +1,150 @@
+"""The DDS optimiser core shared by the three FreeCompose tasks.
+
+One iteration: draw one timestep ``t`` and one noise ``eps`` (shared by both branches),
+noise ``z_src`` and ``z_tgt``, run the UNet ONCE on the batch ``[u_src, u_tgt, c_src,
+c_tgt]`` without autograd, apply classifier-free guidance per branch (v-prediction
+converted to epsilon first), and step the optimiser on ``z_tgt`` with the gradient
+``DDS_SCALE * weight_map * (e_tgt - e_src)`` plus the gradients of any extra losses (the
+perceptual terms, which decode ``z_tgt`` with autograd). Every random draw comes from
+one seeded CPU generator; no graph outlives its iteration.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffcompose.attention import AttentionEdit, edit_attention
+
+log = logging.getLogger(__name__)
+
+#: Scale of the DDS gradient in the public code (loss x 20000 / 4096 latent pixels).
+DDS_SCALE = 20000.0 / 4096.0
+
+Loss = Callable[[torch.Tensor], torch.Tensor]  # decoded image in [0, 1] -> scalar
+
+
+@dataclass
+class Branches:
+    """What differs between the source and target rows: text, and optionally adapter features."""
+
+    embeddings: torch.Tensor  # (4, L, D): [null, null, P_src, P_tgt]
+    adapter_features: list[torch.Tensor] | None = None  # each (4, C, h, w): [orig, edit, orig, edit], scaled
+
+
+@dataclass
+class DDSConfig:
+    iterations: int
+    guidance: float = 7.5
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    t_range: Callable[[int], tuple[int, int]] = lambda i: (50, 950)  # iteration -> inclusive [lo, hi]
+    weight_map: torch.Tensor | None = None  # (1, 1, h, w) on the latent grid
+
+
+# ----------------------------------------------------------------------------- encoders
+
+@torch.no_grad()
+def encode_prompts(sd: Any, prompts: Sequence[str]) -> torch.Tensor:
+    tok = sd.tokenizer(list(prompts), padding="max_length", max_length=sd.tokenizer.model_max_length,
+                       truncation=True, return_tensors="pt")
+    return sd.text_encoder(tok.input_ids.to(sd.device))[0].to(sd.dtype)
+
+
+def image_to_tensor(image: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (1, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return x.to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def encode_image(sd: Any, image: np.ndarray) -> torch.Tensor:
+    """The VAE posterior mean times the scaling factor, in float32."""
+    x = image_to_tensor(image, sd.device, sd.dtype)
+    return sd.vae.encode(x).latent_dist.mean.float() * sd.latent_scale
+
+
+def decode_latent(sd: Any, z: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) image in [0, 1] (not clamped, so gradients flow); autograd as the caller sets."""
+    x = sd.vae.decode((z / sd.latent_scale).to(sd.dtype)).sample
+    return (x.float() + 1.0) / 2.0
+
+
+def to_uint8(image01: torch.Tensor) -> np.ndarray:
+    return (image01[0].detach().clamp(0, 1).permute(1, 2, 0).float().cpu().numpy() * 255.0).round().astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- the step
+
+@torch.no_grad()
+def dds_gradient(sd: Any, z_src: torch.Tensor, z_tgt: torch.Tensor, t: int, noise: torch.Tensor,
+                 branches: Branches, guidance: float, alphas: torch.Tensor) -> torch.Tensor:
+    """``e_tgt - e_src`` (float32, latent shape) from one batch-4 UNet call."""
+    a = alphas[t]
+    zs = a.sqrt() * z_src + (1 - a).sqrt() * noise
+    zt = a.sqrt() * z_tgt + (1 - a).sqrt() * noise
+    batch = torch.cat([zs, zt, zs, zt]).to(sd.dtype)
+    residuals = None if branches.adapter_features is None else list(branches.adapter_features)  # popped by the UNet
+    out = sd.unet(batch, torch.tensor(t, device=batch.device), encoder_hidden_states=branches.embeddings,
+                  down_intrablock_additional_residuals=residuals).sample.float()
+    if sd.prediction_type == "v_prediction":
+        out = a.sqrt() * out + (1 - a).sqrt() * batch.float()
+    elif sd.prediction_type != "epsilon":
+        raise ValueError(f"unsupported prediction type {sd.prediction_type!r}")
+    u_src, u_tgt, c_src, c_tgt = out.chunk(4)
+    e_src = u_src + guidance * (c_src - u_src)
+    e_tgt = u_tgt + guidance * (c_tgt - u_tgt)
+    return e_tgt - e_src
+
+
+def optimise(sd: Any, z_src: torch.Tensor, branches: Branches, cfg: DDSConfig, generator: torch.Generator, *,
+             losses: Sequence[tuple[float, Loss]] = (), attention: AttentionEdit | None = None,
+             progress: bool = False, callback: Callable[..., None] | None = None) -> torch.Tensor:
+    """Optimise a copy of ``z_src`` with DDS (+ weighted ``losses`` on its decode); returns it detached.
+
+    ``callback(iteration=, iterations=, timestep=, latent=, preview=)`` is called after each
+    step; ``preview()`` decodes the current latent to a uint8 image (only if called).
+    """
+    device = z_src.device
+    alphas = sd.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+    z = z_src.detach().clone().requires_grad_(True)
+    opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD
+    opt = opt_cls([z], lr=cfg.lr)
+    weight = None if cfg.weight_map is None else cfg.weight_map.to(device=device, dtype=torch.float32)
+    ctx = edit_attention(sd.unet, attention) if attention is not None else nullcontext()
+    with ctx:
+        for i in tqdm(range(cfg.iterations), disable=not progress, desc="FreeCompose", leave=False):
+            lo, hi = cfg.t_range(i)
+            t = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+            noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(device)
+            if attention is not None:
+                attention.update(i, t)
+            grad = dds_gradient(sd, z_src, z.detach(), t, noise, branches, cfg.guidance, alphas) * DDS_SCALE
+            if weight is not None:
+                grad = grad * weight
+            opt.zero_grad(set_to_none=True)
+            if losses:
+                with torch.enable_grad():
+                    image = decode_latent(sd, z)
+                    total = sum(w * fn(image) for w, fn in losses if w > 0)
+                    if isinstance(total, torch.Tensor):
+                        total.backward()
+                del image
+            z.grad = grad if z.grad is None else z.grad + grad
+            opt.step()
+            if callback is not None:
+                latent = z.detach()
+                callback(iteration=i, iterations=cfg.iterations, timestep=t, latent=latent,
+                         preview=lambda latent=latent: to_uint8(_decode_nograd(sd, latent)))
+    return z.detach()
+
+
+@torch.no_grad()
+def _decode_nograd(sd: Any, z: torch.Tensor) -> torch.Tensor:
+    return decode_latent(sd, z)
