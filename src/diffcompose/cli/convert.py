@@ -1,0 +1,29 @@
+"""``convert``: original checkpoints -> our safetensors layout (``convert pbe CKPT OUT_DIR``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run_convert_pbe(args: argparse.Namespace) -> None:
+    from diffcompose.methods.pbe.convert import convert_pbe
+
+    print(convert_pbe(args.checkpoint, args.out_dir, like=args.like, force=args.force))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert an original checkpoint into a model directory (safetensors)",
+                       description="Convert a published checkpoint into a directory our engines load with --model.")
+    kinds = p.add_subparsers(title="checkpoint kinds", metavar="KIND", parser_class=type(p))
+    q = kinds.add_parser("pbe", help="Paint-by-Example (model.diffusion_model.*, cond_stage_model.*, ...)",
+                         description="Convert the original Paint-by-Example checkpoint (.ckpt, read with "
+                                     "weights_only: no code in it runs; or .safetensors) into OUT_DIR with "
+                                     "unet/, vae/, image_encoder/ and scheduler/ in safetensors.")
+    q.add_argument("checkpoint", type=Path, metavar="CKPT")
+    q.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    q.add_argument("--like", type=Path, default=None,
+                   help="take the component configs from this model directory (default: the published geometry: "
+                        "SD1.x UNet with 9 input channels, SD VAE, CLIP ViT-L/14)")
+    q.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    q.set_defaults(func=run_convert_pbe)

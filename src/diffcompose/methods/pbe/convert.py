@@ -1,0 +1,180 @@
+"""Convert the original Paint-by-Example checkpoint into our (diffusers) layout.
+
+The original is one Lightning checkpoint: ``model.diffusion_model.*`` (UNet, LDM names),
+``first_stage_model.*`` (VAE), ``cond_stage_model.transformer.*`` (HF CLIP vision model),
+``cond_stage_model.mapper.resblocks.{i}.*`` (GLIDE-style blocks with a fused ``c_qkv``),
+``cond_stage_model.final_ln.*``, ``proj_out.*`` and ``learnable_vector``. We write a
+directory with ``unet/``, ``vae/``, ``image_encoder/`` and ``scheduler/`` in safetensors,
+which :func:`~.components.load_pbe` (and diffusers' deprecated pipeline) can read.
+
+``.ckpt`` files are unpickled with ``weights_only=True``: tensors and plain containers
+only, never arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffcompose.errors import InputError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer."
+MAPPER_PREFIX = "cond_stage_model.mapper.resblocks."
+
+#: The published model's geometry: SD1.x UNet with 9 input channels, SD VAE, CLIP ViT-L/14.
+PBE_UNET_CONFIG: dict[str, Any] = dict(
+    sample_size=64, in_channels=9, out_channels=4, layers_per_block=2, block_out_channels=[320, 640, 1280, 1280],
+    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    cross_attention_dim=768, attention_head_dim=8,
+)
+PBE_VAE_CONFIG: dict[str, Any] = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, sample_size=512,
+    scaling_factor=0.18215,
+)
+PBE_VISION_CONFIG: dict[str, Any] = dict(
+    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
+    patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+)
+PBE_SCHEDULER_CONFIG: dict[str, Any] = dict(
+    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1, prediction_type="epsilon",
+)
+
+_BLOCK_RENAMES = {"attn.c_proj": "attn1.to_out.0", "ln_1": "norm1", "ln_2": "norm3",
+                  "mlp.c_fc": "ff.net.0.proj", "mlp.c_proj": "ff.net.2"}
+
+
+def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The flat state dict of a ``.ckpt``/``.pt``/``.pth`` (safely unpickled) or ``.safetensors`` file."""
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state: Any = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # refused globals, truncated file, not a pickle at all
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot read {path} as a weights-only checkpoint: {first}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def convert_encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Original ``cond_stage_model``/``proj_out``/``learnable_vector`` -> :class:`ExemplarEncoder` keys.
+
+    The mapper's fused ``c_qkv`` (3W x W, one head) splits row-wise into q, k and v.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(CLIP_PREFIX):
+            if not key.endswith("position_ids"):
+                out["model." + key[len(CLIP_PREFIX):]] = value
+        elif key.startswith(MAPPER_PREFIX):
+            index, _, rest = key[len(MAPPER_PREFIX):].partition(".")
+            base = f"mapper.blocks.{index}."
+            if rest.startswith("attn.c_qkv."):
+                param = rest.rsplit(".", 1)[1]
+                for name, part in zip(("to_q", "to_k", "to_v"), value.chunk(3, dim=0)):
+                    out[f"{base}attn1.{name}.{param}"] = part.clone()
+                continue
+            for old, new in _BLOCK_RENAMES.items():
+                if rest.startswith(old + "."):
+                    out[base + new + rest[len(old):]] = value
+                    break
+            else:
+                raise InputError(f"unexpected mapper key in checkpoint: {key}")
+        elif key.startswith("cond_stage_model.final_ln."):
+            out["final_layer_norm." + key.rsplit(".", 1)[1]] = value
+        elif key.startswith("proj_out."):
+            out[key] = value
+        elif key == "learnable_vector":
+            out["uncond_vector"] = value.reshape(1, 1, -1)
+    return out
+
+
+def _configs(like: Path | None) -> dict[str, dict[str, Any]]:
+    if like is None:
+        return {"unet": PBE_UNET_CONFIG, "vae": PBE_VAE_CONFIG, "image_encoder": PBE_VISION_CONFIG,
+                "scheduler": PBE_SCHEDULER_CONFIG}
+    files = {"unet": "unet/config.json", "vae": "vae/config.json", "image_encoder": "image_encoder/config.json",
+             "scheduler": "scheduler/scheduler_config.json"}
+    out = {}
+    for part, rel in files.items():
+        p = like / rel
+        if not p.is_file():
+            raise InputError(f"--like {like}: missing {rel}")
+        out[part] = {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")}
+    return out
+
+
+def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise InputError(f"{what} weights do not fit its configuration: {len(missing)} missing "
+                         f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+
+
+def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False) -> Path:
+    """Write ``out_dir`` (unet/, vae/, image_encoder/, scheduler/, model_index.json) from ``checkpoint``."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from transformers import CLIPVisionConfig
+
+    from diffcompose.methods.pbe.encoder import ExemplarEncoder
+    from diffcompose.methods.pbe.tiny import model_index
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise OutputExistsError(f"output directory {out_dir} exists and is not empty; pass --force to replace it")
+    if not out_dir.parent.is_dir():
+        raise InputError(f"output folder does not exist: {out_dir.parent}")
+    state = load_checkpoint(Path(checkpoint))
+    for prefix in (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, MAPPER_PREFIX):
+        if not any(k.startswith(prefix) for k in state):
+            raise InputError(f"{checkpoint} is not a Paint-by-Example checkpoint: no '{prefix}*' weights")
+    cfg = _configs(like)
+
+    unet = UNet2DConditionModel(**cfg["unet"])
+    _strict_load(unet, convert_ldm_unet_checkpoint(state, dict(unet.config)), "UNet")
+    vae = AutoencoderKL(**cfg["vae"])
+    _strict_load(vae, convert_ldm_vae_checkpoint(state, dict(vae.config)), "VAE")
+    enc_state = convert_encoder_state(state)
+    mapper_layers = len({k.split(".")[2] for k in enc_state if k.startswith("mapper.blocks.")})
+    vision = {k: v for k, v in cfg["image_encoder"].items() if k not in ("mapper_layers", "architectures")}
+    encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers)
+    _strict_load(encoder, enc_state, "image encoder")
+
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir.parent))
+    try:
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        vae.save_pretrained(tmp / "vae", safe_serialization=True)
+        encoder.save_pretrained(tmp / "image_encoder")
+        PNDMScheduler.from_config(cfg["scheduler"]).save_pretrained(tmp / "scheduler")
+        (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("converted %s -> %s", checkpoint, out_dir)
+    return out_dir

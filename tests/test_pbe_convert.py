@@ -1,0 +1,190 @@
+"""Converting the original Paint-by-Example checkpoint layout (synthetic, tiny) into our modules."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from diffcompose.errors import InputError, OutputExistsError  # noqa: E402
+from diffcompose.methods.pbe.convert import convert_pbe, load_checkpoint  # noqa: E402
+from diffcompose.methods.pbe.tiny import write_tiny_pbe  # noqa: E402
+
+F = torch.nn.functional
+RES = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
+       "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+
+
+def unet_to_ldm(key: str, layers: int, attn_up: set[int]) -> str:
+    """diffusers UNet key -> LDM ``model.diffusion_model`` key (written independently of the converter)."""
+    fixed = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
+             "time_embedding.linear_2": "time_embed.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    for a, b in fixed.items():
+        if key.startswith(a + "."):
+            return b + key[len(a):]
+    res = lambda rest: ".".join([RES.get(rest.split(".")[0], rest.split(".")[0])] + rest.split(".")[1:])  # noqa: E731
+    if m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        i, j, rest = int(m[1]), int(m[2]), m[3]
+        return f"input_blocks.{i * (layers + 1) + j + 1}.0.{res(rest)}"
+    if m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
+        return f"input_blocks.{int(m[1]) * (layers + 1) + int(m[2]) + 1}.1.{m[3]}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
+        return f"input_blocks.{(int(m[1]) + 1) * (layers + 1)}.0.op.{m[2]}"
+    if m := re.match(r"mid_block\.resnets\.(\d)\.(.*)", key):
+        return f"middle_block.{2 * int(m[1])}.{res(m[2])}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+        return f"output_blocks.{int(m[1]) * (layers + 1) + int(m[2])}.0.{res(m[3])}"
+    if m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
+        return f"output_blocks.{int(m[1]) * (layers + 1) + int(m[2])}.1.{m[3]}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
+        i = int(m[1])
+        return f"output_blocks.{i * (layers + 1) + layers}.{2 if i in attn_up else 1}.conv.{m[2]}"
+    raise AssertionError(key)
+
+
+def vae_to_ldm(key: str, levels: int) -> str:
+    key = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+    key = re.sub(r"mid_block\.resnets\.(\d)", lambda m: f"mid.block_{int(m[1]) + 1}", key)
+    if "mid_block.attentions.0." in key:
+        key = key.replace("mid_block.attentions.0.", "mid.attn_1.").replace("group_norm", "norm")
+        key = re.sub(r"to_([qkv])\.", r"\1.", key).replace("to_out.0", "proj_out")
+    key = re.sub(r"encoder\.down_blocks\.(\d+)\.resnets\.", r"encoder.down.\1.block.", key)
+    key = re.sub(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.down.\1.downsample.", key)
+    key = re.sub(r"decoder\.up_blocks\.(\d+)\.resnets\.", lambda m: f"decoder.up.{levels - 1 - int(m[1])}.block.", key)
+    return re.sub(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+                  lambda m: f"decoder.up.{levels - 1 - int(m[1])}.upsample.", key)
+
+
+def original_checkpoint(root, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """A checkpoint in the original key layout built from the tiny model (random mapper/head weights)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from diffcompose.methods.pbe.encoder import ExemplarEncoder
+
+    unet = UNet2DConditionModel.from_pretrained(str(root / "unet"))
+    vae = AutoencoderKL.from_pretrained(str(root / "vae"))
+    L = unet.config.layers_per_block
+    attn_up = {i for i, t in enumerate(unet.config.up_block_types) if "CrossAttn" in t}
+    state = {"model.diffusion_model." + unet_to_ldm(k, L, attn_up): v for k, v in unet.state_dict().items()}
+    levels = len(vae.config.block_out_channels)
+    for k, v in vae.state_dict().items():
+        if "mid.attn_1" in vae_to_ldm(k, levels) and v.ndim == 2:
+            v = v[:, :, None, None]  # the original stores the VAE attention projections as 1x1 convolutions
+        state["first_stage_model." + vae_to_ldm(k, levels)] = v
+    clip = ExemplarEncoder.from_pretrained(root / "image_encoder").model  # only the vision tower is read
+    for k, v in clip.state_dict().items():
+        state["cond_stage_model.transformer." + k] = v
+    width = clip.config.hidden_size
+    rnd = lambda *s: torch.randn(*s, generator=gen) * 0.2  # noqa: E731
+    for i in range(2):
+        p = f"cond_stage_model.mapper.resblocks.{i}."
+        state |= {p + "attn.c_qkv.weight": rnd(3 * width, width), p + "attn.c_qkv.bias": rnd(3 * width),
+                  p + "attn.c_proj.weight": rnd(width, width), p + "attn.c_proj.bias": rnd(width),
+                  p + "ln_1.weight": 1 + rnd(width), p + "ln_1.bias": rnd(width),
+                  p + "ln_2.weight": 1 + rnd(width), p + "ln_2.bias": rnd(width),
+                  p + "mlp.c_fc.weight": rnd(4 * width, width), p + "mlp.c_fc.bias": rnd(4 * width),
+                  p + "mlp.c_proj.weight": rnd(width, 4 * width), p + "mlp.c_proj.bias": rnd(width)}
+    proj = unet.config.cross_attention_dim
+    state |= {"cond_stage_model.final_ln.weight": 1 + rnd(width), "cond_stage_model.final_ln.bias": rnd(width),
+              "proj_out.weight": rnd(proj, width), "proj_out.bias": rnd(proj), "learnable_vector": rnd(1, 1, proj)}
+    return state
+
+
+def reference_encoder(state: dict[str, torch.Tensor], clip, pixels: torch.Tensor, tokens: torch.Tensor | None = None):
+    """The original formulas: GLIDE ResidualAttentionBlock (fused qkv, one head), final_ln, proj_out."""
+    x = clip(pixel_values=pixels).pooler_output[:, None] if tokens is None else tokens
+    ln = lambda t, p: F.layer_norm(t, t.shape[-1:], state[p + ".weight"], state[p + ".bias"])  # noqa: E731
+    lin = lambda t, p: t @ state[p + ".weight"].T + state[p + ".bias"]  # noqa: E731
+    for i in range(2):
+        p = f"cond_stage_model.mapper.resblocks.{i}."
+        qkv = lin(ln(x, p + "ln_1"), p + "attn.c_qkv")
+        bs, n_ctx, w3 = qkv.shape
+        qkv = qkv.view(bs, n_ctx, 1, w3)  # heads = 1
+        q, k, v = torch.split(qkv, w3 // 3, dim=-1)
+        scale = 1 / math.sqrt(math.sqrt(w3 // 3))
+        weight = torch.einsum("bthc,bshc->bhts", q * scale, k * scale).softmax(dim=-1)
+        a = torch.einsum("bhts,bshc->bthc", weight, v).reshape(bs, n_ctx, -1)
+        x = x + lin(a, p + "attn.c_proj")
+        x = x + lin(F.gelu(lin(ln(x, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj")
+    if tokens is not None:
+        return x
+    return lin(ln(x, "cond_stage_model.final_ln"), "proj_out")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("convert")
+    tiny = write_tiny_pbe(base / "tiny", seed=5)
+    state = original_checkpoint(tiny, torch.Generator().manual_seed(0))
+    ckpt = base / "model.ckpt"
+    torch.save({"state_dict": state, "global_step": 7}, ckpt)
+    out = convert_pbe(ckpt, base / "out", like=tiny)
+    return tiny, state, out
+
+
+def test_encoder_matches_original_formulas(converted):
+    from diffcompose.methods.pbe.encoder import ExemplarEncoder
+
+    tiny, state, out = converted
+    enc = ExemplarEncoder.from_pretrained(out / "image_encoder").eval()
+    assert len(enc.mapper.blocks) == 2
+    clip = ExemplarEncoder.from_pretrained(tiny / "image_encoder").model.eval()
+    pixels = torch.randn(3, 3, enc.image_size, enc.image_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, ref = enc(pixels), reference_encoder(state, clip, pixels)
+        assert ours.shape == (3, 1, enc.proj_size)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+        # With one token attention is the identity on v: check q/k too on a 5-token sequence.
+        tokens = torch.randn(2, 5, enc.config.hidden_size, generator=torch.Generator().manual_seed(2))
+        torch.testing.assert_close(enc.mapper(tokens), reference_encoder(state, clip, pixels, tokens),
+                                   rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(enc.uncond_vector, state["learnable_vector"])
+
+
+def test_unet_and_vae_round_trip(converted):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    tiny, _, out = converted
+    for part, cls in (("unet", UNet2DConditionModel), ("vae", AutoencoderKL)):
+        a, b = cls.from_pretrained(str(tiny / part)).state_dict(), cls.from_pretrained(str(out / part)).state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_converted_model_paints(converted):
+    from diffcompose.methods.pbe.options import PaintOptions
+    from diffcompose.methods.pbe.paint import paint
+    from diffcompose.methods.registry import Runtime
+
+    _, _, out = converted
+    image = np.full((96, 80, 3), 120, np.uint8)
+    mask = np.zeros((96, 80), bool)
+    mask[20:60, 20:50] = True
+    res = paint(image=image, mask=mask, reference=np.zeros((50, 40, 3), np.uint8), reference_mask=None,
+                options=PaintOptions(steps=2), runtime=Runtime(device="cpu", model=str(out)))
+    assert res[0].shape == image.shape
+
+
+def test_refuses_unsafe_and_foreign_checkpoints(tmp_path, converted):
+    import pickle
+
+    bad = tmp_path / "evil.ckpt"
+    bad.write_bytes(pickle.dumps({"state_dict": {}, "x": slice(1, 2, print)}))
+    with pytest.raises(InputError, match="weights-only"):
+        load_checkpoint(bad)
+    other = tmp_path / "sd.ckpt"
+    torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}}, other)
+    with pytest.raises(InputError, match="not a Paint-by-Example checkpoint"):
+        convert_pbe(other, tmp_path / "o")
+    _, _, out = converted
+    with pytest.raises(OutputExistsError):
+        convert_pbe(other, out)
