@@ -78,7 +78,8 @@ def _alpha_or_full(obj: ImageLike, size: tuple[int, int]) -> np.ndarray:
     has_alpha = (isinstance(pil, Image.Image) and ("A" in pil.mode or "transparency" in pil.info)) or (
         isinstance(pil, np.ndarray) and pil.ndim == 3 and pil.shape[2] in (2, 4))
     if has_alpha:
-        m = load_mask(pil, size, name="object alpha", allow_empty=True)
+        alpha = np.asarray(pil.convert("RGBA") if isinstance(pil, Image.Image) else pil)[..., -1]
+        m = load_mask(alpha, size, name="object alpha", allow_empty=True)
         if m.any() and not m.all():
             return m
     return np.ones((size[1], size[0]), dtype=bool)

@@ -7,8 +7,9 @@ Reading rule, whatever the file encoding:
 * one channel (``1``, ``L``, ``I;16``, ``I``, ``F``): that channel;
 * RGB: the per-pixel maximum of the three channels (a mask drawn in any single channel,
   or in grey, reads the same);
-* with alpha (``RGBA``, ``LA``, palette with transparency): the alpha channel when it
-  varies (a cut-out), otherwise the colour channels as above;
+* with alpha (``RGBA``, ``LA``, palette with transparency): the alpha channel when it is
+  a cut-out (thresholded, it marks some pixels in and some out), otherwise the colour
+  channels as above (masks saved with an opaque or nearly opaque alpha);
 * values are scaled to 0..1 and thresholded at ``threshold`` (0.5), which also cleans the
   soft edges of JPEG-compressed masks.
 """
@@ -51,9 +52,10 @@ def _channels_to_soft(a: np.ndarray, name: str) -> np.ndarray:
     if a.ndim != 3 or a.shape[2] not in (2, 3, 4):
         raise InputError(f"{name} has shape {a.shape}; expected (H, W) or (H, W, C) with C in 1..4")
     if a.shape[2] in (2, 4):
-        alpha = a[..., -1]
-        if alpha.min() != alpha.max():
-            return _scale01(alpha)
+        alpha = _scale01(a[..., -1])
+        cut = alpha >= 0.5
+        if cut.any() and not cut.all():
+            return alpha
         a = a[..., :-1]
     return _scale01(a).max(axis=2)
 
