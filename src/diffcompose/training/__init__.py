@@ -1,0 +1,1 @@
+"""Training Paint-by-Example: self-reference data, mask shapes, reference augmentations, trainer."""

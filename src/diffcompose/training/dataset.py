@@ -1,0 +1,161 @@
+"""The self-reference dataset: an image, one of its object boxes, and that object as reference.
+
+Sources: a COCO-style ``instances.json`` (``images`` + ``annotations`` with ``bbox`` as
+x, y, w, h) or a JSON-lines manifest, one image per line::
+
+    {"image": "photos/0001.jpg", "boxes": [[x0, y0, x1, y1], ...]}
+    {"image": "photos/0002.jpg", "mask": "masks/0002.png"}
+
+(relative paths are resolved against ``image_root``, default the manifest's folder; a
+mask gives its bounding box). Boxes whose area is outside ``[min_area, max_area]`` of the
+image are skipped, as in the original recipe.
+
+Sample ``k`` is drawn from a generator seeded by ``(seed, k)``: the same ``k`` always gives
+the same sample, whatever the worker, process or resume point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from diffcompose.errors import InputError
+from diffcompose.inputs import Box, load_image, load_mask, mask_to_box, resize_mask
+from diffcompose.methods.pbe.reference import normalize
+from diffcompose.training.augment import ReferenceAugment
+from diffcompose.training.masks import bezier_mask, box_mask, extend_box
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Record:
+    image: Path
+    boxes: list[Box] = field(default_factory=list)
+
+
+def _box_ok(box: Box, size: tuple[int, int], min_area: float, max_area: float) -> bool:
+    share = box.width * box.height / float(size[0] * size[1])
+    return box.width >= 2 and box.height >= 2 and min_area <= share <= max_area
+
+
+def read_coco(path: Path, image_root: Path, min_area: float, max_area: float) -> list[Record]:
+    data = json.loads(path.read_text())
+    images = {im["id"]: im for im in data.get("images", [])}
+    records: dict[int, Record] = {}
+    for ann in data.get("annotations", []):
+        im = images.get(ann["image_id"])
+        if im is None or ann.get("iscrowd", 0):
+            continue
+        x, y, w, h = ann["bbox"]
+        box = Box(int(round(x)), int(round(y)), int(round(x + w)), int(round(y + h)))
+        if _box_ok(box, (im["width"], im["height"]), min_area, max_area):
+            records.setdefault(im["id"], Record(image_root / im["file_name"])).boxes.append(box)
+    return list(records.values())
+
+
+def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -> list[Record]:
+    from PIL import Image
+
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            image = image_root / entry["image"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path}:{n}: expected a JSON object with an \"image\" key") from None
+        with Image.open(image) as im:
+            size = im.size
+        if "mask" in entry:
+            boxes = [mask_to_box(load_mask(image_root / entry["mask"], size, name=f"{path}:{n} mask"))]
+        else:
+            boxes = [Box(*map(int, b)) for b in entry.get("boxes", [entry["box"]] if "box" in entry else [])]
+        boxes = [b for b in boxes if _box_ok(b, size, min_area, max_area)]
+        if boxes:
+            records.append(Record(image, boxes))
+    return records
+
+
+def read_records(manifest: Path, image_root: Path | None = None, min_area: float = 0.02,
+                 max_area: float = 0.8) -> list[Record]:
+    """Images with their usable boxes, from a COCO json or a jsonl manifest."""
+    if not manifest.is_file():
+        raise InputError(f"training manifest not found: {manifest}")
+    root = image_root or manifest.parent
+    is_coco = manifest.suffix == ".json"
+    records = (read_coco if is_coco else read_jsonl)(manifest, root, min_area, max_area)
+    if not records:
+        raise InputError(f"{manifest}: no image has a box with relative area in [{min_area}, {max_area}]")
+    log.info("%s: %d images, %d boxes", manifest, len(records), sum(len(r.boxes) for r in records))
+    return records
+
+
+class SelfReferenceDataset(torch.utils.data.Dataset):
+    """Sample ``k`` -> ``{"image": (3,R,R) in [-1,1], "mask": (1,R,R) 1 = hole, "reference": (3,S,S) CLIP}``."""
+
+    def __init__(self, records: list[Record], *, resolution: int = 512, reference_size: int = 224, seed: int = 0,
+                 max_extend: float = 0.4, bezier_p: float = 0.5, max_pad: int = 10,
+                 augment: ReferenceAugment | None = None) -> None:
+        self.records = records
+        self.resolution = resolution
+        self.seed = seed
+        self.max_extend = max_extend
+        self.bezier_p = bezier_p
+        self.max_pad = max_pad
+        self.augment = augment or ReferenceAugment(size=reference_size)
+        if self.augment.size != reference_size:
+            raise ValueError("augment size and reference_size differ")
+
+    def __len__(self) -> int:  # samples are indexed by an unbounded counter; this is one pass over the boxes
+        return sum(len(r.boxes) for r in self.records)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        image, mask, reference = self.sample(k)
+        return {"image": torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0,
+                "mask": torch.from_numpy(mask)[None].float(),
+                "reference": torch.from_numpy(normalize(reference))}
+
+    def sample(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """uint8 image (R,R,3), bool hole (R,R), uint8 augmented reference (S,S,3) for sample ``k``."""
+        rng = np.random.default_rng([self.seed, int(k)])
+        rec = self.records[int(rng.integers(len(self.records)))]
+        box = rec.boxes[int(rng.integers(len(rec.boxes)))]
+        image = load_image(rec.image, "training image", max_pixels=None)
+        h, w = image.shape[:2]
+        box = Box(max(0, box.x0), max(0, box.y0), min(w, box.x1), min(h, box.y1))
+
+        pad = rng.integers(0, self.max_pad + 1, size=4)
+        ref_box = Box(max(0, box.x0 - pad[0]), max(0, box.y0 - pad[1]), min(w, box.x1 + pad[2]), min(h, box.y1 + pad[3]))
+        reference = self.augment(image[ref_box.slices], rng)
+
+        ext = extend_box(box, (w, h), rng, self.max_extend)
+        hole = bezier_mask(ext, (h, w), rng) if rng.random() < self.bezier_p else box_mask(ext, (h, w))
+        crop = square_crop(ext, (w, h), rng)
+        image = cv2.resize(image[crop.slices], (self.resolution,) * 2,
+                           interpolation=cv2.INTER_AREA if crop.width > self.resolution else cv2.INTER_CUBIC)
+        hole = resize_mask(hole[crop.slices], (self.resolution, self.resolution))
+        return image, hole, reference
+
+
+def square_crop(inner: Box, size: tuple[int, int], rng: np.random.Generator) -> Box:
+    """A random square (as square as the image allows) containing ``inner``."""
+    w, h = size
+    short = min(w, h)
+    lo = min(max(inner.width, inner.height), short)
+    side = int(rng.integers(lo, short + 1))
+    sw, sh = max(side, min(inner.width, w)), max(side, min(inner.height, h))
+
+    def place(a0: int, a1: int, span: int, limit: int) -> int:
+        first, last = max(0, a1 - span), min(a0, limit - span)
+        return int(rng.integers(first, last + 1)) if last >= first else max(0, min(a0, limit - span))
+
+    x0, y0 = place(inner.x0, inner.x1, sw, w), place(inner.y0, inner.y1, sh, h)
+    return Box(x0, y0, x0 + sw, y0 + sh)
