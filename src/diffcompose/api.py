@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 def run_engine(task: str, engine: str, inputs: dict[str, Any], options: dict[str, Any], runtime: Runtime) -> Any:
     """Resolve the engine (``auto`` included), validate options, call it."""
     name, why = resolve_engine(engine, task)
-    log.info("engine: %s (%s)", name, why)
     impl = get_task(name, task)
     opts = build_options(impl, options)
+    # Say which engine "auto" picked; an explicit choice needs no echo (keeps stderr quiet).
+    log.log(logging.INFO if engine == "auto" else logging.DEBUG, "engine: %s (%s)", name, why)
     return impl.load()(**inputs, options=opts, runtime=runtime)
 
 
