@@ -1,0 +1,173 @@
+"""FreeCompose speed: one DDS iteration per task vs one bare batch-4 UNet forward.
+
+Builds SD1.5-shaped networks with random weights (same shapes, so the same FLOPs as the
+real ones; no download): the UNet (320/640/1280/1280, 2 layers per block, 768-d text),
+the VAE, a full T2I-Adapter and VGG16. For each size it prints
+
+* ``unet``: one bare batch-4 UNet forward (no_grad), the reference;
+* ``remove-dds``: one removal iteration without the perceptual term (masked attention on);
+* ``harmonize-dds``: one harmonization iteration without the perceptual terms;
+* ``compose``: one composition iteration (adapter residuals + K/V injection on every step);
+* ``remove``/``harmonize``: the full iterations, with their perceptual terms;
+* ``perceptual``: what the perceptual terms add (decode with autograd + VGG16 fwd/bwd);
+
+with the ratio to ``unet`` and the peak memory (CUDA: max allocated during the row; CPU:
+the process's peak RSS so far). Example::
+
+    .venv/bin/python benchmarks/freecompose_speed.py --sizes 256 512 --iters 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from diffcompose.attention import AttentionEdit
+from diffcompose.methods.freecompose import dds
+from diffcompose.methods.freecompose.perceptual import MaskedPerceptual
+from diffcompose.models.device import pick_device, pick_dtype
+from diffcompose.models.loader import SDComponents
+from diffcompose.models.vgg import VGG16Features
+
+SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280),
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                 cross_attention_dim=768, attention_head_dim=8)
+SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512)
+
+
+def build(device: torch.device, dtype: torch.dtype) -> tuple[SDComponents, torch.nn.Module, torch.nn.Module]:
+    from diffusers import AutoencoderKL, DDPMScheduler, T2IAdapter, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET).to(device, dtype).eval().requires_grad_(False)
+    vae = AutoencoderKL(**SD15_VAE).to(device, dtype).eval().requires_grad_(False)
+    adapter = T2IAdapter(in_channels=1, channels=[320, 640, 1280, 1280], num_res_blocks=2, downscale_factor=8)
+    adapter = adapter.to(device, dtype).eval().requires_grad_(False)
+    vgg = VGG16Features().to(device).eval().requires_grad_(False)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    sd = SDComponents(root=None, unet=unet, vae=vae, text_encoder=None, tokenizer=None,  # type: ignore[arg-type]
+                      scheduler=sched, device=device, dtype=dtype)
+    return sd, adapter, vgg
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
+def timed(fn: Callable[[int], None], iters: int, device: torch.device) -> tuple[float, float]:
+    """Seconds per iteration of ``fn(n)`` (which runs n iterations) after a 1-iteration warm-up; peak MiB."""
+    fn(1)
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    fn(iters)
+    sync(device)
+    return (time.perf_counter() - start) / iters, peak_mb(device)
+
+
+def run_size(sd: SDComponents, adapter: torch.nn.Module, vgg: torch.nn.Module, size: int, iters: int,
+             rows: list[str]) -> list[tuple[str, float, float]]:
+    device, dtype = sd.device, sd.dtype
+    lat = size // 8
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(1, 4, lat, lat, generator=gen).to(device)
+    emb = torch.randn(4, 77, 768, generator=gen).to(device, dtype)
+    yy, xx = np.mgrid[:lat, :lat]
+    m_lat = torch.from_numpy((((xx - lat * 0.5) / (lat * 0.2)) ** 2 + ((yy - lat * 0.5) / (lat * 0.3)) ** 2 <= 1)
+                             .astype(np.float32)).to(device)
+    weight = (m_lat + 0.2 * (1 - m_lat))[None, None]
+    m_px = torch.nn.functional.interpolate(m_lat[None, None], size=(size, size), mode="nearest")
+    ref = torch.rand(1, 3, size, size, generator=gen).to(device)
+    with torch.no_grad():
+        cond = torch.rand(2, 1, size, size, generator=gen).to(device, dtype)
+        feats = [torch.cat([f, f]) * 0.9 for f in adapter(cond)]
+    t = torch.tensor(500, device=device)
+    x4 = torch.randn(4, 4, lat, lat, generator=gen).to(device, dtype)
+
+    def bare(n: int) -> None:
+        with torch.no_grad():
+            for _ in range(n):
+                sd.unet(x4, t, encoder_hidden_states=emb)
+
+    def task(branches: dds.Branches, attention: Callable[[], AttentionEdit | None], losses: Callable[[], list],
+             weight_map: torch.Tensor | None = None) -> Callable[[int], None]:
+        def go(n: int) -> None:
+            cfg = dds.DDSConfig(iterations=n, weight_map=weight_map)
+            dds.optimise(sd, z, branches, cfg, torch.Generator().manual_seed(1), losses=losses(),
+                         attention=attention())
+        return go
+
+    plain = dds.Branches(emb)
+    masked = lambda: AttentionEdit("mask", (lat, lat), mask=m_lat, min_layer=10, start_iter=0)  # noqa: E731
+    inject = lambda: AttentionEdit("inject", (lat, lat), min_layer=10, start_iter=0)  # noqa: E731
+    none = lambda: None  # noqa: E731
+    remove_losses = lambda: [(0.3, MaskedPerceptual(vgg, ref, 1 - m_px))]  # noqa: E731
+    harm_losses = lambda: [(0.3, MaskedPerceptual(vgg, ref, 1 - m_px)), (0.1, MaskedPerceptual(vgg, ref, m_px))]  # noqa: E731
+
+    def perceptual(n: int) -> None:
+        per = remove_losses()[0][1]
+        for _ in range(n):
+            zz = z.clone().requires_grad_(True)
+            (0.3 * per(dds.decode_latent(sd, zz))).backward()
+
+    cases = {
+        "unet": bare,
+        "remove-dds": task(plain, masked, lambda: [], weight),
+        "harmonize-dds": task(plain, none, lambda: []),
+        "compose": task(dds.Branches(emb, feats), inject, lambda: []),
+        "perceptual": perceptual,
+        "remove": task(plain, masked, remove_losses, weight),
+        "harmonize": task(plain, none, harm_losses),
+    }
+    out = []
+    for name in ["unet", *[r for r in rows if r != "unet"]]:
+        sec, mem = timed(cases[name], iters, device)
+        out.append((name, sec, mem))
+        print(f"  {size:>4}  {name:<14} {sec:8.3f} s   x{sec / out[0][1]:.3f}   peak {mem:8.0f} MiB", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="square working sizes in pixels")
+    p.add_argument("--iters", type=int, default=2, help="timed iterations per row (after one warm-up)")
+    p.add_argument("--rows", nargs="+", default=["remove-dds", "harmonize-dds", "compose", "perceptual", "remove",
+                                                 "harmonize"], help="which rows to time")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"])
+    args = p.parse_args(argv)
+    torch.set_flush_denormal(True)
+    device = pick_device(args.device)
+    dtype = pick_dtype(device, args.dtype)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+          f"dtype {str(dtype).replace('torch.', '')}, threads {torch.get_num_threads()}, iters {args.iters}", flush=True)
+    sd, adapter, vgg = build(device, dtype)
+    print("  size  row              s/iter   vs unet   memory")
+    for size in args.sizes:
+        if size % 64:
+            p.error(f"sizes must be multiples of 64, got {size}")
+        run_size(sd, adapter, vgg, size, args.iters, args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
