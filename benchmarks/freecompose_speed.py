@@ -48,11 +48,14 @@ SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_blo
 def build(device: torch.device, dtype: torch.dtype) -> tuple[SDComponents, torch.nn.Module, torch.nn.Module]:
     from diffusers import AutoencoderKL, DDPMScheduler, T2IAdapter, UNet2DConditionModel
 
+    def place(module: torch.nn.Module) -> torch.nn.Module:
+        module = module.to(device) if dtype == torch.float32 else module.to(device, dtype)  # no cast warning
+        return module.eval().requires_grad_(False)
+
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET).to(device, dtype).eval().requires_grad_(False)
-    vae = AutoencoderKL(**SD15_VAE).to(device, dtype).eval().requires_grad_(False)
-    adapter = T2IAdapter(in_channels=1, channels=[320, 640, 1280, 1280], num_res_blocks=2, downscale_factor=8)
-    adapter = adapter.to(device, dtype).eval().requires_grad_(False)
+    unet = place(UNet2DConditionModel(**SD15_UNET))
+    vae = place(AutoencoderKL(**SD15_VAE))
+    adapter = place(T2IAdapter(in_channels=1, channels=[320, 640, 1280, 1280], num_res_blocks=2, downscale_factor=8))
     vgg = VGG16Features().to(device).eval().requires_grad_(False)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     sd = SDComponents(root=None, unet=unet, vae=vae, text_encoder=None, tokenizer=None,  # type: ignore[arg-type]
