@@ -10,7 +10,7 @@ from skimage import data
 import diffcompose as dc
 from diffcompose.errors import InputError
 from diffcompose.evaluation import fmse, mae, mse, psnr, ssim
-from diffcompose.inputs import Box, dilate_mask, load_image, load_mask, mask_to_box
+from diffcompose.inputs import Box, dilate_mask, load_mask, mask_to_box
 from diffcompose.methods.classical.paste import feather_alpha, fit_box, poisson_blend
 from diffcompose.methods.classical.harmonize import to_lab
 from diffcompose.regions import changed_region, default_margin
@@ -90,19 +90,6 @@ def test_remove_refuses_full_mask_and_bad_options(photo) -> None:
         dc.remove(photo, np.eye(512, dtype=bool), engine="classical", radius=0)
     with pytest.raises(InputError, match="does not use --blend"):
         dc.remove(photo, np.eye(512, dtype=bool), engine="classical", blend="none")
-
-
-@pytest.mark.slow
-def test_remove_every_testdata_case(testdata) -> None:
-    cases = cases_of("removal")
-    assert cases
-    for case in cases:
-        img = load_image(case["files"]["image"])
-        mask = load_mask(case["files"]["mask"], (img.shape[1], img.shape[0]))
-        out = _arr(dc.remove(case["files"]["image"], case["files"]["mask"], engine="classical"))
-        outside = ~changed_region(mask, default_margin(img.shape))
-        np.testing.assert_array_equal(out[outside], img[outside], err_msg=str(case["files"]["image"]))
-        assert not np.array_equal(out[mask], img[mask])
 
 
 # ----------------------------------------------------------------------------- paste

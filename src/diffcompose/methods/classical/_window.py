@@ -1,6 +1,6 @@
 """Windows for the classical engines: native pixels around a region, capped in size.
 
-The classical algorithms cost grows with the pixels they see, not with the photo's size;
+The classical algorithms' cost grows with the pixels they see, not with the photo's size;
 working on a window around the region keeps a 40 MP photo as fast as a small one. Past
 ``max_pixels`` the window is worked at a reduced resolution (only for algorithms whose
 result is smooth anyway: biharmonic fills, GrabCut masks).
@@ -9,8 +9,6 @@ result is smooth anyway: biharmonic fills, GrabCut masks).
 from __future__ import annotations
 
 import math
-
-import numpy as np
 
 from diffcompose.inputs.boxes import Box
 from diffcompose.regions import Window, plan_window
