@@ -12,9 +12,10 @@ the VAE, a full T2I-Adapter and VGG16. For each size it prints
 * ``perceptual``: what the perceptual terms add (decode with autograd + VGG16 fwd/bwd);
 
 with the ratio to ``unet`` and the peak memory (CUDA: max allocated during the row; CPU:
-the process's peak RSS so far). Example::
+the process's peak RSS so far). Rows run interleaved, one iteration each per round, and
+the fastest round counts (robust to other load on a shared machine). Example::
 
-    .venv/bin/python benchmarks/freecompose_speed.py --sizes 256 512 --iters 2
+    .venv/bin/python benchmarks/freecompose_speed.py --sizes 256 512 --rounds 2
 """
 
 from __future__ import annotations
@@ -75,20 +76,19 @@ def peak_mb(device: torch.device) -> float:
     return rss / 1024 if sys.platform != "darwin" else rss / 2**20
 
 
-def timed(fn: Callable[[int], None], iters: int, device: torch.device) -> tuple[float, float]:
-    """Seconds per iteration of ``fn(n)`` (which runs n iterations) after a 1-iteration warm-up; peak MiB."""
-    fn(1)
+def timed(fn: Callable[[int], None], device: torch.device) -> tuple[float, float]:
+    """Seconds of one iteration of ``fn``; peak MiB during it."""
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    fn(iters)
+    fn(1)
     sync(device)
-    return (time.perf_counter() - start) / iters, peak_mb(device)
+    return time.perf_counter() - start, peak_mb(device)
 
 
-def run_size(sd: SDComponents, adapter: torch.nn.Module, vgg: torch.nn.Module, size: int, iters: int,
-             rows: list[str]) -> list[tuple[str, float, float]]:
+def run_size(sd: SDComponents, adapter: torch.nn.Module, vgg: torch.nn.Module, size: int, rounds: int,
+             rows: list[str]) -> None:
     device, dtype = sd.device, sd.dtype
     lat = size // 8
     gen = torch.Generator().manual_seed(0)
@@ -123,14 +123,14 @@ def run_size(sd: SDComponents, adapter: torch.nn.Module, vgg: torch.nn.Module, s
     masked = lambda: AttentionEdit("mask", (lat, lat), mask=m_lat, min_layer=10, start_iter=0)  # noqa: E731
     inject = lambda: AttentionEdit("inject", (lat, lat), min_layer=10, start_iter=0)  # noqa: E731
     none = lambda: None  # noqa: E731
-    remove_losses = lambda: [(0.3, MaskedPerceptual(vgg, ref, 1 - m_px))]  # noqa: E731
-    harm_losses = lambda: [(0.3, MaskedPerceptual(vgg, ref, 1 - m_px)), (0.1, MaskedPerceptual(vgg, ref, m_px))]  # noqa: E731
+    background, inside = MaskedPerceptual(vgg, ref, 1 - m_px), MaskedPerceptual(vgg, ref, m_px)  # built once per run
+    remove_losses = lambda: [(0.3, background)]  # noqa: E731
+    harm_losses = lambda: [(0.3, background), (0.1, inside)]  # noqa: E731
 
     def perceptual(n: int) -> None:
-        per = remove_losses()[0][1]
         for _ in range(n):
             zz = z.clone().requires_grad_(True)
-            (0.3 * per(dds.decode_latent(sd, zz))).backward()
+            (0.3 * background(dds.decode_latent(sd, zz))).backward()
 
     cases = {
         "unet": bare,
@@ -141,18 +141,22 @@ def run_size(sd: SDComponents, adapter: torch.nn.Module, vgg: torch.nn.Module, s
         "remove": task(plain, masked, remove_losses, weight),
         "harmonize": task(plain, none, harm_losses),
     }
-    out = []
-    for name in ["unet", *[r for r in rows if r != "unet"]]:
-        sec, mem = timed(cases[name], iters, device)
-        out.append((name, sec, mem))
-        print(f"  {size:>4}  {name:<14} {sec:8.3f} s   x{sec / out[0][1]:.3f}   peak {mem:8.0f} MiB", flush=True)
-    return out
+    names = ["unet", *[r for r in rows if r != "unet"]]
+    bare(1)  # warm-up
+    best = {n: (float("inf"), 0.0) for n in names}
+    for _ in range(rounds):  # interleaved, so drifting load on a shared machine hits every row alike
+        for name in names:
+            sec, mem = timed(cases[name], device)
+            best[name] = (min(best[name][0], sec), max(best[name][1], mem))
+    for name in names:
+        sec, mem = best[name]
+        print(f"  {size:>4}  {name:<14} {sec:8.3f} s   x{sec / best['unet'][0]:.3f}   peak {mem:8.0f} MiB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="square working sizes in pixels")
-    p.add_argument("--iters", type=int, default=2, help="timed iterations per row (after one warm-up)")
+    p.add_argument("--rounds", type=int, default=2, help="timing rounds (every row once per round; the minimum counts)")
     p.add_argument("--rows", nargs="+", default=["remove-dds", "harmonize-dds", "compose", "perceptual", "remove",
                                                  "harmonize"], help="which rows to time")
     p.add_argument("--device", default=None)
@@ -162,13 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"dtype {str(dtype).replace('torch.', '')}, threads {torch.get_num_threads()}, iters {args.iters}", flush=True)
+          f"dtype {str(dtype).replace('torch.', '')}, threads {torch.get_num_threads()}, rounds {args.rounds}", flush=True)
     sd, adapter, vgg = build(device, dtype)
     print("  size  row              s/iter   vs unet   memory")
     for size in args.sizes:
         if size % 64:
             p.error(f"sizes must be multiples of 64, got {size}")
-        run_size(sd, adapter, vgg, size, args.iters, args.rows)
+        run_size(sd, adapter, vgg, size, args.rounds, args.rows)
     return 0
 
 

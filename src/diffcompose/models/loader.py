@@ -130,7 +130,7 @@ def resolve_sd(model: str | None, parts: tuple[str, ...] = _SD_PARTS) -> Path:
 
 def resolve_extra(name: str, required: list[str], what: str, allow_patterns: list[str] | None = None) -> Path:
     """A local directory (or hub id) for an extra network, with the same one-line errors."""
-    hint = f"; pass a local directory for it, or use --engine classical"
+    hint = "; pass a local directory for it, or use --engine classical"
     return resolve_model(name, required, what=what, allow_patterns=allow_patterns, hint=hint)
 
 
