@@ -18,6 +18,7 @@ only when named in ``--engines``. Photos are worked at most ``--max-side`` pixel
 
     .venv/bin/python benchmarks/quality.py                 # all classical engines
     .venv/bin/python benchmarks/quality.py --engines classical:biharmonic,freecompose
+    .venv/bin/python benchmarks/quality.py --tasks harmonize --opt strength=1.0
 """
 
 from __future__ import annotations
@@ -121,11 +122,23 @@ class Variant:
     run: Callable[..., np.ndarray]
 
 
-def variants(task: str, wanted: set[str] | None) -> Iterator[Variant]:
-    """One variant per engine (and per value of its ``method`` option), filtered by ``--engines``."""
+def _convert(tp: object, text: str) -> object:
+    """``--opt`` text to the option's type (``float | None`` -> float, ``Literal`` -> str)."""
+    if typing.get_origin(tp) is typing.Literal:
+        return text
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return (args[0] if args else tp)(text)
+
+
+def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Iterator[Variant]:
+    """One variant per engine (and per value of its ``method`` option), filtered by ``--engines``.
+
+    ``extra``: option values (``--opt KEY=VALUE``) given to every engine that has that option.
+    """
     api_call = getattr(dc, task)
     for impl in implementations(task):
         hints = typing.get_type_hints(impl.options)
+        fields = {f.name: f for f in dataclasses.fields(impl.options)}
         methods = typing.get_args(hints["method"]) if "method" in hints else (None,)
         for method in methods:
             name = impl.engine if method is None else f"{impl.engine}:{method}"
@@ -134,7 +147,11 @@ def variants(task: str, wanted: set[str] | None) -> Iterator[Variant]:
                 if impl.needs_torch and wanted is None:
                     print(f"(skipping {name}: needs torch/weights; name it in --engines to run it)", file=sys.stderr)
                 continue
-            opts = {} if method is None else {"method": method}
+            opts: dict = {} if method is None else {"method": method}
+            for key, text in extra.items():
+                if key in fields:
+                    opts[key] = _convert(hints[key], text)
+                    name += f" {key}={text}"
 
             def run(image: np.ndarray, mask: np.ndarray, seed: int, _e: str = impl.engine,
                     _o: dict = opts) -> np.ndarray:
@@ -178,7 +195,7 @@ def bench_removal(args: argparse.Namespace, wanted: set[str] | None) -> None:
             composite, hole = random_paste(bg, obj, om, rng)
             if hole.any() and not hole.all():
                 samples.append((bg, composite, hole))
-    runs = [Variant("mean-fill (baseline)", mean_fill), *variants("remove", wanted)]
+    runs = [Variant("mean-fill (baseline)", mean_fill), *variants("remove", wanted, args.opt)]
     rows = []
     for v in runs:
         scores: dict[str, list[float]] = defaultdict(list)
@@ -231,7 +248,7 @@ def bench_harmonization(args: argparse.Namespace, wanted: set[str] | None) -> No
             rng = np.random.default_rng([args.seed, i, j])
             other = others[int(rng.integers(len(others)))][1]
             samples.append((img, perturb(img, m, kind, other, rng), m))
-    runs = [Variant("composite (baseline)", lambda image, mask, seed: image), *variants("harmonize", wanted)]
+    runs = [Variant("composite (baseline)", lambda image, mask, seed: image), *variants("harmonize", wanted, args.opt)]
     rows = []
     for v in runs:
         scores: dict[str, list[float]] = defaultdict(list)
@@ -259,11 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", default=None,
                     help="comma-separated engines or engine:method (default: every engine that needs no weights)")
     ap.add_argument("--tasks", default="remove,harmonize", help="remove, harmonize or both")
+    ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="engine option for every engine that has it, e.g. --opt strength=1.0 (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="at most this many photos per task")
     ap.add_argument("--per-photo", type=int, default=3, help="removal: object pastes per photo")
     ap.add_argument("--max-side", type=int, default=640, help="photos are shrunk to this long side first")
     args = ap.parse_args(argv)
+    args.opt = dict(o.split("=", 1) for o in args.opt)
     wanted = None if args.engines is None else {e.strip() for e in args.engines.split(",") if e.strip()}
     if not (args.testdata / "manifest.json").exists():
         print(f"(no test data at {args.testdata}: scikit-image photos only)", file=sys.stderr)
