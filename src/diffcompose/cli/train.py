@@ -1,0 +1,35 @@
+"""``train pbe --config FILE``: self-reference training of Paint-by-Example (accelerate)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def run_train_pbe(args: argparse.Namespace) -> None:
+    from diffcompose.training.config import load_config
+    from diffcompose.training.trainer import train
+
+    cfg = load_config(args.config)
+    for key in ("max_steps", "output_dir", "resume"):
+        if getattr(args, key) is not None:
+            setattr(cfg, key, getattr(args, key))
+    cfg.__post_init__()
+    losses = train(cfg, progress=args.progress)
+    if losses:
+        print(f"{Path(cfg.output_dir) / 'final'} (last loss {losses[-1]:.4f})")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (Paint-by-Example)",
+                       description="Train a model. Multi-GPU / multi-node: "
+                                   "'accelerate launch -m diffcompose train pbe --config FILE'.")
+    kinds = p.add_subparsers(title="models", metavar="MODEL", parser_class=type(p))
+    q = kinds.add_parser("pbe", help="Paint-by-Example, self-reference training on images with object boxes",
+                         description="Self-reference training of Paint-by-Example from a YAML config "
+                                     "(see configs/train_pbe.example.yaml).")
+    q.add_argument("--config", type=Path, required=True, help="YAML file with data, model and train sections")
+    q.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
+    q.add_argument("--output-dir", default=None, help="override train.output_dir")
+    q.add_argument("--resume", default=None, help="'latest' or a checkpoint directory (overrides train.resume)")
+    q.set_defaults(func=run_train_pbe)

@@ -1,0 +1,114 @@
+"""Training configuration: a YAML file with ``data``, ``model`` and ``train`` sections.
+
+Every key is checked (unknown keys and out-of-range values are one-line errors) before
+anything heavy is loaded. See ``configs/train_pbe.example.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffcompose.errors import InputError
+from diffcompose.methods.registry import check_choice, check_range
+
+SECTIONS = ("data", "model", "train")
+
+
+@dataclass
+class TrainConfig:
+    # data
+    manifest: str = ""  # COCO instances .json or .jsonl manifest
+    image_root: str | None = None  # default: the manifest's folder
+    resolution: int = 512
+    min_area: float = 0.02
+    max_area: float = 0.8
+    max_extend: float = 0.4
+    bezier_p: float = 0.5
+    num_workers: int = 2
+    # model
+    init: str = "CompVis/stable-diffusion-v1-4"  # SD text-to-image, SD inpainting, PbE, or "tiny"
+    init_kind: str = "auto"  # auto | pbe | sd-inpainting | sd
+    image_encoder: str = "openai/clip-vit-large-patch14"  # CLIP vision weights (ignored for a PbE init); or "tiny"
+    # optimisation
+    output_dir: str = "runs/pbe"
+    max_steps: int = 1000
+    batch_size: int = 4
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    gradient_checkpointing: bool = True
+    ema_decay: float | None = None  # e.g. 0.9999; None: no EMA
+    cond_dropout: float = 0.2
+    checkpoint_every: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    resume: str | None = None  # "latest" or a checkpoint directory
+
+    def __post_init__(self) -> None:
+        if not self.manifest:
+            raise InputError("config: data.manifest is required (a COCO .json or a .jsonl manifest)")
+        check_range("resolution", self.resolution, 64, 4096)
+        if self.resolution % 8:
+            raise InputError(f"config: resolution must be a multiple of 8, got {self.resolution}")
+        check_range("min_area", self.min_area, 0.0, 1.0)
+        check_range("max_area", self.max_area, self.min_area, 1.0)
+        check_range("max_extend", self.max_extend, 0.0, 1.0)
+        check_range("bezier_p", self.bezier_p, 0.0, 1.0)
+        check_range("num_workers", self.num_workers, 0, 64)
+        check_choice("init_kind", self.init_kind, ("auto", "pbe", "sd-inpainting", "sd"))
+        check_range("max_steps", self.max_steps, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("warmup_steps", self.warmup_steps, 0)
+        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1)
+        check_range("max_grad_norm", self.max_grad_norm, 0.0)
+        check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        if self.ema_decay is not None:
+            check_range("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
+        check_range("cond_dropout", self.cond_dropout, 0.0, 1.0)
+        check_range("checkpoint_every", self.checkpoint_every, 1)
+        check_range("log_every", self.log_every, 1)
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    """Flatten the sections and build a validated :class:`TrainConfig`."""
+    if not isinstance(raw, dict):
+        raise InputError("config must be a mapping with data/model/train sections")
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in SECTIONS or not isinstance(value, dict):
+            raise InputError(f"config: unknown section {key!r} (expected {', '.join(SECTIONS)}, each a mapping)")
+        flat.update(value)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(flat) - names)
+    if unknown:
+        raise InputError(f"config: unknown key(s) {', '.join(unknown)}")
+    try:
+        return TrainConfig(**flat)
+    except TypeError as exc:
+        raise InputError(f"config: {exc}") from None
+
+
+def load_config(path: Path) -> TrainConfig:
+    import yaml
+
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    cfg = config_from_dict(raw or {})
+    base = path.parent
+    if not Path(cfg.manifest).is_absolute():  # paths in the config are relative to it
+        cfg.manifest = str(base / cfg.manifest)
+    if cfg.image_root and not Path(cfg.image_root).is_absolute():
+        cfg.image_root = str(base / cfg.image_root)
+    return cfg
