@@ -18,7 +18,7 @@ from diffcompose.cli.common import Parser
 from diffcompose.errors import DiffComposeError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ["edit", "compose", "paint", "convert", "demo"]
+COMMAND_MODULES = ["edit", "compose", "paint", "convert", "train", "demo"]
 
 
 def build_parser() -> Parser:
