@@ -139,7 +139,7 @@ def optimise(sd: Any, z_src: torch.Tensor, branches: Branches, cfg: DDSConfig, g
             z.grad = grad if z.grad is None else z.grad + grad
             opt.step()
             if callback is not None:
-                latent = z.detach()
+                latent = z.detach().clone()
                 callback(iteration=i, iterations=cfg.iterations, timestep=t, latent=latent,
                          preview=lambda latent=latent: to_uint8(_decode_nograd(sd, latent)))
     return z.detach()
