@@ -15,7 +15,6 @@ checkpoints load into this module without renaming.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
@@ -24,8 +23,6 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from diffcompose.errors import WeightsMissingError
-
-log = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"

@@ -12,7 +12,6 @@ posterior sample of the masked image, then whatever the scheduler draws (eta > 0
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import Any, Callable, Literal
 
 import torch
@@ -20,8 +19,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from diffcompose.methods.pbe.components import PbEComponents
-
-log = logging.getLogger(__name__)
 
 SchedulerName = Literal["plms", "ddim", "euler", "dpm"]
 
