@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_TESTDATA = Path(os.environ.get("DIFFCOMPOSE_TESTDATA", REPO.parent / "shared" / "testdata"))
 
+DEFAULT_OUTPUT_DIR = Path("outputs/demo")
+
 #: Boxes around the main object of scikit-image's photos (x0, y0, x1, y1).
 SKIMAGE_BOXES = {"astronaut": (140, 10, 360, 330), "coffee": (150, 10, 430, 310), "chelsea": (90, 10, 360, 300)}
 #: Where the demo pastes the cat into the coffee photo.
@@ -86,18 +88,21 @@ def _testdata_steps(testdata: Path) -> list[Step]:
 
 
 def run_demo(args: argparse.Namespace) -> None:
-    out_dir: Path = args.output_dir
+    # The default folder belongs to the demo, so a rerun refreshes it; a folder the user
+    # names is protected like any other output (--force to overwrite).
+    out_dir: Path = args.output_dir or DEFAULT_OUTPUT_DIR
+    force = args.force or args.output_dir is None
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--output-dir {out_dir} exists and is not a folder")
     steps = _skimage_steps() + _testdata_steps(args.testdata)
-    if not args.force:
+    if not force:
         for name, _ in steps:
             if (out_dir / name).exists():
                 raise OutputExistsError(f"output {out_dir / name} exists; pass --force to overwrite the demo outputs")
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("demo: %d outputs into %s", len(steps), out_dir)
     for name, step in tqdm(steps, desc="demo", unit="image", disable=not args.progress):
-        path = save_image(step(), out_dir / name, force=args.force)
+        path = save_image(step(), out_dir / name, force=force)
         print(path, flush=True)
 
 
@@ -106,9 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Segment, remove, paste and harmonize objects in scikit-image's bundled photos "
                                    "(and ../shared/testdata when present) with the classical engines, and write "
                                    "the results as PNG files.")
-    p.add_argument("--output-dir", type=Path, default=Path("outputs/demo"),
-                   help="folder for the results (default: outputs/demo)")
+    p.add_argument("--output-dir", type=Path, default=None,
+                   help=f"folder for the results (default: {DEFAULT_OUTPUT_DIR}, refreshed on every run)")
     p.add_argument("--testdata", type=Path, default=DEFAULT_TESTDATA,
                    help="folder with manifest.json whose cases are also run when present (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="overwrite results of an earlier demo")
+    p.add_argument("--force", action="store_true", help="overwrite earlier results in a folder given with --output-dir")
     p.set_defaults(func=run_demo)
