@@ -33,7 +33,7 @@ class Window:
 
     def crop(self, image: np.ndarray) -> np.ndarray:
         """Cut the window out of a full-size ``(H, W, C)`` image and resize it to the working size."""
-        return _resize_image(image[self.box.slices], self.work_size)
+        return resize_image(image[self.box.slices], self.work_size)
 
     def crop_mask(self, mask: np.ndarray, soft: bool = False) -> np.ndarray:
         return resize_mask(mask[self.box.slices], self.work_size, soft=soft)
@@ -41,11 +41,12 @@ class Window:
     def uncrop(self, work_image: np.ndarray, full: np.ndarray) -> np.ndarray:
         """Return a copy of ``full`` with the window replaced by ``work_image`` resized back."""
         out = full.copy()
-        out[self.box.slices] = _resize_image(work_image, (self.box.width, self.box.height))
+        out[self.box.slices] = resize_image(work_image, (self.box.width, self.box.height))
         return out
 
 
-def _resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an image to ``(width, height)``: area-averaging when shrinking, bicubic when growing."""
     w, h = size
     if image.shape[1] == w and image.shape[0] == h:
         return image.copy()

@@ -18,6 +18,7 @@ from diffcompose.inputs.masks import resize_mask
 from diffcompose.methods.classical._window import window_for
 from diffcompose.methods.classical.options import PasteOptions
 from diffcompose.methods.registry import Runtime
+from diffcompose.regions.crop import resize_image
 
 
 def fit_box(object_size: tuple[int, int], box: Box) -> Box:
@@ -31,14 +32,6 @@ def fit_box(object_size: tuple[int, int], box: Box) -> Box:
     return Box(x0, y0, x0 + w, y0 + h)
 
 
-def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    w, h = size
-    if image.shape[1] == w and image.shape[0] == h:
-        return image.copy()
-    shrinking = w * h < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
-
-
 def place_soft(background: np.ndarray, obj: np.ndarray, object_mask: np.ndarray, box: Box
                ) -> tuple[np.ndarray, np.ndarray]:
     """The object resized into place on a copy of ``background``, and its float coverage (0..1)."""
@@ -46,7 +39,7 @@ def place_soft(background: np.ndarray, obj: np.ndarray, object_mask: np.ndarray,
     target = fit_box((crop.width, crop.height), box)
     size = (target.width, target.height)
     layer = background.copy()
-    layer[target.slices] = _resize(obj[crop.slices], size)
+    layer[target.slices] = resize_image(obj[crop.slices], size)
     coverage = np.zeros(background.shape[:2], dtype=np.float32)
     coverage[target.slices] = resize_mask(object_mask[crop.slices], size, soft=True)
     return layer, coverage
