@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -191,15 +191,14 @@ def tiny_cache_dir() -> Path:
     return Path(base) / f"tiny-sd1-v{TINY_VERSION}"
 
 
-def ensure_tiny_model(path: Path | None = None) -> Path:
-    """The tiny model directory, written once (atomically: a half-written one is never used)."""
-    target = path or tiny_cache_dir()
+def ensure_written(target: Path, writer: Callable[[Path], object], what: str) -> Path:
+    """``target`` once ``writer`` has filled it, written atomically (a half-written one is never used)."""
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
-        write_tiny_sd(tmp / "m")
+        writer(tmp / "m")
         try:
             os.replace(tmp / "m", target)
         except OSError:  # another process won the race
@@ -207,5 +206,10 @@ def ensure_tiny_model(path: Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("wrote the tiny random model to %s", target)
+    log.info("wrote the tiny random %s to %s", what, target)
     return target
+
+
+def ensure_tiny_model(path: Path | None = None) -> Path:
+    """The tiny SD model directory, written once."""
+    return ensure_written(path or tiny_cache_dir(), write_tiny_sd, "model")

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from diffcompose.models.tiny import TINY_TEXT_DIM, tiny_cache_dir, tiny_scheduler_config, tiny_unet_config, tiny_vae_config
-
-log = logging.getLogger(__name__)
+from diffcompose.models.tiny import TINY_TEXT_DIM, ensure_written, tiny_cache_dir, tiny_scheduler_config, tiny_unet_config, tiny_vae_config
 
 TINY_PBE_VERSION = 1
 
@@ -66,20 +61,6 @@ def write_tiny_pbe(path: str | os.PathLike, *, seed: int = 0, sd_scale: bool = F
 
 
 def ensure_tiny_pbe(path: Path | None = None) -> Path:
-    """The cached tiny PbE directory, written once and atomically."""
+    """The cached tiny PbE directory, written once."""
     target = path or tiny_cache_dir().parent / f"tiny-pbe-v{TINY_PBE_VERSION}"
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-pbe-", dir=target.parent))
-    try:
-        write_tiny_pbe(tmp / "m")
-        try:
-            os.replace(tmp / "m", target)
-        except OSError:  # another process won the race
-            if not (target / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("wrote the tiny random Paint-by-Example model to %s", target)
-    return target
+    return ensure_written(target, write_tiny_pbe, "Paint-by-Example model")
