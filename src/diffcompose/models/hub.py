@@ -2,18 +2,24 @@
 
 ``resolve_model`` turns what the user typed (a local directory or a hub id) into a local
 directory, or raises one line saying what is missing and what to do instead. Nothing is
-downloaded when ``HF_HUB_OFFLINE=1`` is set; otherwise the hub is tried once.
+downloaded when ``HF_HUB_OFFLINE=1`` is set; otherwise the hub is asked once (a download
+is announced only once the hub has answered, so offline runs fail in one line).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Iterable
 
 from diffcompose.errors import WeightsMissingError
 
 log = logging.getLogger(__name__)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -46,12 +52,19 @@ def resolve_model(name: str, required: Iterable[str] = ("model_index.json",), *,
         raise
     except Exception:  # not cached (or cached partially): try the hub once
         pass
+    if _offline():
+        raise WeightsMissingError(f"{what} '{name}' is not in the local cache and HF_HUB_OFFLINE is set{hint}")
+    from huggingface_hub import model_info
+
+    try:  # a cheap request first, so an unreachable hub fails before a download is announced
+        model_info(name)
+    except Exception as exc:
+        raise WeightsMissingError(
+            f"{what} '{name}' is not in the local cache and the hub is unreachable ({type(exc).__name__}){hint}"
+        ) from None
+    log.info("downloading %s %s from the hub", what, name)
     try:
-        log.info("downloading %s %s from the hub", what, name)
         local = snapshot_download(name, allow_patterns=allow_patterns)
     except Exception as exc:
-        reason = type(exc).__name__
-        raise WeightsMissingError(
-            f"{what} '{name}' is not in the local cache and the hub is unreachable ({reason}){hint}"
-        ) from None
+        raise WeightsMissingError(f"{what} '{name}' could not be downloaded ({type(exc).__name__}){hint}") from None
     return check_complete(Path(local), required, what)
