@@ -93,6 +93,18 @@ def add_engine_options(parser: argparse.ArgumentParser, task: str) -> None:
                                help=help_text, **kwargs)
 
 
+def add_task_flags(parser: argparse.ArgumentParser, task: str, *, paste_back: bool = True,
+                   runtime: bool = True) -> None:
+    """The flags every editing command shares: output, paste-back, engine options, runtime, limits."""
+    add_output(parser)
+    if paste_back:
+        add_paste_back(parser)
+    add_engine_options(parser, task)
+    if runtime:
+        add_runtime(parser)
+    add_limits(parser)
+
+
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine options the user actually gave."""
     return {k[len(OPT_PREFIX):]: v for k, v in vars(args).items() if k.startswith(OPT_PREFIX) and v is not None}

@@ -48,11 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Remove the object under MASK (white) from IMAGE.")
     p.add_argument("image", type=Path, metavar="IMAGE")
     p.add_argument("--mask", type=Path, required=True, help="white = the object to remove (any size-matched mask file)")
-    common.add_output(p)
-    common.add_paste_back(p)
-    common.add_engine_options(p, "remove")
-    common.add_runtime(p)
-    common.add_limits(p)
+    common.add_task_flags(p, "remove")
     p.set_defaults(func=run_remove)
 
     p = sub.add_parser("paste", help="place an object into a background at a box",
@@ -62,9 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--object", type=Path, required=True, help="the object photo (its alpha is used as mask if any)")
     p.add_argument("--object-mask", type=Path, default=None, help="white = the object in the object photo")
     p.add_argument("--box", required=True, help="target box x0,y0,x1,y1 in background pixels (end-exclusive)")
-    common.add_output(p)
-    common.add_engine_options(p, "paste")
-    common.add_limits(p)
+    common.add_task_flags(p, "paste", paste_back=False, runtime=False)
     p.set_defaults(func=run_paste)
 
     p = sub.add_parser("harmonize", help="make a pasted object match its surroundings",
@@ -75,18 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--object", type=Path, default=None, help="object photo to paste first (IMAGE is then the background)")
     p.add_argument("--object-mask", type=Path, default=None, help="white = the object in the object photo")
     p.add_argument("--box", default=None, help="where to paste --object: x0,y0,x1,y1")
-    common.add_output(p)
-    common.add_paste_back(p)
-    common.add_engine_options(p, "harmonize")
-    common.add_runtime(p)
-    common.add_limits(p)
+    common.add_task_flags(p, "harmonize")
     p.set_defaults(func=run_harmonize)
 
     p = sub.add_parser("segment", help="an object mask from a box around it (GrabCut)",
                        description="Write a mask (white = object) of the object inside --box.")
     p.add_argument("image", type=Path, metavar="IMAGE")
     p.add_argument("--box", required=True, help="box around the object: x0,y0,x1,y1 (end-exclusive)")
-    common.add_output(p)
-    common.add_engine_options(p, "segment")
-    common.add_limits(p)
+    common.add_task_flags(p, "segment", paste_back=False, runtime=False)
     p.set_defaults(func=run_segment)

@@ -41,9 +41,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", type=Path, required=True, help="photo of the object to paint in")
     p.add_argument("--reference-mask", type=Path, default=None,
                    help="white = the object in the reference (its background is turned white)")
-    common.add_output(p)
-    common.add_paste_back(p)
-    common.add_engine_options(p, "paint")
-    common.add_runtime(p)
-    common.add_limits(p)
+    common.add_task_flags(p, "paint")
     p.set_defaults(func=run_paint)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from diffcompose.errors import InputError
 from diffcompose.methods.registry import check_range, option, register
 
 ENGINE = "freecompose"
@@ -40,8 +41,6 @@ class _Common:
         if hi is not None:
             check_range("t_max", hi, 1, 999)
         if lo is not None and hi is not None and lo > hi:
-            from diffcompose.errors import InputError
-
             raise InputError(f"--t-min ({lo}) must not exceed --t-max ({hi})")
 
 
@@ -86,8 +85,6 @@ class HarmonizeOptions(_Common):
         check_range("background_weight", self.background_weight, 0.0, 100.0)
         check_range("object_weight", self.object_weight, 0.0, 100.0)
         if self.source_prompt == self.target_prompt:
-            from diffcompose.errors import InputError
-
             raise InputError("--source-prompt and --target-prompt are identical: the DDS gradient would be zero")
 
 
@@ -129,8 +126,6 @@ class ComposeOptions(_Common):
         lo, hi = COMPOSE_T_RANGE[condition_type]
         lo, hi = self.t_min if self.t_min is not None else lo, self.t_max if self.t_max is not None else hi
         if lo > hi:
-            from diffcompose.errors import InputError
-
             raise InputError(f"timestep range [{lo}, {hi}] is empty; set --t-min/--t-max")
         return lo, hi
 
