@@ -24,7 +24,7 @@ COMMAND_MODULES = ["edit", "compose", "paint", "convert", "train", "demo"]
 def build_parser() -> Parser:
     parser = Parser(
         prog="diffcompose",
-        description="Object-level image editing: remove, paste, harmonize and segment objects. "
+        description="Object-level image editing: remove, paste, harmonize, segment, compose and paint objects. "
                     "Masks are white where the image should change; boxes are x0,y0,x1,y1 in pixels (end-exclusive).",
         epilog="Run 'diffcompose COMMAND --help' for a command's options.",
     )
