@@ -160,6 +160,23 @@ def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Itera
             yield Variant(name, run)
 
 
+def score(runs: list[Variant], samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+          metrics: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]], seed: int) -> list[tuple]:
+    """Per variant: its name, the mean of each metric over ``(truth, composite, mask)`` samples, s / image."""
+    rows = []
+    for v in runs:
+        scores: dict[str, list[float]] = defaultdict(list)
+        secs = 0.0
+        for truth, composite, mask in samples:
+            t0 = time.perf_counter()
+            out = v.run(composite, mask, seed)
+            secs += time.perf_counter() - t0
+            for name, metric in metrics.items():
+                scores[name].append(metric(out, truth, mask))
+        rows.append((v.name, *(np.mean(scores[name]) for name in metrics), secs / len(samples)))
+    return rows
+
+
 # ----------------------------------------------------------------------------- removal
 
 def random_paste(background: np.ndarray, obj: np.ndarray, obj_mask: np.ndarray,
@@ -196,19 +213,11 @@ def bench_removal(args: argparse.Namespace, wanted: set[str] | None) -> None:
             if hole.any() and not hole.all():
                 samples.append((bg, composite, hole))
     runs = [Variant("mean-fill (baseline)", mean_fill), *variants("remove", wanted, args.opt)]
-    rows = []
-    for v in runs:
-        scores: dict[str, list[float]] = defaultdict(list)
-        secs = 0.0
-        for truth, composite, hole in samples:
-            t0 = time.perf_counter()
-            out = v.run(composite, hole, args.seed)
-            secs += time.perf_counter() - t0
-            scores["psnr"].append(min(PSNR_CAP, psnr(out, truth, hole)))
-            scores["ssim"].append(ssim(out, truth, hole))
-            scores["mae"].append(mae(out, truth, hole))
-        secs /= len(samples)
-        rows.append((v.name, np.mean(scores["psnr"]), np.mean(scores["ssim"]), np.mean(scores["mae"]), secs))
+    rows = score(runs, samples, {
+        "psnr": lambda out, truth, hole: min(PSNR_CAP, psnr(out, truth, hole)),
+        "ssim": ssim,
+        "mae": mae,
+    }, args.seed)
     print(f"\nRemoval: {len(samples)} composites = {min(len(photos), args.limit or len(photos))} real photos x "
           f"{args.per_photo} real object cut-outs pasted at random (seed {args.seed}); metrics over the hole "
           f"(PSNR capped at {PSNR_CAP:.0f} dB per image)\n")
@@ -249,19 +258,11 @@ def bench_harmonization(args: argparse.Namespace, wanted: set[str] | None) -> No
             other = others[int(rng.integers(len(others)))][1]
             samples.append((img, perturb(img, m, kind, other, rng), m))
     runs = [Variant("composite (baseline)", lambda image, mask, seed: image), *variants("harmonize", wanted, args.opt)]
-    rows = []
-    for v in runs:
-        scores: dict[str, list[float]] = defaultdict(list)
-        secs = 0.0
-        for truth, composite, m in samples:
-            t0 = time.perf_counter()
-            out = v.run(composite, m, args.seed)
-            secs += time.perf_counter() - t0
-            scores["mse"].append(mse(out, truth))
-            scores["fmse"].append(fmse(out, truth, m))
-            scores["psnr"].append(psnr(out, truth))
-        secs /= len(samples)
-        rows.append((v.name, np.mean(scores["mse"]), np.mean(scores["fmse"]), np.mean(scores["psnr"]), secs))
+    rows = score(runs, samples, {
+        "mse": lambda out, truth, m: mse(out, truth),
+        "fmse": fmse,
+        "psnr": lambda out, truth, m: psnr(out, truth),
+    }, args.seed)
     print(f"\nHarmonization: {len(cases)} real photos with real object masks x 3 colour perturbations "
           f"= {len(samples)} composites (seed {args.seed}); compared with the original photo\n")
     print("| engine | MSE ↓ | fMSE ↓ | PSNR (dB) ↑ | s / image |")
