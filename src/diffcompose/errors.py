@@ -26,3 +26,16 @@ class WeightsMissingError(DiffComposeError, FileNotFoundError):
 
 class OutputExistsError(DiffComposeError, FileExistsError):
     """The output path exists and overwriting was not requested."""
+
+
+class Cancelled(DiffComposeError):
+    """A run was cancelled (:meth:`diffcompose.CancelToken.cancel`, or Ctrl-C in the CLI).
+
+    Raised within one step of the cancel; nothing is written. The CLI exits with 130.
+    """
+
+    exit_code = 130
+
+
+class MissingExtraError(DiffComposeError, ImportError):
+    """An engine needs packages of an extra that is not installed (exit 2: the user can fix it)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 
 def run_train_pbe(args: argparse.Namespace) -> None:
+    from diffcompose.progress import TqdmBar
     from diffcompose.training.config import load_config
     from diffcompose.training.trainer import train
 
@@ -15,7 +16,7 @@ def run_train_pbe(args: argparse.Namespace) -> None:
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     cfg.__post_init__()
-    losses = train(cfg, progress=args.progress)
+    losses = train(cfg, on_progress=TqdmBar(args.progress))
     if losses:
         print(f"{Path(cfg.output_dir) / 'final'} (last loss {losses[-1]:.4f})")
 

@@ -1,15 +1,19 @@
-"""Engines: each registers the tasks it implements (see :mod:`.registry`).
-
-Importing this package imports only the light ``options`` modules of each engine; the
-heavy implementation (torch, diffusers) is imported when a task runs.
+"""Engines. Each engine package registers itself in its light ``options`` module (its options
+dataclasses and one :class:`~.registry.EngineInfo`); :data:`ENGINE_PACKAGES` is the one list
+of them. The heavy engine class (torch, diffusers) is imported when the engine is first used.
 """
 
-from diffcompose.methods.registry import (
-    TASKS, Runtime, TaskImpl, build_options, engines_for, get_task, implementations, register, resolve_engine,
-)
-from diffcompose.methods.classical import options as _classical  # noqa: F401  (registers)
-from diffcompose.methods.freecompose import options as _freecompose  # noqa: F401  (registers; after classical)
-from diffcompose.methods.pbe import options as _pbe  # noqa: F401  (registers)
+import importlib
 
-__all__ = ["TASKS", "Runtime", "TaskImpl", "build_options", "engines_for", "get_task", "implementations",
+from diffcompose.methods.registry import (
+    TASKS, EngineInfo, all_engines, engines_for, get_engine_info, options_for, register, resolve_engine,
+)
+
+#: Engine packages, in the order ``--help`` lists them. Adding an engine = adding its name here.
+ENGINE_PACKAGES = ("classical", "freecompose", "pbe")
+
+for _name in ENGINE_PACKAGES:
+    importlib.import_module(f"diffcompose.methods.{_name}.options")
+
+__all__ = ["TASKS", "ENGINE_PACKAGES", "EngineInfo", "all_engines", "engines_for", "get_engine_info", "options_for",
            "register", "resolve_engine"]

@@ -1,162 +1,143 @@
-"""Which engine implements which task, and with which options.
+"""Which engines exist, which tasks each serves with which options, and which one ``auto`` picks.
 
-An engine registers, per task, an *options dataclass* (defaults, types, help, checks in
-``__post_init__``) and the dotted path of the function that does the work. The function
-is imported on first use, so ``--help`` and the classical engines never import torch. The
-CLI builds its flags from the same dataclasses, so the Python API and the CLI cannot
-drift apart.
-
-Engine functions take keyword arguments: the validated inputs of the task (arrays in the
-internal form of :mod:`diffcompose.inputs`), ``options`` (the dataclass instance) and
-``runtime`` (:class:`Runtime`), and return an ``(H, W, 3)`` ``uint8`` array of the input's
-size (or a list of them for tasks that make several outputs).
+An engine registers one :class:`EngineInfo`: the dotted path of its class (imported on
+first use, so ``--help`` and the classical engines never import torch), its options
+dataclass per task, its ``auto`` priority, and the packages it needs (with the extra that
+installs them, for a one-line error on a base install).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import logging
+import importlib.util
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from diffcompose.errors import InputError
-
-log = logging.getLogger(__name__)
+from diffcompose.errors import InputError, MissingExtraError
 
 #: Tasks the API and CLI know about (an engine implements a subset).
 TASKS = ("remove", "paste", "harmonize", "segment", "compose", "paint")
 
-
-@dataclass
-class Runtime:
-    """What is common to every engine call: randomness, placement, feedback."""
-
-    seed: int = 0
-    device: str | None = None  # None: best available (cuda > mps > cpu)
-    dtype: str | None = None  # None: fp16 on cuda (bf16 where fp16 is unsupported), fp32 otherwise
-    model: str | None = None  # hub id, local directory or "tiny"; None: the engine's default
-    progress: bool = False
-    callback: Callable[..., None] | None = None  # per-iteration hook, e.g. for previews
+#: Packages of the ``diffusion`` extra, as importable names.
+DIFFUSION = ("torch", "diffusers", "transformers", "safetensors")
 
 
 @dataclass(frozen=True)
-class TaskImpl:
-    engine: str
-    task: str
-    options: type
-    target: str  # "package.module:function"
-    needs_torch: bool = False
+class EngineInfo:
+    """An engine as the registry knows it, before its class is imported.
+
+    ``priority``: ``auto`` tries engines from the highest. ``wants_accelerator``: ``auto``
+    passes over it when no CUDA/MPS device is present (unless no other engine serves the
+    task). ``default_model``: what ``--model`` means when not given (``None``: the engine
+    takes no model).
+    """
+
+    name: str
+    target: str  # "package.module:Class"
+    tasks: dict[str, type] = field(default_factory=dict)
+    priority: int = 0
+    wants_accelerator: bool = False
+    requires: tuple[str, ...] = ()
+    extra: str | None = None
+    default_model: str | None = None
     summary: str = ""
 
-    def load(self) -> Callable[..., Any]:
-        module, _, func = self.target.partition(":")
-        return getattr(importlib.import_module(module), func)
+    def __post_init__(self) -> None:
+        for task, options in self.tasks.items():
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}")
+            if not dataclasses.is_dataclass(options):
+                raise TypeError(f"options of {self.name} {task} must be a dataclass")
+
+    @property
+    def needs_torch(self) -> bool:
+        return "torch" in self.requires
+
+    def missing_packages(self) -> list[str]:
+        return [p for p in self.requires if importlib.util.find_spec(p) is None]
+
+    def check_installed(self) -> None:
+        missing = self.missing_packages()
+        if missing:
+            how = f"pip install 'diffcompose[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
+            raise MissingExtraError(f"engine '{self.name}' needs {', '.join(missing)}, which is not installed; "
+                                    f"install it with: {how}")
+
+    def load_class(self) -> type:
+        """The engine class (imports its module: torch for diffusion engines)."""
+        self.check_installed()
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
 
 
-_REGISTRY: dict[tuple[str, str], TaskImpl] = {}
-_ENGINE_ORDER: list[str] = []
+_ENGINES: dict[str, EngineInfo] = {}
 
 
-def register(engine: str, task: str, options: type, target: str, *, needs_torch: bool = False, summary: str = "") -> None:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}")
-    if not dataclasses.is_dataclass(options):
-        raise TypeError("options must be a dataclass")
-    _REGISTRY[(engine, task)] = TaskImpl(engine, task, options, target, needs_torch, summary)
-    if engine not in _ENGINE_ORDER:
-        _ENGINE_ORDER.append(engine)
+def register(info: EngineInfo) -> EngineInfo:
+    """Add (or replace) an engine; returns it."""
+    _ENGINES[info.name] = info
+    return info
+
+
+def unregister(name: str) -> None:
+    _ENGINES.pop(name, None)
+
+
+def all_engines() -> list[EngineInfo]:
+    return list(_ENGINES.values())
+
+
+def get_engine_info(name: str) -> EngineInfo:
+    try:
+        return _ENGINES[name]
+    except KeyError:
+        raise InputError(f"unknown engine '{name}'; engines: {', '.join(_ENGINES)}") from None
 
 
 def engines_for(task: str) -> list[str]:
-    """Engines implementing ``task``, in registration order (classical first)."""
-    return [e for e in _ENGINE_ORDER if (e, task) in _REGISTRY]
+    """Engines serving ``task``, in registration order (what ``--help`` lists)."""
+    return [name for name, info in _ENGINES.items() if task in info.tasks]
 
 
-def implementations(task: str) -> list[TaskImpl]:
-    return [_REGISTRY[(e, task)] for e in engines_for(task)]
-
-
-def accelerator_available() -> str | None:
-    """``"cuda"`` or ``"mps"`` when torch is installed and sees one, else ``None``."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return None
+def options_for(engine: str, task: str) -> type:
+    info = get_engine_info(engine)
+    if task not in info.tasks:
+        raise InputError(f"engine '{engine}' cannot {task}; engines for {task}: {', '.join(engines_for(task))}")
+    return info.tasks[task]
 
 
 def resolve_engine(name: str, task: str) -> tuple[str, str]:
-    """Return ``(engine, reason)``; ``auto`` prefers a diffusion engine on CUDA/MPS."""
+    """``(engine, why)``: ``name`` itself, or for ``auto`` the first engine by priority that suits this machine."""
     available = engines_for(task)
     if not available:
         raise InputError(f"no engine implements '{task}'")
     if name != "auto":
-        if (name, task) not in _REGISTRY:
-            raise InputError(f"engine '{name}' cannot {task}; engines for {task}: {', '.join(available)}")
+        options_for(name, task)
         return name, "chosen with --engine"
-    diffusion = [e for e in available if _REGISTRY[(e, task)].needs_torch]
-    classical = [e for e in available if not _REGISTRY[(e, task)].needs_torch]
-    if diffusion and not classical:
-        return diffusion[0], f"the only engine for {task}"
-    accel = accelerator_available() if diffusion else None
-    if accel and diffusion:
-        return diffusion[0], f"a {accel.upper()} device is present"
-    why = "no CUDA or MPS device" if diffusion else f"the only engine for {task}"
-    hint = f"; --engine {diffusion[0]} forces it" if diffusion else ""
-    return classical[0], why + hint
+    if len(available) == 1:
+        return available[0], f"the only engine for {task}"
+    ranked = sorted((_ENGINES[e] for e in available), key=lambda i: -i.priority)  # stable: ties keep order
+    from diffcompose.models.device import accelerator_available
+
+    skipped = []
+    for info in ranked:
+        missing = info.missing_packages()
+        if missing:
+            skipped.append(f"{info.name} needs {', '.join(missing)}")
+            continue
+        if info.wants_accelerator:
+            accel = accelerator_available()
+            if not accel:
+                skipped.append(f"{info.name} wants a CUDA or MPS device and none is present "
+                               f"(--engine {info.name} forces it)")
+                continue
+            return info.name, f"highest priority for {task} ({info.priority}) and a {accel.upper()} device is present"
+        lead = "highest priority" if not skipped else "next by priority"
+        return info.name, f"{lead} for {task} ({info.priority})" + (f"; {'; '.join(skipped)}" if skipped else "")
+    raise InputError(f"no engine for {task} can run here: {'; '.join(skipped)}")
 
 
-def get_task(engine: str, task: str) -> TaskImpl:
-    try:
-        return _REGISTRY[(engine, task)]
-    except KeyError:
-        raise InputError(f"engine '{engine}' cannot {task}; engines for {task}: {', '.join(engines_for(task))}") from None
-
-
-def build_options(impl: TaskImpl, values: dict[str, Any]) -> Any:
-    """Instantiate the options dataclass, refusing names the engine does not take."""
-    names = {f.name for f in dataclasses.fields(impl.options)}
-    unknown = sorted(k for k in values if k not in names)
-    if unknown:
-        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
-        raise InputError(f"engine '{impl.engine}' does not use {flags} for {impl.task}")
-    try:
-        return impl.options(**values)
-    except TypeError as exc:  # wrong type slipped through from Python callers
-        raise InputError(f"bad option for {impl.engine} {impl.task}: {exc}") from None
-
-
-# ----------------------------------------------------------------------------- option helpers
-
-def option(default: Any, help: str, *, default_factory: Callable[[], Any] | None = None, **extra: Any) -> Any:
-    """A dataclass field with help text for the CLI (``choices`` are read from ``Literal``)."""
-    meta = {"help": help, **extra}
-    if default_factory is not None:
-        return field(default_factory=default_factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
-                *, lo_open: bool = False, hi_open: bool = False) -> None:
-    """Raise a one-line :class:`InputError` for an out-of-range option value."""
-    too_low = lo is not None and (value <= lo if lo_open else value < lo)
-    too_high = hi is not None and (value >= hi if hi_open else value > hi)
-    if not (too_low or too_high):
-        return
-    parts = []
-    if lo is not None:
-        parts.append(f"{'>' if lo_open else '>='} {lo}")
-    if hi is not None:
-        parts.append(f"{'<' if hi_open else '<='} {hi}")
-    raise InputError(f"--{name.replace('_', '-')} must be {' and '.join(parts)}, got {value}")
-
-
-def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
-    if value not in choices:
-        raise InputError(f"--{name.replace('_', '-')} must be one of {', '.join(map(str, choices))}, got {value!r}")
+def describe(task: str) -> dict[str, Any]:
+    """Engines of ``task`` with their options classes (for the CLI and, later, the HTTP schema)."""
+    return {e: _ENGINES[e].tasks[task] for e in engines_for(task)}

@@ -1,28 +1,46 @@
-"""Device and dtype: cuda (fp16, bf16 where fp16 is unsupported) > mps (fp32) > cpu (fp32)."""
+"""Device and dtype: cuda (fp16, bf16 where fp16 is unsupported) > mps (fp32) > cpu (fp32).
+
+torch is imported inside the functions: ``auto`` asks :func:`accelerator_available` without
+making a base install (no torch) or ``--help`` import it.
+"""
 
 from __future__ import annotations
 
-import torch
+import importlib.util
+from typing import Any
 
 from diffcompose.errors import InputError
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    """The requested device, or the best available one."""
+def accelerator_available() -> str | None:
+    """``"cuda"`` or ``"mps"`` when torch is installed and sees one, else ``None``."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return None
+
+
+def pick_device(name: str | None = None) -> Any:
+    """The requested ``torch.device``, or the best available one."""
+    import torch
+
     if name is None:
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device(accelerator_available() or "cpu")
     try:
         dev = torch.device(name)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, TypeError):
         raise InputError(f"--device must be cpu, cuda, cuda:N or mps, got {name!r}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"--device must be cpu, cuda, cuda:N or mps, got {name!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {name}: no CUDA device is available here (use --device cpu)")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -32,13 +50,14 @@ def pick_device(name: str | None = None) -> torch.device:
     return dev
 
 
-def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
-    """The requested dtype, or fp16 on CUDA (bf16 if the GPU lacks fast fp16), fp32 elsewhere."""
+def pick_dtype(device: Any, name: str | None = None) -> Any:
+    """The requested ``torch.dtype``, or fp16 on CUDA (bf16 if the GPU lacks fast fp16), fp32 elsewhere."""
+    import torch
+
     if name is not None:
-        try:
-            dtype = _DTYPES[name]
-        except KeyError:
-            raise InputError(f"--dtype must be one of float32, float16, bfloat16, got {name!r}") from None
+        if name not in _DTYPES:
+            raise InputError(f"--dtype must be one of float32, float16, bfloat16, got {name!r}")
+        dtype = getattr(torch, _DTYPES[name])
         if device.type == "cpu" and dtype == torch.float16:
             raise InputError("--dtype float16 is not supported on the CPU; use float32 or bfloat16")
         return dtype
@@ -48,6 +67,8 @@ def pick_dtype(device: torch.device, name: str | None = None) -> torch.dtype:
     return torch.float32
 
 
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+def make_generator(seed: int) -> Any:
     """A generator every random draw of a run flows from (on CPU, so results match across devices)."""
+    import torch
+
     return torch.Generator(device="cpu").manual_seed(int(seed))

@@ -1,19 +1,20 @@
-"""Loading diffusion components once, for every engine.
+"""The one loader of diffusion components, for every engine.
 
-Contract for engines:
+Contract for engines (called from an engine's ``_load``; the engine object owns what it
+loads, and the :class:`~diffcompose.EngineManager` owns the engines, so nothing is cached
+here):
 
-* ``root = resolve_sd(runtime.model)``: what the user typed (``None`` = :data:`DEFAULT_SD`,
-  a hub id, a local diffusers directory, or ``"tiny"``) becomes a complete local directory,
-  or one :class:`~diffcompose.errors.WeightsMissingError` line naming what is missing and the
-  ways out (``--model DIR``, ``--engine classical``).
+* ``root = resolve_sd(name)``: what the user typed (a hub id, a local diffusers directory,
+  or ``"tiny"``) becomes a complete local directory, or one
+  :class:`~diffcompose.errors.WeightsMissingError` line naming what is missing and the ways
+  out (``--model DIR``, ``--engine classical``).
 * ``sd = load_sd(root, device, dtype)`` gives :class:`SDComponents` (UNet, VAE, text
-  encoder, tokenizer, scheduler, prediction type, VAE scaling factor). Other layouts reuse
-  the pieces: ``load_component(root, "unet", device, dtype)`` loads one subfolder with the
-  class named in ``model_index.json`` (or the one passed as ``cls``).
-* Every component is cached per process, keyed by ``(directory, component, device,
-  dtype)``: the three FreeCompose tasks and any other engine share one copy. Components are
-  frozen (``eval()``, ``requires_grad_(False)``); never modify their weights in place.
-  Attention processors may be swapped temporarily (see :mod:`diffcompose.attention`).
+  encoder, tokenizer, scheduler, prediction type). Other layouts reuse the pieces:
+  ``load_component(root, "unet", device, dtype)`` loads one subfolder with the class named
+  in ``model_index.json`` (or the one passed as ``cls``).
+* Components are frozen (``eval()``, ``requires_grad_(False)``); never modify their weights
+  in place. Attention processors may be swapped for one request, under the engine's lock
+  (see :mod:`diffcompose.attention`).
 * Weights: safetensors preferred, ``.bin`` accepted for local directories.
 """
 
@@ -21,20 +22,18 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from diffcompose.errors import WeightsMissingError
+from diffcompose.models import codec
 from diffcompose.models.hub import resolve_model
 
 log = logging.getLogger(__name__)
 
-#: Default checkpoint: SD 1.5 (the T2I-Adapters FreeCompose uses are trained for it).
-DEFAULT_SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY = "tiny"
 WAYS_OUT = "; pass --model DIR (a local diffusers directory), or use --engine classical"
 
@@ -48,9 +47,6 @@ _CONFIG_FILES = {"scheduler": "scheduler_config.json", "tokenizer": "tokenizer_c
 _SD_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "tokenizer/*",
                 "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                 "text_encoder/model.safetensors"]
-
-_CACHE: dict[tuple[str, str, str, str], Any] = {}
-_LOCK = threading.Lock()
 
 
 @dataclass
@@ -73,12 +69,16 @@ class SDComponents:
 
     @property
     def latent_scale(self) -> float:
-        return float(self.vae.config.get("scaling_factor", 0.18215))
+        return codec.latent_scale(self.vae)
 
     @property
     def resolution(self) -> int:
-        """The pixel size the UNet was trained at (sample size x 8)."""
-        return int(self.unet.config.sample_size) * 8
+        """The pixel size the UNet was trained at."""
+        return codec.native_resolution(self.unet, self.vae)
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.unet, self.vae, self.text_encoder]
 
     @property
     def is_tiny(self) -> bool:
@@ -116,9 +116,8 @@ def check_sd_dir(root: Path, parts: tuple[str, ...] = _SD_PARTS) -> Path:
     return root
 
 
-def resolve_sd(model: str | None, parts: tuple[str, ...] = _SD_PARTS) -> Path:
-    """A complete local SD directory for ``model`` (``None``: :data:`DEFAULT_SD`; ``"tiny"``: the random one)."""
-    name = model or DEFAULT_SD
+def resolve_sd(name: str, parts: tuple[str, ...] = _SD_PARTS) -> Path:
+    """A complete local SD directory for ``name`` (a hub id, a directory, or ``"tiny"``: the random one)."""
     if name == TINY:
         from diffcompose.models.tiny import ensure_tiny_model
 
@@ -134,20 +133,10 @@ def resolve_extra(name: str, required: list[str], what: str, allow_patterns: lis
     return resolve_model(name, required, what=what, allow_patterns=allow_patterns, hint=hint)
 
 
-def cached(key: tuple[str, str, str, str], build: Callable[[], Any]) -> Any:
-    """Process-level cache of frozen components (built once, under a lock)."""
-    with _LOCK:
-        if key not in _CACHE:
-            obj = build()
-            if isinstance(obj, torch.nn.Module):
-                obj.eval().requires_grad_(False)
-            _CACHE[key] = obj
-        return _CACHE[key]
-
-
-def clear_cache() -> None:
-    with _LOCK:
-        _CACHE.clear()
+def _freeze(obj: Any) -> Any:
+    if isinstance(obj, torch.nn.Module):
+        obj.eval().requires_grad_(False)
+    return obj
 
 
 def _class_for(root: Path, component: str) -> type:
@@ -176,30 +165,24 @@ def _class_for(root: Path, component: str) -> type:
 
 def load_component(root: Path, component: str, device: torch.device, dtype: torch.dtype,
                    cls: type | None = None, subfolder: str | None = None) -> Any:
-    """One component of ``root`` (its ``subfolder``, default the component's name), cached."""
+    """One component of ``root`` (its ``subfolder``, default the component's name), frozen."""
     sub = subfolder or component
-    key = (str(Path(root).resolve()), sub, str(device), str(dtype))
+    quiet_libraries()
+    path = Path(root) / sub
+    if component == "scheduler":
+        from diffusers import DDPMScheduler
 
-    def build() -> Any:
-        quiet_libraries()
-        klass = cls or _class_for(root, component)
-        path = Path(root) / sub
-        if component == "scheduler":
-            from diffusers import DDPMScheduler
-
-            # Only the training schedule (alphas_cumprod, prediction type) is used: any SD scheduler config fits.
-            return DDPMScheduler.from_pretrained(str(path))
-        if component == "tokenizer":
-            return klass.from_pretrained(str(path))
-        log.debug("loading %s from %s", sub, path)
-        try:
-            model = klass.from_pretrained(str(path), use_safetensors=_has_safetensors(path) or None,
-                                          torch_dtype=dtype)
-        except (OSError, ValueError) as exc:
-            raise WeightsMissingError(f"cannot load {sub} from {path}: {str(exc).splitlines()[0]}") from None
-        return model.to(device)
-
-    return cached(key, build)
+        # Only the training schedule (alphas_cumprod, prediction type) is used: any SD scheduler config fits.
+        return DDPMScheduler.from_pretrained(str(path))
+    klass = cls or _class_for(root, component)
+    if component == "tokenizer":
+        return klass.from_pretrained(str(path))
+    log.debug("loading %s from %s", sub, path)
+    try:
+        model = klass.from_pretrained(str(path), use_safetensors=_has_safetensors(path) or None, torch_dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise WeightsMissingError(f"cannot load {sub} from {path}: {str(exc).splitlines()[0]}") from None
+    return _freeze(model.to(device))
 
 
 def quiet_libraries() -> None:
@@ -216,14 +199,14 @@ def _has_safetensors(path: Path) -> bool:
 
 
 def load_sd(root: Path, device: torch.device, dtype: torch.dtype) -> SDComponents:
-    """The SD components of ``root`` (see the module docstring), shared across calls."""
+    """The SD components of ``root`` (see the module docstring)."""
     root = Path(root)
     parts = {p: load_component(root, p, device, dtype) for p in _SD_PARTS}
     return SDComponents(root=root, device=device, dtype=dtype, **parts)
 
 
 def load_adapter(source: str | Path, device: torch.device, dtype: torch.dtype) -> Any:
-    """A ``T2IAdapter`` from a local directory or hub id, cached."""
+    """A ``T2IAdapter`` from a local directory or hub id."""
     from diffusers import T2IAdapter
 
     path = Path(source)
@@ -236,12 +219,11 @@ def load_adapter(source: str | Path, device: torch.device, dtype: torch.dtype) -
 
 
 def load_vgg(source: str | Path, device: torch.device, dtype: torch.dtype) -> Any:
-    """VGG16 features (:mod:`diffcompose.models.vgg`) from a file, directory or hub id, cached."""
+    """VGG16 features (:mod:`diffcompose.models.vgg`) from a file, directory or hub id."""
     from diffcompose.models.vgg import load_vgg16_file
 
     path = Path(source)
     if not path.exists():
         path = resolve_extra(str(source), ["model.safetensors"], "VGG16 (perceptual loss)",
                              allow_patterns=["model.safetensors", "config.json"])
-    key = (str(path.resolve()), "vgg16", str(device), str(dtype))
-    return cached(key, lambda: load_vgg16_file(path).to(device=device, dtype=dtype))
+    return _freeze(load_vgg16_file(path).to(device=device, dtype=dtype))

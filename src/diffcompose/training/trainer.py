@@ -21,9 +21,10 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from diffcompose.errors import InputError
+from diffcompose.models import codec
+from diffcompose.progress import CancelToken, Progress, ProgressCallback
 from diffcompose.training.config import TrainConfig
 from diffcompose.training.model import PbETrainModel, build_model, trainable_parameters, trainable_state
 
@@ -140,8 +141,14 @@ def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: 
     return out
 
 
-def train(cfg: TrainConfig, *, progress: bool = False) -> list[float]:
-    """Run (or resume) training; return the loss of every optimizer step from step 0."""
+def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
+          cancel: CancelToken | None = None) -> list[float]:
+    """Run (or resume) training; return the loss of every optimizer step from step 0.
+
+    ``on_progress`` gets one event per optimizer step (main process only). A ``cancel``
+    stops within one step; the checkpoints written so far stay, so ``--resume latest``
+    continues from the last one.
+    """
     from accelerate import Accelerator
     from diffusers import DDPMScheduler
 
@@ -160,7 +167,7 @@ def train(cfg: TrainConfig, *, progress: bool = False) -> list[float]:
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
     vae.to(acc.device, weight_dtype)
     model.encoder.model.to(weight_dtype)
-    latent_scale = float(vae.config.get("scaling_factor", 0.18215))
+    latent_scale = codec.latent_scale(vae)
 
     named = trainable_parameters(model)
     optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -186,7 +193,9 @@ def train(cfg: TrainConfig, *, progress: bool = False) -> list[float]:
     model, optimizer = acc.prepare(model, optimizer)
     model.train()
     batches = iter(loader)
-    bar = tqdm(total=cfg.max_steps, initial=start, desc="train pbe", disable=not (progress and acc.is_main_process))
+    progress = Progress("train pbe", cfg.max_steps, on_progress if acc.is_main_process else None, cancel)
+    progress.done = start
+    progress.check()
     for step in range(start, cfg.max_steps):
         step_loss = 0.0
         for a in range(accum):
@@ -204,14 +213,13 @@ def train(cfg: TrainConfig, *, progress: bool = False) -> list[float]:
         if ema is not None:
             ema.update(named)
         losses.append(step_loss)
-        bar.update(1)
         if (step + 1) % cfg.log_every == 0 and acc.is_main_process:
             log.info("step %d: loss %.4f (lr %.2e)", step + 1, step_loss, lr_sched.get_last_lr()[0])
         if ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps) and acc.is_main_process:
             save_checkpoint(out / f"{CKPT_PREFIX}{step + 1:07d}", acc.unwrap_model(model), optimizer, ema,
                             step + 1, losses)
         acc.wait_for_everyone()
-    bar.close()
+        progress.step()
     if acc.is_main_process and start < cfg.max_steps:
         path = export_model(out / "final", acc.unwrap_model(model), vae.float(), sched_config, ema)
         log.info("trained model written to %s", path)

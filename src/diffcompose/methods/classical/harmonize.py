@@ -26,7 +26,7 @@ from diffcompose.inputs.masks import dilate_mask
 from diffcompose.methods.classical._window import window_for
 from diffcompose.methods.classical.options import HarmonizeOptions
 from diffcompose.methods.classical.paste import poisson_blend
-from diffcompose.methods.registry import Runtime
+from diffcompose.progress import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def reinhard(image: np.ndarray, mask: np.ndarray, reference: np.ndarray, referen
 
 
 def harmonize(*, image: np.ndarray, mask: np.ndarray, background: np.ndarray | None, options: HarmonizeOptions,
-              runtime: Runtime) -> np.ndarray:
+              ctx: RunContext) -> np.ndarray:
     """``image`` with the object under ``mask`` recoloured to fit; other pixels unchanged."""
     ring = options.ring if options.ring is not None else default_ring(mask)
     strength = options.strength if options.strength is not None else DEFAULT_STRENGTH[options.method]

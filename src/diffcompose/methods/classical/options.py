@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffcompose.methods.registry import check_range, option, register
+from diffcompose.methods.options import check_range, option
+from diffcompose.methods.registry import EngineInfo, register
 
 ENGINE = "classical"
 
@@ -56,8 +57,8 @@ class SegmentOptions:
         check_range("iterations", self.iterations, 1, 50)
 
 
-_PKG = "diffcompose.methods.classical"
-register(ENGINE, "remove", RemoveOptions, f"{_PKG}.remove:remove", summary="OpenCV/scikit-image inpainting")
-register(ENGINE, "paste", PasteOptions, f"{_PKG}.paste:paste", summary="cut-out placement with blending")
-register(ENGINE, "harmonize", HarmonizeOptions, f"{_PKG}.harmonize:harmonize", summary="colour transfer / Poisson")
-register(ENGINE, "segment", SegmentOptions, f"{_PKG}.segment:segment", summary="GrabCut from a box")
+register(EngineInfo(
+    ENGINE, "diffcompose.methods.classical.engine:ClassicalEngine",
+    tasks={"remove": RemoveOptions, "paste": PasteOptions, "harmonize": HarmonizeOptions, "segment": SegmentOptions},
+    priority=0, summary="OpenCV/scikit-image, no weights",
+))

@@ -11,13 +11,12 @@ import logging
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from diffcompose.inputs.boxes import Box, mask_to_box
 from diffcompose.inputs.masks import dilate_mask
 from diffcompose.methods.classical._window import window_for
 from diffcompose.methods.classical.options import RemoveOptions
-from diffcompose.methods.registry import Runtime
+from diffcompose.progress import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +64,13 @@ def _fill_part(image: np.ndarray, mask: np.ndarray, part: np.ndarray, opts: Remo
     return filled[part[win.box.slices]]
 
 
-def remove(*, image: np.ndarray, mask: np.ndarray, options: RemoveOptions, runtime: Runtime) -> np.ndarray:
+def remove(*, image: np.ndarray, mask: np.ndarray, options: RemoveOptions, ctx: RunContext) -> np.ndarray:
     """Fill ``mask`` from its surroundings; pixels outside the mask are returned unchanged."""
     out = image.copy()
     parts = _parts(mask)
     log.debug("remove: %s, %d part(s)", options.method, len(parts))
-    for part in tqdm(parts, desc=f"remove ({options.method})", unit="part", disable=not runtime.progress):
+    progress = ctx.progress("remove", len(parts))
+    for part in parts:
         out[part] = _fill_part(image, mask, part, options)
+        progress.step()
     return out

@@ -3,7 +3,7 @@
 GrabCut models the colours inside and outside the box with Gaussian mixtures and cuts the
 graph between them. It runs on a window around the box (the pixels outside the box there
 are the background samples), reduced to at most ``MAX_PIXELS`` so big photos stay fast.
-OpenCV's k-means initialisation is random: it is seeded from ``runtime.seed``.
+OpenCV's k-means initialisation is random: it is seeded from ``ctx.seed``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from diffcompose.inputs.boxes import Box
 from diffcompose.inputs.masks import resize_mask
 from diffcompose.methods.classical._window import window_for
 from diffcompose.methods.classical.options import SegmentOptions
-from diffcompose.methods.registry import Runtime
+from diffcompose.progress import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ MAX_PIXELS = 400_000
 MIN_BOX_PIXELS = 64
 
 
-def segment(*, image: np.ndarray, box: Box, options: SegmentOptions, runtime: Runtime) -> np.ndarray:
+def segment(*, image: np.ndarray, box: Box, options: SegmentOptions, ctx: RunContext) -> np.ndarray:
     """Bool ``(H, W)`` mask of the object inside ``box`` (always False outside it)."""
     h, w = image.shape[:2]
     if box.width * box.height < MIN_BOX_PIXELS:
@@ -47,7 +47,7 @@ def segment(*, image: np.ndarray, box: Box, options: SegmentOptions, runtime: Ru
     y1 = min(win.work_size[1], int(np.ceil((box.y1 - win.box.y0) * sy)))
     labels = np.zeros(crop.shape[:2], dtype=np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(int(runtime.seed) & 0x7FFFFFFF)
+    cv2.setRNGSeed(int(ctx.seed) & 0x7FFFFFFF)
     cv2.grabCut(crop, labels, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, options.iterations, cv2.GC_INIT_WITH_RECT)
     fg = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
     mask = np.zeros((h, w), dtype=bool)

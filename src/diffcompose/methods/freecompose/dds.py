@@ -6,7 +6,8 @@ c_tgt]`` without autograd, apply classifier-free guidance per branch (v-predicti
 converted to epsilon first), and step the optimiser on ``z_tgt`` with the gradient
 ``DDS_SCALE * weight_map * (e_tgt - e_src)`` plus the gradients of any extra losses (the
 perceptual terms, which decode ``z_tgt`` with autograd). Every random draw comes from
-one seeded CPU generator; no graph outlives its iteration.
+one seeded CPU generator; no graph outlives its iteration. Guidance and the v-to-epsilon
+conversion are the shared ones of :mod:`diffcompose.models.sampling`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from diffcompose.attention import AttentionEdit, edit_attention
+from diffcompose.models import codec
+from diffcompose.models.sampling import guide, to_epsilon
+from diffcompose.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +60,19 @@ def encode_prompts(sd: Any, prompts: Sequence[str]) -> torch.Tensor:
     return sd.text_encoder(tok.input_ids.to(sd.device))[0].to(sd.dtype)
 
 
-def image_to_tensor(image: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (H, W, 3) -> (1, 3, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-    return x.to(device=device, dtype=dtype)
-
-
 @torch.no_grad()
 def encode_image(sd: Any, image: np.ndarray) -> torch.Tensor:
     """The VAE posterior mean times the scaling factor, in float32."""
-    x = image_to_tensor(image, sd.device, sd.dtype)
-    return sd.vae.encode(x).latent_dist.mean.float() * sd.latent_scale
+    return codec.encode(sd.vae, codec.images_to_tensor(image, sd.device, sd.dtype)).float()
 
 
 def decode_latent(sd: Any, z: torch.Tensor) -> torch.Tensor:
     """(1, 3, H, W) image in [0, 1] (not clamped, so gradients flow); autograd as the caller sets."""
-    x = sd.vae.decode((z / sd.latent_scale).to(sd.dtype)).sample
-    return (x.float() + 1.0) / 2.0
+    return (codec.decode(sd.vae, z.to(sd.dtype)).float() + 1.0) / 2.0
 
 
 def to_uint8(image01: torch.Tensor) -> np.ndarray:
-    return (image01[0].detach().clamp(0, 1).permute(1, 2, 0).float().cpu().numpy() * 255.0).round().astype(np.uint8)
+    return codec.tensor_to_images(image01[:1] * 2.0 - 1.0)[0]
 
 
 # ----------------------------------------------------------------------------- the step
@@ -93,23 +88,18 @@ def dds_gradient(sd: Any, z_src: torch.Tensor, z_tgt: torch.Tensor, t: int, nois
     residuals = None if branches.adapter_features is None else list(branches.adapter_features)  # popped by the UNet
     out = sd.unet(batch, torch.tensor(t, device=batch.device), encoder_hidden_states=branches.embeddings,
                   down_intrablock_additional_residuals=residuals).sample.float()
-    if sd.prediction_type == "v_prediction":
-        out = a.sqrt() * out + (1 - a).sqrt() * batch.float()
-    elif sd.prediction_type != "epsilon":
-        raise ValueError(f"unsupported prediction type {sd.prediction_type!r}")
+    out = to_epsilon(out, batch.float(), a, sd.prediction_type)
     u_src, u_tgt, c_src, c_tgt = out.chunk(4)
-    e_src = u_src + guidance * (c_src - u_src)
-    e_tgt = u_tgt + guidance * (c_tgt - u_tgt)
-    return e_tgt - e_src
+    return guide(u_tgt, c_tgt, guidance) - guide(u_src, c_src, guidance)
 
 
 def optimise(sd: Any, z_src: torch.Tensor, branches: Branches, cfg: DDSConfig, generator: torch.Generator, *,
-             losses: Sequence[tuple[float, Loss]] = (), attention: AttentionEdit | None = None,
-             progress: bool = False, callback: Callable[..., None] | None = None) -> torch.Tensor:
+             progress: Progress, losses: Sequence[tuple[float, Loss]] = (),
+             attention: AttentionEdit | None = None) -> torch.Tensor:
     """Optimise a copy of ``z_src`` with DDS (+ weighted ``losses`` on its decode); returns it detached.
 
-    ``callback(iteration=, iterations=, timestep=, latent=, preview=)`` is called after each
-    step; ``preview()`` decodes the current latent to a uint8 image (only if called).
+    Each iteration ends with ``progress.step(timestep, preview)`` (the preview decodes that
+    iteration's latent, only if the listener calls it), which also stops a cancelled run.
     """
     device = z_src.device
     alphas = sd.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -119,7 +109,7 @@ def optimise(sd: Any, z_src: torch.Tensor, branches: Branches, cfg: DDSConfig, g
     weight = None if cfg.weight_map is None else cfg.weight_map.to(device=device, dtype=torch.float32)
     ctx = edit_attention(sd.unet, attention) if attention is not None else nullcontext()
     with ctx:
-        for i in tqdm(range(cfg.iterations), disable=not progress, desc="FreeCompose", leave=False):
+        for i in range(cfg.iterations):
             lo, hi = cfg.t_range(i)
             t = int(torch.randint(lo, hi + 1, (1,), generator=generator))
             noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(device)
@@ -138,10 +128,8 @@ def optimise(sd: Any, z_src: torch.Tensor, branches: Branches, cfg: DDSConfig, g
                 del image
             z.grad = grad if z.grad is None else z.grad + grad
             opt.step()
-            if callback is not None:
-                latent = z.detach().clone()
-                callback(iteration=i, iterations=cfg.iterations, timestep=t, latent=latent,
-                         preview=lambda latent=latent: to_uint8(_decode_nograd(sd, latent)))
+            latent = z.detach().clone()
+            progress.step(timestep=t, preview=lambda latent=latent: to_uint8(_decode_nograd(sd, latent)))
     return z.detach()
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diffcompose.errors import InputError
-from diffcompose.methods.registry import check_range, option, register
+from diffcompose.methods.options import check_range, option
+from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
 
 ENGINE = "freecompose"
 
@@ -130,8 +131,12 @@ class ComposeOptions(_Common):
         return lo, hi
 
 
-_PKG = "diffcompose.methods.freecompose.tasks"
-_SUMMARY = "FreeCompose: DDS latent optimisation with Stable Diffusion"
-register(ENGINE, "remove", RemoveOptions, f"{_PKG}:remove", needs_torch=True, summary=_SUMMARY)
-register(ENGINE, "harmonize", HarmonizeOptions, f"{_PKG}:harmonize", needs_torch=True, summary=_SUMMARY)
-register(ENGINE, "compose", ComposeOptions, f"{_PKG}:compose", needs_torch=True, summary=_SUMMARY)
+#: Default checkpoint: SD 1.5 (the T2I-Adapters FreeCompose uses are trained for it).
+DEFAULT_SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+register(EngineInfo(
+    ENGINE, "diffcompose.methods.freecompose.engine:FreeComposeEngine",
+    tasks={"remove": RemoveOptions, "harmonize": HarmonizeOptions, "compose": ComposeOptions},
+    priority=10, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_SD,
+    summary="FreeCompose: DDS latent optimisation with Stable Diffusion",
+))

@@ -17,12 +17,12 @@ import torch
 
 from diffcompose.errors import WeightsMissingError
 from diffcompose.methods.pbe.encoder import ExemplarEncoder
+from diffcompose.methods.pbe.options import DEFAULT_PBE
 from diffcompose.models.hub import check_complete, resolve_model
 from diffcompose.models.loader import TINY, load_component
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PBE = "Fantasy-Studio/Paint-by-Example"
 #: Channels of the UNet input: [z_t (4), z_masked (4), mask_keep (1)].
 IN_CHANNELS = 9
 WAYS_OUT = "; pass --model DIR (a local Paint-by-Example directory, e.g. from 'diffcompose convert pbe')"
@@ -46,17 +46,8 @@ class PbEComponents:
     dtype: torch.dtype
 
     @property
-    def latent_scale(self) -> float:
-        return float(self.vae.config.get("scaling_factor", 0.18215))
-
-    @property
-    def vae_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def resolution(self) -> int:
-        """The pixel size the UNet was trained at (512 for the published model)."""
-        return int(self.unet.config.sample_size) * self.vae_factor
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.unet, self.vae, self.encoder]
 
 
 def resolve_pbe(model: str | None) -> Path:
@@ -88,7 +79,7 @@ def scheduler_config(root: Path) -> dict[str, Any]:
 
 
 def load_pbe(root: Path, device: torch.device, dtype: torch.dtype) -> PbEComponents:
-    """UNet, VAE and exemplar encoder of ``root`` (cached by the shared loader), checked to fit."""
+    """UNet, VAE and exemplar encoder of ``root`` (through the shared loader), checked to fit."""
     unet = load_component(root, "unet", device, dtype)
     vae = load_component(root, "vae", device, dtype)
     encoder = load_component(root, "image_encoder", device, dtype, cls=ExemplarEncoder)

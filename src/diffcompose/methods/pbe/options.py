@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffcompose.methods.registry import check_range, option, register
+from diffcompose.methods.options import check_range, option
+from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
 
 ENGINE = "pbe"
 
@@ -39,5 +40,10 @@ class PaintOptions:
                 raise InputError(f"--resolution must be a multiple of 8, got {self.resolution}")
 
 
-register(ENGINE, "paint", PaintOptions, "diffcompose.methods.pbe.paint:paint", needs_torch=True,
-         summary="Paint-by-Example: fill the mask with an object like the reference")
+DEFAULT_PBE = "Fantasy-Studio/Paint-by-Example"
+
+register(EngineInfo(
+    ENGINE, "diffcompose.methods.pbe.engine:PaintByExampleEngine", tasks={"paint": PaintOptions},
+    priority=10, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_PBE,
+    summary="Paint-by-Example: fill the mask with an object like the reference",
+))

@@ -1,0 +1,182 @@
+"""The engine object: one lifetime (``load`` once, serve many requests, ``unload``), one lock,
+and the one windowed runner every engine's work goes through.
+
+A subclass implements, per task it serves, ``_<task>(**inputs, options, ctx)``: it gets the
+task's inputs already cut to its window and resized to its working size (see
+:class:`~diffcompose.regions.crop.WindowPolicy`, which it declares in
+:meth:`Engine.window_policy`), its validated options dataclass and the request's
+:class:`~diffcompose.progress.RunContext`, and returns an ``(h, w, 3)`` uint8 array of the
+working size (a list of them for ``paint``; a bool mask for ``segment``). Planning the
+window, cropping, putting the result back at full size and restoring the original pixels
+outside the region all happen here, the same way for every engine.
+
+No torch at import: the classical engines subclass this directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from diffcompose.inputs import DEFAULT_MAX_PIXELS, to_pil
+from diffcompose.methods.options import build_options
+from diffcompose.methods.registry import EngineInfo, get_engine_info, options_for
+from diffcompose.methods.tasks import TASK_SPECS, Job, prepare
+from diffcompose.progress import CancelToken, ProgressCallback, RunContext
+from diffcompose.regions import WindowPolicy, paste_back as restore_outside
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Base class of every engine. Constructing one loads nothing; :meth:`load` does, once."""
+
+    #: The registered name (set by subclasses); the registry's :class:`EngineInfo` has the rest.
+    name: str = ""
+
+    def __init__(self, *, device: str | None = None, dtype: str | None = None, model: str | None = None) -> None:
+        self.device_name = device
+        self.dtype_name = dtype
+        self.model = model
+        self.lock = threading.RLock()  # one request at a time on this engine's modules
+        self._loaded = False
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._loaded else "not loaded"
+        return f"<{type(self).__name__} {self.name!r} model={self.model!r} device={self.device_name!r} ({state})>"
+
+    # ------------------------------------------------------------------ lifetime
+
+    @property
+    def info(self) -> EngineInfo:
+        return get_engine_info(self.name)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> "Engine":
+        """Load the engine's components (idempotent, thread-safe); returns the engine."""
+        with self.lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+        return self
+
+    def unload(self) -> None:
+        """Free the components; a later request loads them again."""
+        with self.lock:
+            if self._loaded:
+                self._unload()
+                self._loaded = False
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the loaded components (what the manager's budget counts)."""
+        return 0
+
+    def _load(self) -> None:
+        """Subclasses: load components (device, dtype and model are the constructor's)."""
+
+    def _unload(self) -> None:
+        """Subclasses: drop references to the components."""
+
+    # ------------------------------------------------------------------ work
+
+    def window_policy(self, task: str, options: Any) -> WindowPolicy:
+        """How this engine wants its window for ``task`` (called after :meth:`load`)."""
+        return WindowPolicy()
+
+    def options(self, task: str, values: dict[str, Any] | None = None) -> Any:
+        """Validated options of ``task`` from keyword values (this engine's types, choices and checks)."""
+        return build_options(options_for(self.name, task), values or {}, engine=self.name, task=task)
+
+    def execute(self, job: Job, options: Any, ctx: RunContext, *, paste_back: bool = True,
+                margin: int | None = None) -> np.ndarray | list[np.ndarray]:
+        """The windowed runner: plan -> crop -> engine -> uncrop -> paste-back, under this engine's lock."""
+        with self.lock:
+            self.load()
+            ctx.check()
+            policy = self.window_policy(job.task, options)
+            win = policy.plan(job.size, job.region)
+            log.debug("%s %s: window %s at %dx%d", self.name, job.task, win.box, *win.work_size)
+            args = {}
+            for key, value in job.arrays.items():
+                kind = job.kinds.get(key)
+                if value is None or kind is None:
+                    args[key] = value
+                elif kind == "image":
+                    args[key] = win.crop(value)
+                elif kind == "box":
+                    args[key] = win.crop_box(value)
+                else:
+                    args[key] = win.crop_mask(value, soft=kind == "soft")
+            result = getattr(self, "_" + job.task)(**args, options=options, ctx=ctx)
+        outs = result if isinstance(result, list) else [result]
+        if job.output == "mask":
+            return win.uncrop_mask(outs[0], job.size)
+        want = (win.work_size[1], win.work_size[0], 3)
+        full = []
+        for out in outs:
+            if out.shape != want or out.dtype != np.uint8:
+                raise RuntimeError(f"engine {self.name} returned {out.shape} {out.dtype}, expected {want} uint8")
+            out = win.uncrop(out, job.image)
+            if paste_back and job.paste_mask is not None:
+                out = restore_outside(job.image, out, job.paste_mask, margin)
+            full.append(out)
+        return full if job.output == "images" else full[0]
+
+    def run(self, task: str, *, seed: int = 0, on_progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None, paste_back: bool = True, margin: int | None = None,
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, **kwargs: Any) -> Image.Image | list[Image.Image]:
+        """Run ``task`` on user inputs (paths, PIL images or arrays) with options as keywords.
+
+        Returns PIL images of the input's size: one, or a list for ``paint`` with
+        ``num_images`` > 1. Bad inputs and options raise :class:`~diffcompose.InputError`;
+        a cancel raises :class:`~diffcompose.Cancelled`.
+        """
+        spec = TASK_SPECS[task]
+        inputs = {k: v for k, v in kwargs.items() if k in spec.inputs}
+        options = self.options(task, {k: v for k, v in kwargs.items() if k not in spec.inputs})
+        job = prepare(task, inputs, max_pixels)
+        check_margin(margin)
+        result = self.execute(job, options, RunContext(int(seed), on_progress, cancel),
+                              paste_back=paste_back, margin=margin)
+        return finish(result)
+
+    # One method per task, for readable calls: ``engine.remove(image, mask, seed=1)``.
+    def remove(self, image: Any, mask: Any, **kw: Any) -> Image.Image:
+        return self.run("remove", image=image, mask=mask, **kw)  # type: ignore[return-value]
+
+    def harmonize(self, image: Any, mask: Any = None, **kw: Any) -> Image.Image:
+        return self.run("harmonize", image=image, mask=mask, **kw)  # type: ignore[return-value]
+
+    def paste(self, background: Any, obj: Any, box: Any, **kw: Any) -> Image.Image:
+        return self.run("paste", background=background, obj=obj, box=box, **kw)  # type: ignore[return-value]
+
+    def segment(self, image: Any, box: Any, **kw: Any) -> Image.Image:
+        return self.run("segment", image=image, box=box, **kw)  # type: ignore[return-value]
+
+    def compose(self, image: Any, edited_condition: Any, **kw: Any) -> Image.Image:
+        return self.run("compose", image=image, edited_condition=edited_condition, **kw)  # type: ignore[return-value]
+
+    def paint(self, image: Any, mask: Any, reference: Any, **kw: Any) -> Image.Image | list[Image.Image]:
+        return self.run("paint", image=image, mask=mask, reference=reference, **kw)
+
+
+def check_margin(margin: int | None) -> None:
+    from diffcompose.errors import InputError
+
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0):
+        raise InputError(f"--margin must be an integer >= 0, got {margin!r}")
+
+
+def finish(result: np.ndarray | list[np.ndarray]) -> Image.Image | list[Image.Image]:
+    """PIL images out: a list only when there are several."""
+    if isinstance(result, list):
+        images = [to_pil(r) for r in result]
+        return images if len(images) > 1 else images[0]
+    return to_pil(result)

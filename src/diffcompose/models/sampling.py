@@ -1,0 +1,90 @@
+"""The one denoising loop, and the small pieces of sampling math every engine shares.
+
+An engine describes its network as a *model function* ``model(x, t) -> prediction``: a
+closure over whatever it conditions on (Paint-by-Example's 9-channel input and image
+context, ControlNet residuals, an extra input embedding, an extra output channel that it
+keeps for itself). :func:`denoise` owns the rest: the scheduler, classifier-free guidance
+(one batched call on ``[uncond, cond]`` per step), the seeded generator, progress and
+cancellation. :func:`guide` and :func:`to_epsilon` are shared with FreeCompose's DDS.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Literal
+
+import torch
+
+from diffcompose.progress import Progress
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SchedulerName = Literal["plms", "ddim", "euler", "dpm"]
+
+
+def guide(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: ``uncond + scale * (cond - uncond)``."""
+    return uncond + scale * (cond - uncond)
+
+
+def is_guided(scale: float) -> bool:
+    """Guidance at scale <= 1 is skipped (one unconditional-free call): the model function must agree."""
+    return scale > 1.0
+
+
+def to_epsilon(prediction: torch.Tensor, z_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+               ) -> torch.Tensor:
+    """The noise prediction from an epsilon or v prediction at ``z_t`` (``alpha_bar`` = cumulative alpha of t)."""
+    if prediction_type == "epsilon":
+        return prediction
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * prediction + (1 - alpha_bar).sqrt() * z_t
+    raise ValueError(f"unsupported prediction type {prediction_type!r}")
+
+
+def make_scheduler(name: str, config: dict[str, Any]) -> Any:
+    """An inference scheduler sharing the model's training noise schedule."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler
+
+    classes = {"plms": PNDMScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler,
+               "dpm": DPMSolverMultistepScheduler}
+    extra = {"skip_prk_steps": True} if name == "plms" else {}
+    return classes[name].from_config({**config, **extra})
+
+
+def initial_noise(vae: Any, batch: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """Float32 CPU noise shaped like the VAE's latents (its latent channels, not the UNet's outputs)."""
+    channels = int(vae.config.latent_channels)
+    return torch.randn((batch, channels, height, width), generator=generator, dtype=torch.float32)
+
+
+def step_kwargs(scheduler: Any, eta: float, generator: torch.Generator) -> dict[str, Any]:
+    """``eta`` and ``generator`` for the schedulers whose ``step`` takes them."""
+    params = inspect.signature(scheduler.step).parameters
+    kwargs: dict[str, Any] = {}
+    if "eta" in params:
+        kwargs["eta"] = eta
+    if "generator" in params:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def denoise(model: ModelFn, scheduler: Any, latents: torch.Tensor, *, guidance_scale: float,
+            generator: torch.Generator, progress: Progress, eta: float = 0.0,
+            preview: Callable[[torch.Tensor], Any] | None = None) -> torch.Tensor:
+    """Run ``scheduler``'s timesteps (set by the caller) from ``latents``; returns the final latents.
+
+    With guidance (:func:`is_guided`), ``model`` is called once per step on the batch
+    ``[latents, latents]`` and its output split into the unconditional and conditional
+    halves. ``preview(latents)``, when given, becomes the events' lazy preview.
+    """
+    guided = is_guided(guidance_scale)
+    kwargs = step_kwargs(scheduler, eta, generator)
+    for t in scheduler.timesteps:
+        x = torch.cat([latents, latents]) if guided else latents
+        pred = model(scheduler.scale_model_input(x, t), t)
+        if guided:
+            pred = guide(*pred.chunk(2), guidance_scale)
+        latents = scheduler.step(pred, t, latents, **kwargs).prev_sample
+        snapshot = latents
+        progress.step(timestep=int(t), preview=None if preview is None else (lambda z=snapshot: preview(z)))
+    return latents
