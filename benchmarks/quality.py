@@ -42,7 +42,7 @@ from diffcompose.evaluation import fmse, mae, mse, psnr, ssim
 from diffcompose.inputs import Box, dilate_mask, load_image, load_mask, mask_to_box, resize_mask
 from diffcompose.methods import implementations
 from diffcompose.methods.classical.harmonize import from_lab, to_lab
-from diffcompose.methods.classical.paste import place
+from diffcompose.regions.place import place
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TESTDATA = REPO.parent / "shared" / "testdata"

@@ -11,7 +11,8 @@ import diffcompose as dc
 from diffcompose.errors import InputError
 from diffcompose.evaluation import fmse, mae, mse, psnr, ssim
 from diffcompose.inputs import Box, dilate_mask, load_mask, mask_to_box
-from diffcompose.methods.classical.paste import feather_alpha, fit_box, poisson_blend
+from diffcompose.methods.classical.paste import feather_alpha, poisson_blend
+from diffcompose.regions.place import fit_box
 from diffcompose.methods.classical.harmonize import to_lab
 from diffcompose.regions import changed_region, default_margin
 
@@ -42,7 +43,7 @@ def test_remove_beats_mean_fill_on_a_real_object_pasted_on_a_real_photo() -> Non
     cat = data.chelsea()
     m = np.zeros(cat.shape[:2], bool)
     m[60:240, 120:330] = True  # a patch of fur, pasted on the table
-    from diffcompose.methods.classical.paste import place
+    from diffcompose.regions.place import place
 
     composite, hole = place(bg, cat, m, Box(420, 250, 560, 380))
     ring = dilate_mask(hole, 8) & ~hole
@@ -173,7 +174,7 @@ def _object_on_photo():
     m = np.zeros(cat.shape[:2], bool)
     yy, xx = np.mgrid[: cat.shape[0], : cat.shape[1]]
     m[((yy - 150) / 120) ** 2 + ((xx - 230) / 150) ** 2 <= 1] = True
-    from diffcompose.methods.classical.paste import place
+    from diffcompose.regions.place import place
 
     return place(bg, cat, m, Box(300, 150, 560, 380))
 

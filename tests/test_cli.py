@@ -204,7 +204,7 @@ def _bad_inputs(files: dict[str, Path], tmp: Path) -> dict[str, tuple[list[str],
         "strength out of range": (["harmonize", img, "--mask", mask, "--engine", "classical", "--strength", "2",
                                    "-o", out], "--strength must be"),
         "negative margin": (rm + ["--margin", "-3"], "--margin must be >= 0"),
-        "bad choice": (rm + ["--method", "magic"], "invalid choice"),
+        "bad choice": (rm + ["--method", "magic"], "--method must be one of telea, ns, biharmonic"),
         "missing required flag": (["remove", img, "-o", out], "required"),
     }
 

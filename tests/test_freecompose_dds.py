@@ -16,6 +16,7 @@ from diffcompose.errors import InputError  # noqa: E402
 from diffcompose.methods.freecompose import dds  # noqa: E402
 from diffcompose.methods.freecompose.perceptual import MaskedPerceptual  # noqa: E402
 from diffcompose.models.loader import load_adapter, load_sd, load_vgg, resolve_sd  # noqa: E402
+from diffcompose.progress import Progress  # noqa: E402
 from diffcompose.regions import changed_region, default_margin  # noqa: E402
 
 FAST = dict(engine="freecompose", model="tiny", iterations=3, resolution=64)
@@ -95,9 +96,10 @@ def test_optimise_keeps_no_graph_and_calls_back(sd) -> None:
     cfg = dds.DDSConfig(iterations=3, t_range=lambda i: (100, 100) if i < 2 else (900, 900))
     vgg = load_vgg(sd.root / "vgg", sd.device, torch.float32)
     per = MaskedPerceptual(vgg, torch.rand(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
+    progress = Progress("remove", 3, lambda e: seen.append((e.step, e.timestep, e.preview().shape)))
     out = dds.optimise(sd, z, dds.Branches(emb), cfg, torch.Generator().manual_seed(0), losses=[(0.3, per)],
-                       callback=lambda **kw: seen.append((kw["iteration"], kw["timestep"], kw["preview"]().shape)))
-    assert [s[:2] for s in seen] == [(0, 100), (1, 100), (2, 900)] and seen[0][2] == (64, 64, 3)
+                       progress=progress)
+    assert [s[:2] for s in seen] == [(1, 100), (2, 100), (3, 900)] and seen[0][2] == (64, 64, 3)
     assert not out.requires_grad and out.grad_fn is None and not torch.equal(out, z)
 
 
@@ -159,7 +161,7 @@ def test_bad_inputs_are_one_line_errors(photo, ellipse_mask) -> None:
 
 def test_engine_auto_choice() -> None:
     from diffcompose.methods import resolve_engine
-    from diffcompose.methods.registry import accelerator_available
+    from diffcompose.models.device import accelerator_available
 
     engine, why = resolve_engine("auto", "remove")
     if accelerator_available():

@@ -33,9 +33,17 @@ def test_tiny_directory_loads_through_the_real_loader(tiny_dir: Path) -> None:
     assert not any(p.requires_grad for p in sd.unet.parameters()) and not sd.unet.training
     ids = sd.tokenizer("a photo", padding="max_length", max_length=77, truncation=True).input_ids
     assert len(ids) == 77 and ids[0] == sd.tokenizer.bos_token_id
-    # Cached: the same objects come back for the same (directory, component, device, dtype).
-    again = load_sd(root, CPU, torch.float32)
-    assert again.unet is sd.unet and again.vae is sd.vae
+    # Loaded once per engine: the manager hands back the same engine (and modules) for the same key,
+    # and unloading frees them.
+    from diffcompose import EngineManager
+
+    manager = EngineManager()
+    engine = manager.get("freecompose", device="cpu", model=str(tiny_dir))
+    unet = engine.sd.unet
+    assert manager.get("freecompose", device="cpu", model=str(tiny_dir)).sd.unet is unet
+    assert engine.memory_bytes() >= sum(p.numel() * 4 for p in unet.parameters())
+    manager.unload(engine)
+    assert not engine.loaded and engine.memory_bytes() == 0 and not hasattr(engine, "sd")
     adapter = load_adapter(root / "t2i_adapter_sketch", CPU, torch.float32)
     feats = adapter(torch.zeros(1, 1, 64, 128))
     assert [f.shape[1] for f in feats] == list(sd.unet.config.block_out_channels)

@@ -161,17 +161,14 @@ def test_unet_and_vae_round_trip(converted):
 
 
 def test_converted_model_paints(converted):
-    from diffcompose.methods.pbe.options import PaintOptions
-    from diffcompose.methods.pbe.paint import paint
-    from diffcompose.methods.registry import Runtime
+    from diffcompose.methods.pbe.engine import PaintByExampleEngine
 
     _, _, out = converted
     image = np.full((96, 80, 3), 120, np.uint8)
     mask = np.zeros((96, 80), bool)
     mask[20:60, 20:50] = True
-    res = paint(image=image, mask=mask, reference=np.zeros((50, 40, 3), np.uint8), reference_mask=None,
-                options=PaintOptions(steps=2), runtime=Runtime(device="cpu", model=str(out)))
-    assert res[0].shape == image.shape
+    res = PaintByExampleEngine(device="cpu", model=str(out)).paint(image, mask, np.zeros((50, 40, 3), np.uint8), steps=2)
+    assert np.asarray(res).shape == image.shape
 
 
 def test_refuses_unsafe_and_foreign_checkpoints(tmp_path, converted):

@@ -9,12 +9,9 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from diffcompose.methods.pbe.components import load_pbe  # noqa: E402
-from diffcompose.methods.pbe.options import PaintOptions  # noqa: E402
-from diffcompose.methods.pbe.paint import paint as pbe_paint  # noqa: E402
-from diffcompose.methods.pbe.sampler import make_scheduler  # noqa: E402
+from diffcompose.methods.pbe.engine import PaintByExampleEngine  # noqa: E402
 from diffcompose.methods.pbe.tiny import write_tiny_pbe  # noqa: E402
-from diffcompose.methods.registry import Runtime  # noqa: E402
+from diffcompose.models.sampling import make_scheduler  # noqa: E402
 
 SIZE = 128  # the tiny model's native resolution
 
@@ -22,6 +19,17 @@ SIZE = 128  # the tiny model's native resolution
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     return write_tiny_pbe(tmp_path_factory.mktemp("pbe") / "tiny", seed=3)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_dir):
+    return PaintByExampleEngine(device="cpu", model=str(tiny_dir)).load()
+
+
+def pbe_paint(engine, image, mask, reference, seed, **options) -> list[np.ndarray]:
+    """Our engine on the whole image (no window, no paste-back), as arrays."""
+    out = engine.paint(image, mask, reference, seed=seed, paste_back=False, crop=False, **options)
+    return [np.asarray(o) for o in (out if isinstance(out, list) else [out])]
 
 
 def diffusers_pipeline(root, scheduler: str):
@@ -52,7 +60,7 @@ def inputs(photo: np.ndarray):
 
 
 @pytest.mark.parametrize("scheduler,steps,num_images", [("plms", 6, 1), ("ddim", 4, 2), ("euler", 4, 1)])
-def test_same_image_as_diffusers(tiny_dir, photo, scheduler, steps, num_images):
+def test_same_image_as_diffusers(tiny_dir, engine, photo, scheduler, steps, num_images):
     image, mask, reference = inputs(photo)
     pipe = diffusers_pipeline(tiny_dir, scheduler)
     expected = pipe(example_image=Image.fromarray(reference), image=Image.fromarray(image),
@@ -61,21 +69,17 @@ def test_same_image_as_diffusers(tiny_dir, photo, scheduler, steps, num_images):
                     generator=torch.Generator().manual_seed(11), output_type="np").images
     expected = np.round(expected * 255).astype(np.uint8)
 
-    opts = PaintOptions(steps=steps, scheduler=scheduler, reference_preprocess="crop", crop=False,
-                        num_images=num_images)
-    ours = pbe_paint(image=image, mask=mask, reference=reference, reference_mask=None, options=opts,
-                     runtime=Runtime(seed=11, device="cpu", model=str(tiny_dir)))
+    ours = pbe_paint(engine, image, mask, reference, 11, steps=steps, scheduler=scheduler,
+                     reference_preprocess="crop", num_images=num_images)
     assert len(ours) == num_images
     for a, b in zip(ours, expected):
         assert a.shape == b.shape == (SIZE, SIZE, 3)
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
-def test_seed_and_guidance_matter(tiny_dir, photo):
+def test_seed_and_guidance_matter(engine, photo):
     image, mask, reference = inputs(photo)
-    run = lambda seed, **kw: pbe_paint(image=image, mask=mask, reference=reference, reference_mask=None,  # noqa: E731
-                                       options=PaintOptions(steps=3, crop=False, **kw),
-                                       runtime=Runtime(seed=seed, device="cpu", model=str(tiny_dir)))[0]
+    run = lambda seed, **kw: pbe_paint(engine, image, mask, reference, seed, steps=3, **kw)[0]  # noqa: E731
     a, b, c = run(1), run(1), run(2)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)

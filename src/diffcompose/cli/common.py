@@ -1,9 +1,11 @@
 """Argument plumbing shared by every command.
 
 Engine options come from the engines' options dataclasses (see
-:mod:`diffcompose.methods.registry`): one flag per field, grouped by engine in ``--help``,
-defaulting to ``None`` so only what the user typed reaches the engine (which then applies
-its own defaults and refuses flags it does not use).
+:mod:`diffcompose.methods.options`). Several engines may serve one task with options of the
+same name but different types, defaults and choices, so each option *name* is parsed once,
+as raw text (``None`` when not given), and only the engine that runs converts and checks
+it, by its own dataclass. ``--help`` shows one group per engine with that engine's own
+defaults and choices (display-only entries: see :meth:`Parser.add_engine_group`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any, Literal
 
 from diffcompose.errors import InputError, OutputExistsError
 from diffcompose.inputs.images import DEFAULT_MAX_PIXELS, output_format, save_image
-from diffcompose.methods import engines_for, implementations
+from diffcompose.methods import engines_for, get_engine_info
+from diffcompose.methods.options import default_of, field_types, flag, unwrap_optional
+from diffcompose.progress import TqdmBar
 
 OPT_PREFIX = "opt_"
 
@@ -29,85 +33,91 @@ class Parser(argparse.ArgumentParser):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
 
-
-def _unwrap(tp: Any) -> Any:
-    """Optional[X] -> X."""
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
+    def add_engine_group(self, title: str, entries: list[argparse.Action]) -> None:
+        """A help section listing ``entries``; they are shown only (parsing uses the shared raw flags)."""
+        group = self.add_argument_group(title)
+        group._group_actions.extend(entries)
 
 
-def _tuple_parser(elem: type) -> Any:
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(elem(p) for p in text.replace(",", " ").split())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated {elem.__name__} values, got {text!r}") from None
-    parse.__name__ = f"{elem.__name__} list"
-    return parse
+def _is_bool(tp: Any) -> bool:
+    return unwrap_optional(tp)[0] is bool
 
 
-def _argument_kwargs(tp: Any) -> dict[str, Any]:
-    tp = _unwrap(tp)
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        return {"choices": choices, "type": type(choices[0])}
-    if tp is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if origin is tuple:
-        return {"type": _tuple_parser(typing.get_args(tp)[0]), "metavar": "A,B"}
-    if tp in (int, float, str):
-        return {"type": tp}
-    if tp is Path:
-        return {"type": Path}
-    raise TypeError(f"unsupported option type {tp!r}")
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def add_engine_options(parser: argparse.ArgumentParser, task: str) -> None:
-    """``--engine`` and one flag per field of every engine's options for ``task``."""
+def _help_entry(name: str, tp: Any, f: dataclasses.Field) -> argparse.Action:
+    """A display-only action: this engine's help, default and choices for ``--name``."""
+    inner, _ = unwrap_optional(tp)
+    text = f.metadata.get("help", "")
+    default = default_of(f)
+    if default is not None:
+        text += f" (default: {_shown(default)})"
+    text = text.replace("%", "%%")  # argparse formats help with %
+    if inner is bool:
+        return argparse.BooleanOptionalAction([flag(name)], dest=name, help=text)
+    choices = typing.get_args(inner) if typing.get_origin(inner) is Literal else None
+    metavar = None if choices else ("A,B" if typing.get_origin(inner) is tuple else name.upper())
+    return argparse.Action([flag(name)], dest=name, help=text, choices=choices, metavar=metavar)
+
+
+def add_engine_options(parser: Parser, task: str, *, runtime: bool = True) -> None:
+    """``--engine``, ``--seed``, one raw flag per engine option name, and one help group per engine."""
     engines = engines_for(task)
     choices = (["auto"] if len(engines) > 1 else []) + engines
     default = "auto" if len(engines) > 1 else engines[0]
     parser.add_argument("--engine", choices=choices, default=default,
-                        help=f"which engine does the work (default: {default})")
+                        help=f"which engine does the work (default: {default}; auto picks by priority and says why)")
     parser.add_argument("--seed", type=int, default=0, help="seed for every random choice (default: 0)")
-    seen: set[str] = set()
-    for impl in implementations(task):
-        group = parser.add_argument_group(f"{impl.engine} engine options" + (f" ({impl.summary})" if impl.summary else ""))
-        hints = typing.get_type_hints(impl.options)
-        for f in dataclasses.fields(impl.options):
-            if f.name in seen:
-                continue
-            seen.add(f.name)
-            shown = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-            help_text = f.metadata.get("help", "")
-            if shown is not None:
-                help_text += f" (default: {','.join(map(str, shown)) if isinstance(shown, tuple) else shown})"
-            kwargs = _argument_kwargs(hints[f.name])
-            if "choices" not in kwargs and "action" not in kwargs:
-                kwargs.setdefault("metavar", f.name.upper())
-            group.add_argument("--" + f.name.replace("_", "-"), dest=OPT_PREFIX + f.name, default=None,
-                               help=help_text, **kwargs)
+    kinds: dict[str, set[bool]] = {}
+    with_model = False
+    for name in engines:
+        info = get_engine_info(name)
+        hints = field_types(info.tasks[task])
+        entries = []
+        if runtime and info.default_model is not None:
+            with_model = True
+            entries.append(argparse.Action(["--model"], dest="model", metavar="MODEL", help=(
+                f"hub id, local directory, or 'tiny' (random weights, smoke tests) (default: {info.default_model})")))
+        for f in dataclasses.fields(info.tasks[task]):
+            kinds.setdefault(f.name, set()).add(_is_bool(hints[f.name]))
+            entries.append(_help_entry(f.name, hints[f.name], f))
+        parser.add_engine_group(f"{name} engine options" + (f" ({info.summary})" if info.summary else ""), entries)
+    if with_model:
+        parser.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    for opt, bools in kinds.items():
+        if bools == {True}:  # a switch in every engine that has it: --x / --no-x
+            parser.add_argument(flag(opt), dest=OPT_PREFIX + opt, default=None, action=argparse.BooleanOptionalAction,
+                                help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(flag(opt), dest=OPT_PREFIX + opt, default=None, help=argparse.SUPPRESS)
 
 
-def add_task_flags(parser: argparse.ArgumentParser, task: str, *, paste_back: bool = True,
-                   runtime: bool = True) -> None:
+def add_task_flags(parser: Parser, task: str, *, paste_back: bool = True, runtime: bool = True) -> None:
     """The flags every editing command shares: output, paste-back, engine options, runtime, limits."""
     add_output(parser)
     if paste_back:
         add_paste_back(parser)
-    add_engine_options(parser, task)
+    add_engine_options(parser, task, runtime=runtime)
     if runtime:
         add_runtime(parser)
     add_limits(parser)
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine options the user actually gave."""
+    """The engine options the user actually gave (raw; the chosen engine converts and checks them)."""
     return {k[len(OPT_PREFIX):]: v for k, v in vars(args).items() if k.startswith(OPT_PREFIX) and v is not None}
+
+
+def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Keywords of :func:`diffcompose.api.run` from the shared flags, plus the engine options."""
+    kw: dict[str, Any] = dict(engine=args.engine, seed=args.seed, max_pixels=args.max_pixels,
+                              on_progress=TqdmBar(args.progress), **engine_options(args))
+    for name in ("paste_back", "margin", "device", "dtype", "model"):
+        if hasattr(args, name):
+            kw[name] = getattr(args, name)
+    return kw
 
 
 def add_output(parser: argparse.ArgumentParser) -> None:
@@ -129,12 +139,11 @@ def add_paste_back(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime(parser: argparse.ArgumentParser) -> None:
-    """Flags of the diffusion engines (ignored by the classical one)."""
-    parser.add_argument("--model", default=None,
-                        help="diffusion model: hub id, local diffusers directory, or 'tiny' (random weights, smoke tests)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
-                        help="compute dtype (default: float16 on CUDA, float32 elsewhere)")
+    """Where diffusion engines run (the classical engine ignores these)."""
+    group = parser.add_argument_group("device (diffusion engines)")
+    group.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
+    group.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
+                       help="compute dtype (default: float16 on CUDA, float32 elsewhere)")
 
 
 def check_output_args(args: argparse.Namespace, *inputs: Path | None) -> None:

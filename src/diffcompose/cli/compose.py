@@ -14,9 +14,7 @@ def run_compose(args: argparse.Namespace) -> None:
     common.check_output_args(args, *inputs)
     out = api.compose(args.image, args.edited_condition, condition=args.condition,
                       condition_type=args.condition_type, mask=args.mask, prompt=args.prompt,
-                      paste_back=args.paste_back, margin=args.margin, engine=args.engine, seed=args.seed,
-                      device=args.device, dtype=args.dtype, model=args.model, progress=args.progress,
-                      max_pixels=args.max_pixels, **common.engine_options(args))
+                      **common.run_kwargs(args))
     common.write(out, args, *inputs)
 
 

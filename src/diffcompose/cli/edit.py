@@ -9,37 +9,28 @@ import diffcompose.api as api
 from diffcompose.cli import common
 
 
-def _runtime_kwargs(args: argparse.Namespace) -> dict:
-    return dict(engine=args.engine, seed=args.seed, device=args.device, dtype=args.dtype, model=args.model,
-                progress=args.progress, max_pixels=args.max_pixels)
-
-
 def run_remove(args: argparse.Namespace) -> None:
     common.check_output_args(args, args.image, args.mask)
-    out = api.remove(args.image, args.mask, paste_back=args.paste_back, margin=args.margin,
-                     **_runtime_kwargs(args), **common.engine_options(args))
+    out = api.remove(args.image, args.mask, **common.run_kwargs(args))
     common.write(out, args, args.image, args.mask)
 
 
 def run_paste(args: argparse.Namespace) -> None:
     common.check_output_args(args, args.background, args.object, args.object_mask)
-    out = api.paste(args.background, args.object, args.box, object_mask=args.object_mask, engine=args.engine,
-                    seed=args.seed, max_pixels=args.max_pixels, **common.engine_options(args))
+    out = api.paste(args.background, args.object, args.box, object_mask=args.object_mask, **common.run_kwargs(args))
     common.write(out, args, args.background, args.object, args.object_mask)
 
 
 def run_harmonize(args: argparse.Namespace) -> None:
     common.check_output_args(args, args.image, args.mask, args.object, args.object_mask)
     out = api.harmonize(args.image, args.mask, obj=args.object, box=args.box, object_mask=args.object_mask,
-                        paste_back=args.paste_back, margin=args.margin, **_runtime_kwargs(args),
-                        **common.engine_options(args))
+                        **common.run_kwargs(args))
     common.write(out, args, args.image, args.mask, args.object, args.object_mask)
 
 
 def run_segment(args: argparse.Namespace) -> None:
     common.check_output_args(args, args.image)
-    out = api.segment(args.image, args.box, engine=args.engine, seed=args.seed, max_pixels=args.max_pixels,
-                      **common.engine_options(args))
+    out = api.segment(args.image, args.box, **common.run_kwargs(args))
     common.write(out, args, args.image)
 
 

@@ -15,7 +15,7 @@ import sys
 
 from diffcompose import __version__
 from diffcompose.cli.common import Parser
-from diffcompose.errors import DiffComposeError
+from diffcompose.errors import Cancelled, DiffComposeError
 
 #: Command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ["edit", "compose", "paint", "convert", "train", "demo"]
@@ -48,12 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     args.progress = not args.quiet and sys.stderr.isatty()
     try:
         args.func(args)
+    except (Cancelled, KeyboardInterrupt):
+        sys.stderr.write("diffcompose: cancelled; nothing was written\n")
+        return 130
     except DiffComposeError as exc:
         sys.stderr.write(f"diffcompose: error: {exc}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("diffcompose: interrupted\n")
-        return 130
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
         if os.environ.get("DIFFCOMPOSE_DEBUG"):
             raise

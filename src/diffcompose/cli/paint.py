@@ -13,19 +13,24 @@ def _numbered(path: Path, i: int) -> Path:
     return path.with_name(f"{path.stem}_{i}{path.suffix}")
 
 
+def _count(raw: object) -> int:
+    """How many outputs to name (the engine checks the value itself; a bad one fails there)."""
+    try:
+        return max(1, int(str(raw)))
+    except ValueError:
+        return 1
+
+
 def run_paint(args: argparse.Namespace) -> None:
     inputs = (args.image, args.mask, args.reference, args.reference_mask)
-    options = common.engine_options(args)
     base = args.output
-    n = options.get("num_images", 1)
+    n = _count(common.engine_options(args).get("num_images", 1))
     outputs = [base] if n == 1 else [_numbered(base, i) for i in range(n)]  # OUT.png -> OUT_0.png, ...
     for out in outputs:  # fail before any work if an output cannot be written
         args.output = out
         common.check_output_args(args, *inputs)
     result = api.paint(args.image, args.mask, args.reference, reference_mask=args.reference_mask,
-                       paste_back=args.paste_back, margin=args.margin, engine=args.engine, seed=args.seed,
-                       device=args.device, dtype=args.dtype, model=args.model, progress=args.progress,
-                       max_pixels=args.max_pixels, **options)
+                       **common.run_kwargs(args))
     for out, image in zip(outputs, result if isinstance(result, list) else [result]):
         args.output = out
         common.write(image, args, *inputs)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from diffcompose.errors import InputError
-from diffcompose.methods.registry import check_choice, check_range
+from diffcompose.methods.options import check_choice, check_range
 
 SECTIONS = ("data", "model", "train")
 

@@ -25,7 +25,7 @@ class RemoveOptions:
 class PasteOptions:
     blend: Literal["none", "feather", "poisson"] = option(
         "feather", "seam: hard cut, feathered alpha, or Poisson (gradient-domain) blending")
-    feather: int | None = option(None, "feather width in pixels (default: 3%% of the object's short side)")
+    feather: int | None = option(None, "feather width in pixels (default: 3% of the object's short side)")
 
     def __post_init__(self) -> None:
         if self.feather is not None:
@@ -40,7 +40,7 @@ class HarmonizeOptions:
         None, "how far the object moves toward its surroundings, 0..1 (default: 0.3 for reinhard, since an object "
               "rarely shares its surroundings' colours; 1 for poisson)")
     ring: int | None = option(None, "width in pixels of the surrounding band the statistics come from "
-                                    "(default: 25%% of the object's size)")
+                                    "(default: 25% of the object's size)")
 
     def __post_init__(self) -> None:
         if self.strength is not None:
