@@ -54,6 +54,7 @@ class EngineManager:
             model: str | None = None) -> Engine:
         """The engine ``name`` for this device, dtype and model, loaded."""
         info = get_engine_info(name)
+        info.check_installed()
         key: Key = (name, device, dtype, model if info.default_model is None or model != info.default_model else None)
         with self._lock:
             engine = self._engines.get(key)
