@@ -35,6 +35,7 @@ from diffcompose.methods.freecompose.perceptual import MaskedPerceptual
 from diffcompose.models.device import pick_device, pick_dtype
 from diffcompose.models.loader import SDComponents
 from diffcompose.models.vgg import VGG16Features
+from diffcompose.progress import Progress
 
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
                  block_out_channels=(320, 640, 1280, 1280),
@@ -115,8 +116,8 @@ def run_size(sd: SDComponents, adapter: torch.nn.Module, vgg: torch.nn.Module, s
              weight_map: torch.Tensor | None = None) -> Callable[[int], None]:
         def go(n: int) -> None:
             cfg = dds.DDSConfig(iterations=n, weight_map=weight_map)
-            dds.optimise(sd, z, branches, cfg, torch.Generator().manual_seed(1), losses=losses(),
-                         attention=attention())
+            dds.optimise(sd, z, branches, cfg, torch.Generator().manual_seed(1), progress=Progress("bench", n),
+                         losses=losses(), attention=attention())
         return go
 
     plain = dds.Branches(emb)

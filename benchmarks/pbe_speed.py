@@ -27,14 +27,14 @@ from PIL import Image
 from diffcompose.methods.pbe.components import PbEComponents
 from diffcompose.methods.pbe.convert import PBE_SCHEDULER_CONFIG, PBE_UNET_CONFIG, PBE_VAE_CONFIG, PBE_VISION_CONFIG
 from diffcompose.methods.pbe.encoder import ExemplarEncoder
+from diffcompose.methods.pbe.engine import PaintByExampleEngine
 from diffcompose.methods.pbe.options import PaintOptions
-from diffcompose.methods.pbe.paint import paint_window
 from diffcompose.methods.pbe.reference import prepare_reference
-from diffcompose.methods.pbe.sampler import make_scheduler
 from diffcompose.methods.pbe.tiny import tiny_vision_config
-from diffcompose.methods.registry import Runtime
 from diffcompose.models.device import pick_device, pick_dtype
+from diffcompose.models.sampling import make_scheduler
 from diffcompose.models.tiny import tiny_scheduler_config, tiny_unet_config, tiny_vae_config
+from diffcompose.progress import RunContext
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype) -> PbEComponents:
@@ -88,6 +88,7 @@ def main() -> None:
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
     c = build(args.shape, device, dtype)
+    engine = PaintByExampleEngine.from_components(c)
     pipe = diffusers_pipeline(c, args.scheduler)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
@@ -101,8 +102,8 @@ def main() -> None:
     def ours() -> float:
         stamps: list[float] = []
         opts = PaintOptions(steps=args.steps, scheduler=args.scheduler, crop=False, reference_preprocess="crop")
-        rt = Runtime(seed=0, callback=lambda *a: (sync(), stamps.append(time.perf_counter())))
-        paint_window(c, image, mask, reference, None, opts, rt)
+        ctx = RunContext(seed=0, on_progress=lambda event: (sync(), stamps.append(time.perf_counter())))
+        engine._paint(image=image, mask=mask, reference=reference, reference_mask=None, options=opts, ctx=ctx)
         return step_time(stamps)
 
     def theirs() -> float:

@@ -41,6 +41,13 @@ class PaintByExampleEngine(DiffusionEngine):
         self._resolve_device()
         self.c = load_pbe(resolve_pbe(self.model), self.device, self.dtype)
 
+    @classmethod
+    def from_components(cls, c: PbEComponents) -> "PaintByExampleEngine":
+        """A loaded engine over modules already in memory (benchmarks, models built in code)."""
+        engine = cls(device=str(c.device), dtype=str(c.dtype).replace("torch.", ""))
+        engine.device, engine.dtype, engine.c, engine._loaded = c.device, c.dtype, c, True
+        return engine
+
     def modules(self) -> list[torch.nn.Module]:
         return self.c.modules
 
