@@ -12,7 +12,7 @@ white-balance shift: each case gets all three); each engine harmonizes the compo
 is compared with the original photo: MSE (whole image), fMSE (object only), PSNR. Baseline
 ``composite``: the perturbed composite untouched.
 
-Engines come from the registry: every implementation of ``remove`` / ``harmonize``, one row
+Engines come from the registry: every engine of ``remove`` / ``harmonize``, one row
 per choice of its ``method`` option when it has one. Engines that need torch/weights run
 only when named in ``--engines``. Photos are worked at most ``--max-side`` pixels long.
 
@@ -40,7 +40,8 @@ import numpy as np
 import diffcompose as dc
 from diffcompose.evaluation import fmse, mae, mse, psnr, ssim
 from diffcompose.inputs import Box, dilate_mask, load_image, load_mask, mask_to_box, resize_mask
-from diffcompose.methods import implementations
+from diffcompose.methods import engines_for, get_engine_info
+from diffcompose.methods.options import coerce
 from diffcompose.methods.classical.harmonize import from_lab, to_lab
 from diffcompose.regions.place import place
 
@@ -122,38 +123,31 @@ class Variant:
     run: Callable[..., np.ndarray]
 
 
-def _convert(tp: object, text: str) -> object:
-    """``--opt`` text to the option's type (``float | None`` -> float, ``Literal`` -> str)."""
-    if typing.get_origin(tp) is typing.Literal:
-        return text
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return (args[0] if args else tp)(text)
-
-
 def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Iterator[Variant]:
     """One variant per engine (and per value of its ``method`` option), filtered by ``--engines``.
 
     ``extra``: option values (``--opt KEY=VALUE``) given to every engine that has that option.
     """
     api_call = getattr(dc, task)
-    for impl in implementations(task):
-        hints = typing.get_type_hints(impl.options)
-        fields = {f.name: f for f in dataclasses.fields(impl.options)}
+    for engine in engines_for(task):
+        info = get_engine_info(engine)
+        hints = typing.get_type_hints(info.tasks[task])
+        fields = {f.name: f for f in dataclasses.fields(info.tasks[task])}
         methods = typing.get_args(hints["method"]) if "method" in hints else (None,)
         for method in methods:
-            name = impl.engine if method is None else f"{impl.engine}:{method}"
-            chosen = wanted is None or impl.engine in wanted or name in wanted
-            if not chosen or (impl.needs_torch and wanted is None):
-                if impl.needs_torch and wanted is None:
+            name = engine if method is None else f"{engine}:{method}"
+            chosen = wanted is None or engine in wanted or name in wanted
+            if not chosen or (info.needs_torch and wanted is None):
+                if info.needs_torch and wanted is None:
                     print(f"(skipping {name}: needs torch/weights; name it in --engines to run it)", file=sys.stderr)
                 continue
             opts: dict = {} if method is None else {"method": method}
             for key, text in extra.items():
                 if key in fields:
-                    opts[key] = _convert(hints[key], text)
+                    opts[key] = coerce(key, hints[key], text)
                     name += f" {key}={text}"
 
-            def run(image: np.ndarray, mask: np.ndarray, seed: int, _e: str = impl.engine,
+            def run(image: np.ndarray, mask: np.ndarray, seed: int, _e: str = engine,
                     _o: dict = opts) -> np.ndarray:
                 return np.asarray(api_call(image, mask, engine=_e, seed=seed, **_o))
 
