@@ -28,6 +28,7 @@ import torch
 from diffcompose.errors import InputError
 from diffcompose.inputs import Box, load_image, load_mask, mask_to_box, resize_mask
 from diffcompose.methods.pbe.reference import normalize
+from diffcompose.models import codec
 from diffcompose.training.augment import ReferenceAugment
 from diffcompose.training.masks import bezier_mask, box_mask, extend_box
 
@@ -119,8 +120,7 @@ class SelfReferenceDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         image, mask, reference = self.sample(k)
-        return {"image": torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0,
-                "mask": torch.from_numpy(mask)[None].float(),
+        return {"image": codec.images_to_tensor(image)[0], "mask": codec.mask_to_tensor(mask)[0],
                 "reference": torch.from_numpy(normalize(reference))}
 
     def sample(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
