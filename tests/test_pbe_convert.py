@@ -185,3 +185,42 @@ def test_refuses_unsafe_and_foreign_checkpoints(tmp_path, converted):
     _, _, out = converted
     with pytest.raises(OutputExistsError):
         convert_pbe(other, out)
+
+
+def test_force_never_deletes_what_the_tool_did_not_write(tmp_path, converted, monkeypatch):
+    """OUT_DIR holding the checkpoint, the working directory, or a folder of user files is refused."""
+    from diffcompose.cli.main import main
+
+    tiny, _, out = converted
+    ckpt = out.parent / "model.ckpt"
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "notes.txt").write_text("mine")
+    inside = models / "model.ckpt"
+    inside.write_bytes(ckpt.read_bytes())
+    users = tmp_path / "work"
+    users.mkdir()
+    (users / "photo.jpg").write_bytes(b"precious")
+    monkeypatch.chdir(users)
+    cases = {
+        "contains the input": ([str(inside), str(models), "--force"], "contains the input"),
+        "working directory": ([str(ckpt), ".", "--force"], "working directory"),
+        "parent of cwd": ([str(ckpt), str(tmp_path), "--force"], "working directory or one of its parents"),
+        "not ours": ([str(ckpt), str(models), "--force"], "not a model folder written by diffcompose"),
+        "a file": ([str(ckpt), str(users / "photo.jpg"), "--force"], "is a file"),
+    }
+    before = {p: p.read_bytes() for p in (models / "notes.txt", inside, users / "photo.jpg")}
+    for name, (argv, fragment) in cases.items():
+        if name == "not ours":
+            inside.rename(tmp_path / "moved.ckpt")  # no input inside: only the marker rule protects the folder
+        assert main(["convert", "pbe", *argv]) == 2, name
+        if name == "not ours":
+            (tmp_path / "moved.ckpt").rename(inside)
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p.name for p in models.iterdir()) == ["model.ckpt", "notes.txt"]
+    assert sorted(p.name for p in users.iterdir()) == ["photo.jpg"]
+    # a folder this tool wrote is replaced in place with --force, and nothing is left beside it
+    again = convert_pbe(ckpt, out, like=tiny, force=True)
+    assert (again / ".diffcompose-model").is_file() and (again / "unet").is_dir()
+    assert oct(again.stat().st_mode & 0o777) == "0o755"
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []

@@ -134,6 +134,53 @@ def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
                          f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
 
 
+#: A file in every model directory this tool writes: only such a directory is ever replaced.
+MARKER = ".diffcompose-model"
+
+
+def check_out_dir(out_dir: Path, inputs: list[Path], *, force: bool) -> Path:
+    """The resolved OUT_DIR, refused when replacing it could delete anything this tool did not write.
+
+    Refused: the working directory or one of its parents, a folder holding an input, a
+    regular file, and (even with ``force``) an existing non-empty folder without :data:`MARKER`.
+    """
+    target = out_dir.expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise InputError(f"output directory {out_dir} is the working directory or one of its parents; "
+                         "name a new folder for the model")
+    for p in inputs:
+        if target in p.expanduser().resolve().parents:
+            raise InputError(f"output directory {out_dir} contains the input {p}; name a new folder for the model")
+    if not target.parent.is_dir():
+        raise InputError(f"output folder does not exist: {target.parent}")
+    if target.exists() and not target.is_dir():
+        raise InputError(f"output directory {out_dir} is a file; name a new folder for the model")
+    if target.is_dir() and any(target.iterdir()):
+        if not force:
+            raise OutputExistsError(f"output directory {out_dir} exists and is not empty; pass --force to replace it")
+        if not (target / MARKER).is_file():
+            raise InputError(f"output directory {out_dir} is not a model folder written by diffcompose (no {MARKER}); "
+                             "refusing to replace it even with --force: name a new folder")
+    return target
+
+
+def swap_in(new: Path, target: Path) -> None:
+    """Put the finished folder ``new`` at ``target``; an old one (ours, checked) goes only once the new is in place."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / "model")
+    try:
+        os.replace(new, target)
+    except OSError:
+        os.replace(old / "model", target)  # put the old one back
+        old.rmdir()
+        raise
+    shutil.rmtree(old)
+
+
 def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False) -> Path:
     """Write ``out_dir`` (unet/, vae/, image_encoder/, scheduler/, model_index.json) from ``checkpoint``."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
@@ -143,11 +190,7 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     from diffcompose.methods.pbe.encoder import ExemplarEncoder
     from diffcompose.methods.pbe.tiny import model_index
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise OutputExistsError(f"output directory {out_dir} exists and is not empty; pass --force to replace it")
-    if not out_dir.parent.is_dir():
-        raise InputError(f"output folder does not exist: {out_dir.parent}")
+    out_dir = check_out_dir(Path(out_dir), [Path(checkpoint)] + ([Path(like)] if like else []), force=force)
     state = load_checkpoint(Path(checkpoint))
     for prefix in (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, MAPPER_PREFIX):
         if not any(k.startswith(prefix) for k in state):
@@ -164,16 +207,16 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers)
     _strict_load(encoder, enc_state, "image encoder")
 
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.convert-", dir=out_dir.parent))
     try:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         encoder.save_pretrained(tmp / "image_encoder")
         PNDMScheduler.from_config(cfg["scheduler"]).save_pretrained(tmp / "scheduler")
         (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        (tmp / MARKER).write_text("written by diffcompose convert pbe\n")
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 is for the build only
+        swap_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted %s -> %s", checkpoint, out_dir)
