@@ -21,7 +21,7 @@ from PIL import Image
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, Box, ImageLike, MaskLike
 from diffcompose.methods.engine import Engine, check_margin, finish
 from diffcompose.methods.manager import default_manager
-from diffcompose.methods.options import build_options
+from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import options_for, resolve_engine
 from diffcompose.methods.tasks import prepare
 from diffcompose.progress import CancelToken, ProgressCallback, RunContext
@@ -45,12 +45,13 @@ def run(task: str, inputs: dict[str, Any], *, engine: str = "auto", device: str 
     """Validate, pick the engine, run it: what every task function below does."""
     job = prepare(task, inputs, max_pixels)
     check_margin(margin)
+    seed = check_seed(seed)
     name, why = resolve_engine(engine, task)
     opts = build_options(options_for(name, task), options, engine=name, task=task)
     # Say which engine "auto" picked (after validation, so bad input still ends in one line).
     log.log(logging.INFO if engine == "auto" else logging.DEBUG, "engine: %s (%s)", name, why)
     loaded = get_engine(name, device=device, dtype=dtype, model=model)
-    result = loaded.execute(job, opts, RunContext(int(seed), on_progress, cancel), paste_back=paste_back,
+    result = loaded.execute(job, opts, RunContext(seed, on_progress, cancel), paste_back=paste_back,
                             margin=margin)
     return finish(result)
 

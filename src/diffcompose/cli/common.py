@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import tempfile
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -150,8 +152,7 @@ def check_output_args(args: argparse.Namespace, *inputs: Path | None) -> None:
     """Fail before any work if the output could not be written."""
     out: Path = args.output
     output_format(out)
-    if not out.parent.exists():
-        raise InputError(f"output folder does not exist: {out.parent}")
+    check_writable(out)
     for p in inputs:
         if p is not None and Path(p).exists() and out.exists() and out.resolve() == Path(p).resolve():
             raise InputError(f"output {out} is one of the inputs; choose another output path")
@@ -159,6 +160,29 @@ def check_output_args(args: argparse.Namespace, *inputs: Path | None) -> None:
         raise OutputExistsError(f"output {out} exists; pass --force to overwrite it")
     if getattr(args, "margin", None) is not None and args.margin < 0:
         raise InputError(f"--margin must be >= 0, got {args.margin}")
+
+
+def check_writable(out: Path) -> None:
+    """Refuse, before minutes of work, an output that could not be written (one line, exit 2)."""
+    folder = out.parent
+    if not folder.exists():
+        raise InputError(f"output folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise InputError(f"output folder {folder} is a file, not a folder")
+    if out.is_dir():
+        raise InputError(f"output {out} is a folder; give a file name such as {out / 'out.png'}")
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    if len(os.fsencode(out.name)) > name_max:
+        raise InputError(f"output file name is too long ({len(os.fsencode(out.name))} bytes; at most {name_max})")
+    try:  # the only reliable test (permissions, read-only mounts, quotas): create a file there
+        fd, probe = tempfile.mkstemp(prefix=".diffcompose-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
 
 
 def write(image: Any, args: argparse.Namespace, *inputs: Path | None) -> None:

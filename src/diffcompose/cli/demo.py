@@ -74,13 +74,25 @@ def _testdata_steps(testdata: Path) -> list[Step]:
     if not manifest.exists():
         return []
     steps: list[Step] = []
-    for i, case in enumerate(json.loads(manifest.read_text())):
-        f = {k: testdata / v for k, v in case["files"].items()}
-        stem = f"testdata_{i:02d}_{Path(case['files'].get('image', case['files'].get('composite', 'x'))).stem}"
-        if case["task"] == "removal":
+    try:
+        cases = json.loads(manifest.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{manifest} is not valid JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(cases, list):
+        raise InputError(f"{manifest} must be a JSON list of cases")
+    for i, case in enumerate(cases):
+        files = case.get("files") if isinstance(case, dict) else None
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise InputError(f"{manifest}: case {i} has no \"files\" mapping of names to paths")
+        f = {k: testdata / v for k, v in files.items()}
+        stem = f"testdata_{i:02d}_{Path(files.get('image', files.get('composite', 'x'))).stem}"
+        needs = {"removal": ("image", "mask"), "harmonization": ("composite", "mask")}.get(case.get("task"), ())
+        if any(k not in f for k in needs):
+            raise InputError(f"{manifest}: case {i} ({case.get('task')}) needs files {', '.join(needs)}")
+        if case.get("task") == "removal":
             steps.append((f"{stem}_remove_telea.png",
                           lambda f=f: api.remove(f["image"], f["mask"], engine="classical", method="telea")))
-        elif case["task"] == "harmonization":
+        elif case.get("task") == "harmonization":
             steps.append((f"{stem}_harmonize_reinhard.png",
                           lambda f=f: api.harmonize(f["composite"], f["mask"], engine="classical",
                                                        method="reinhard")))

@@ -31,7 +31,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"diffcompose {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser)
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=Parser, dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"diffcompose.cli.{name}").register(sub)
     return parser

@@ -7,15 +7,21 @@ from pathlib import Path
 
 
 def run_train_pbe(args: argparse.Namespace) -> None:
+    from diffcompose.outdir import check_out_dir
     from diffcompose.progress import TqdmBar
     from diffcompose.training.config import load_config
-    from diffcompose.training.trainer import train
 
     cfg = load_config(args.config)
     for key in ("max_steps", "output_dir", "resume"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
     cfg.__post_init__()
+    out = Path(cfg.output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, [Path(cfg.manifest)] + ([Path(cfg.image_root)] if cfg.image_root else []), force=False,
+                  reuse=True)  # before torch is imported: a bad folder fails in a second
+    from diffcompose.training.trainer import train
+
     losses = train(cfg, on_progress=TqdmBar(args.progress))
     if losses:
         print(f"{Path(cfg.output_dir) / 'final'} (last loss {losses[-1]:.4f})")
@@ -25,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (Paint-by-Example)",
                        description="Train a model. Multi-GPU / multi-node: "
                                    "'accelerate launch -m diffcompose train pbe --config FILE'.")
-    kinds = p.add_subparsers(title="models", metavar="MODEL", parser_class=type(p))
+    kinds = p.add_subparsers(title="models", metavar="MODEL", parser_class=type(p), dest="kind", required=True)
     q = kinds.add_parser("pbe", help="Paint-by-Example, self-reference training on images with object boxes",
                          description="Self-reference training of Paint-by-Example from a YAML config "
                                      "(see configs/train_pbe.example.yaml).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -44,6 +45,8 @@ def parse_box(value: str | Sequence[float], image_size: tuple[int, int] | None =
         nums = [float(p) for p in parts]
     except (TypeError, ValueError):
         raise InputError(f"{name} must have 4 numbers x0,y0,x1,y1, got {value!r}") from None
+    if not all(math.isfinite(n) and abs(n) < 2**31 for n in nums):
+        raise InputError(f"{name} coordinates must be finite pixel positions, got {value!r}")
     if any(n != round(n) for n in nums):
         raise InputError(f"{name} coordinates must be whole pixels, got {value!r}")
     box = Box(*(int(round(n)) for n in nums))

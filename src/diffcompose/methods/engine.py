@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, to_pil
-from diffcompose.methods.options import build_options
+from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import EngineInfo, get_engine_info, options_for
 from diffcompose.methods.tasks import TASK_SPECS, Job, prepare
 from diffcompose.progress import CancelToken, ProgressCallback, RunContext
@@ -143,7 +143,7 @@ class Engine:
         options = self.options(task, {k: v for k, v in kwargs.items() if k not in spec.inputs})
         job = prepare(task, inputs, max_pixels)
         check_margin(margin)
-        result = self.execute(job, options, RunContext(int(seed), on_progress, cancel),
+        result = self.execute(job, options, RunContext(check_seed(seed), on_progress, cancel),
                               paste_back=paste_back, margin=margin)
         return finish(result)
 

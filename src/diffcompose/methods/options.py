@@ -18,6 +18,8 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+import numpy as np
+
 from diffcompose.errors import InputError
 
 
@@ -46,6 +48,16 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
     if hi is not None:
         parts.append(f"{'<' if hi_open else '<='} {hi}")
     raise InputError(f"{flag(name)} must be {' and '.join(parts)}, got {value}")
+
+
+#: Seeds are 0 .. 2**63 - 1 (what every generator used here takes).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any, name: str = "--seed") -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise InputError(f"{name} must be a whole number from 0 to 2**63-1, got {seed!r}")
+    return int(seed)
 
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
@@ -78,8 +90,14 @@ def default_of(f: dataclasses.Field) -> Any:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def coerce(name: str, tp: Any, value: Any) -> Any:
-    """``value`` as type ``tp`` (strings from the CLI are parsed), or a one-line :class:`InputError`."""
+def coerce(name: str, tp: Any, value: Any, *, label: Callable[[str], str] = flag) -> Any:
+    """``value`` as type ``tp`` (strings from the CLI or a config file are parsed), or a one-line
+    :class:`InputError` naming the option as ``label(name)`` (a flag by default)."""
+    if label is not flag:
+        try:
+            return coerce(name, tp, value)
+        except InputError as exc:
+            raise InputError(str(exc).replace(flag(name), label(name), 1)) from None
     inner, optional = unwrap_optional(tp)
     if value is None:
         if optional:

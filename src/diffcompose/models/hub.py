@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from diffcompose.errors import WeightsMissingError
+from diffcompose.errors import InputError, WeightsMissingError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,19 @@ def _offline() -> bool:
 
 def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
+
+
+def read_safetensors(path: str | os.PathLike, what: str = "weights file") -> dict:
+    """All tensors of a safetensors file, or one line saying it is not one (random bytes, truncated)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise WeightsMissingError(f"{what} not found: {path}") from None
+    except Exception as exc:  # SafetensorError, OSError, ...: the file is not what its name says
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"{what} {path} is not a readable safetensors file ({first})") from None
 
 
 def check_complete(root: Path, required: Iterable[str], what: str) -> Path:

@@ -180,8 +180,9 @@ def load_component(root: Path, component: str, device: torch.device, dtype: torc
     log.debug("loading %s from %s", sub, path)
     try:
         model = klass.from_pretrained(str(path), use_safetensors=_has_safetensors(path) or None, torch_dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise WeightsMissingError(f"cannot load {sub} from {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # missing shards, random bytes named .safetensors, configs that do not fit
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WeightsMissingError(f"cannot load {sub} from {path}: {first}") from None
     return _freeze(model.to(device))
 
 

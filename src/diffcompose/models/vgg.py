@@ -60,9 +60,8 @@ class VGG16Features(nn.Module):
 
 def load_vgg16_file(path: Path) -> VGG16Features:
     """Build a VGG16 from a safetensors file (or a directory with ``model.safetensors``)."""
-    from safetensors.torch import load_file
-
     from diffcompose.errors import WeightsMissingError
+    from diffcompose.models.hub import read_safetensors
 
     path = Path(path)
     file = path / "model.safetensors" if path.is_dir() else path
@@ -72,7 +71,7 @@ def load_vgg16_file(path: Path) -> VGG16Features:
     cfg = file.parent / "config.json"
     if cfg.is_file():
         widths = tuple(json.loads(cfg.read_text()).get("widths", widths))
-    state = {k: v for k, v in load_file(str(file)).items() if k.startswith("features.")}
+    state = {k: v for k, v in read_safetensors(file, "VGG16 weights").items() if k.startswith("features.")}
     model = VGG16Features(widths)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from diffcompose.errors import InputError
-from diffcompose.methods.options import check_choice, check_range
+from diffcompose.methods.options import check_choice, check_range, check_seed, coerce, field_types
 
 SECTIONS = ("data", "model", "train")
 
@@ -75,6 +75,7 @@ class TrainConfig:
         check_range("cond_dropout", self.cond_dropout, 0.0, 1.0)
         check_range("checkpoint_every", self.checkpoint_every, 1)
         check_range("log_every", self.log_every, 1)
+        check_seed(self.seed, "config: seed")
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
@@ -90,8 +91,10 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     unknown = sorted(set(flat) - names)
     if unknown:
         raise InputError(f"config: unknown key(s) {', '.join(unknown)}")
+    hints = field_types(TrainConfig)
+    typed = {k: coerce(k, hints[k], v, label=lambda n: f"config: {n}") for k, v in flat.items()}
     try:
-        return TrainConfig(**flat)
+        return TrainConfig(**typed)
     except TypeError as exc:
         raise InputError(f"config: {exc}") from None
 
@@ -102,7 +105,9 @@ def load_config(path: Path) -> TrainConfig:
     if not path.is_file():
         raise InputError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"config {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     cfg = config_from_dict(raw or {})
@@ -111,4 +116,8 @@ def load_config(path: Path) -> TrainConfig:
         cfg.manifest = str(base / cfg.manifest)
     if cfg.image_root and not Path(cfg.image_root).is_absolute():
         cfg.image_root = str(base / cfg.image_root)
+    if not Path(cfg.manifest).is_file():
+        raise InputError(f"config: data.manifest not found: {cfg.manifest}")
+    if cfg.image_root and not Path(cfg.image_root).is_dir():
+        raise InputError(f"config: data.image_root not found: {cfg.image_root}")
     return cfg

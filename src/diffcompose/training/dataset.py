@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from diffcompose.errors import InputError
-from diffcompose.inputs import Box, load_image, load_mask, mask_to_box, resize_mask
+from diffcompose.inputs import Box, load_image, load_mask, mask_to_box, parse_box, resize_mask
 from diffcompose.methods.pbe.reference import normalize
 from diffcompose.models import codec
 from diffcompose.training.augment import ReferenceAugment
@@ -47,7 +47,9 @@ def _box_ok(box: Box, size: tuple[int, int], min_area: float, max_area: float) -
 
 
 def read_coco(path: Path, image_root: Path, min_area: float, max_area: float) -> list[Record]:
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a COCO manifest is a JSON object with images and annotations")
     images = {im["id"]: im for im in data.get("images", [])}
     records: dict[int, Record] = {}
     for ann in data.get("annotations", []):
@@ -65,7 +67,7 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
     from PIL import Image
 
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -73,12 +75,20 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
             image = image_root / entry["image"]
         except (ValueError, KeyError, TypeError):
             raise InputError(f"{path}:{n}: expected a JSON object with an \"image\" key") from None
-        with Image.open(image) as im:
-            size = im.size
+        try:
+            with Image.open(image) as im:
+                size = im.size
+        except FileNotFoundError:
+            raise InputError(f"{path}:{n}: image not found: {image}") from None
+        except OSError:
+            raise InputError(f"{path}:{n}: cannot read image {image}") from None
         if "mask" in entry:
             boxes = [mask_to_box(load_mask(image_root / entry["mask"], size, name=f"{path}:{n} mask"))]
         else:
-            boxes = [Box(*map(int, b)) for b in entry.get("boxes", [entry["box"]] if "box" in entry else [])]
+            raw = entry.get("boxes", [entry["box"]] if "box" in entry else [])
+            if not isinstance(raw, list):
+                raise InputError(f"{path}:{n}: \"boxes\" must be a list of [x0, y0, x1, y1]")
+            boxes = [parse_box(b, size, name=f"{path}:{n} box") for b in raw]
         boxes = [b for b in boxes if _box_ok(b, size, min_area, max_area)]
         if boxes:
             records.append(Record(image, boxes))
@@ -92,7 +102,15 @@ def read_records(manifest: Path, image_root: Path | None = None, min_area: float
         raise InputError(f"training manifest not found: {manifest}")
     root = image_root or manifest.parent
     is_coco = manifest.suffix == ".json"
-    records = (read_coco if is_coco else read_jsonl)(manifest, root, min_area, max_area)
+    try:
+        records = (read_coco if is_coco else read_jsonl)(manifest, root, min_area, max_area)
+    except InputError:
+        raise
+    except UnicodeDecodeError:
+        raise InputError(f"{manifest} is not UTF-8 text") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        kind = "COCO instances .json" if is_coco else ".jsonl"
+        raise InputError(f"{manifest}: not a valid {kind} manifest ({type(exc).__name__}: {exc})") from None
     if not records:
         raise InputError(f"{manifest}: no image has a box with relative area in [{min_area}, {max_area}]")
     log.info("%s: %d images, %d boxes", manifest, len(records), sum(len(r.boxes) for r in records))

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from diffcompose.errors import InputError
 from diffcompose.models import codec
+from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
 from diffcompose.progress import CancelToken, Progress, ProgressCallback
 from diffcompose.training.config import TrainConfig
 from diffcompose.training.model import PbETrainModel, build_model, trainable_parameters, trainable_state
@@ -129,15 +130,14 @@ def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: 
         with torch.no_grad():
             for n, v in ema.shadow.items():
                 params[n].copy_(v)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = new_beside(out)
     final.unet.save_pretrained(tmp / "unet", safe_serialization=True)
     vae.save_pretrained(tmp / "vae", safe_serialization=True)
     final.encoder.save_pretrained(tmp / "image_encoder")
     PNDMScheduler.from_config({**sched_config, "skip_prk_steps": True}).save_pretrained(tmp / "scheduler")
     (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    mark(tmp, "train pbe")
+    swap_in(tmp, out)
     return out
 
 
@@ -155,7 +155,11 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
     from diffcompose.training.dataset import SelfReferenceDataset, read_records
 
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
-    out = Path(cfg.output_dir)
+    inputs = [Path(cfg.manifest)] + ([Path(cfg.image_root)] if cfg.image_root else [])
+    out = check_out_dir(Path(cfg.output_dir), inputs, force=False, reuse=True)
+    if acc.is_main_process:
+        out.mkdir(exist_ok=True)
+        mark(out, "train pbe")
     records = read_records(Path(cfg.manifest), Path(cfg.image_root) if cfg.image_root else None,
                            cfg.min_area, cfg.max_area)
     model, vae, sched_config, _ = build_model(cfg.init, cfg.init_kind, cfg.image_encoder, cfg.seed)

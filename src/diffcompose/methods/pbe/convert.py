@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from diffcompose.errors import InputError, OutputExistsError
+from diffcompose.errors import InputError
+from diffcompose.models.hub import read_safetensors
+from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,21 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(path))
+        state: Any = read_safetensors(path, "checkpoint")
     else:
+        import pickle
+        import warnings
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # refused globals, truncated file, not a pickle at all
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"cannot read {path} as a weights-only checkpoint: {first}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # torch's message suggests loading unsafely: we never do
+            raise InputError(f"cannot read {path} as a weights-only checkpoint: it holds objects other than "
+                             "tensors, which could run code when loaded (refused)") from None
+        except Exception:  # truncated file, not a pickle or zip at all
+            raise InputError(f"cannot read {path} as a weights-only checkpoint: not a PyTorch checkpoint, "
+                             "or a truncated one") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -134,53 +140,6 @@ def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: 
                          f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
 
 
-#: A file in every model directory this tool writes: only such a directory is ever replaced.
-MARKER = ".diffcompose-model"
-
-
-def check_out_dir(out_dir: Path, inputs: list[Path], *, force: bool) -> Path:
-    """The resolved OUT_DIR, refused when replacing it could delete anything this tool did not write.
-
-    Refused: the working directory or one of its parents, a folder holding an input, a
-    regular file, and (even with ``force``) an existing non-empty folder without :data:`MARKER`.
-    """
-    target = out_dir.expanduser().resolve()
-    cwd = Path.cwd().resolve()
-    if target == cwd or target in cwd.parents:
-        raise InputError(f"output directory {out_dir} is the working directory or one of its parents; "
-                         "name a new folder for the model")
-    for p in inputs:
-        if target in p.expanduser().resolve().parents:
-            raise InputError(f"output directory {out_dir} contains the input {p}; name a new folder for the model")
-    if not target.parent.is_dir():
-        raise InputError(f"output folder does not exist: {target.parent}")
-    if target.exists() and not target.is_dir():
-        raise InputError(f"output directory {out_dir} is a file; name a new folder for the model")
-    if target.is_dir() and any(target.iterdir()):
-        if not force:
-            raise OutputExistsError(f"output directory {out_dir} exists and is not empty; pass --force to replace it")
-        if not (target / MARKER).is_file():
-            raise InputError(f"output directory {out_dir} is not a model folder written by diffcompose (no {MARKER}); "
-                             "refusing to replace it even with --force: name a new folder")
-    return target
-
-
-def swap_in(new: Path, target: Path) -> None:
-    """Put the finished folder ``new`` at ``target``; an old one (ours, checked) goes only once the new is in place."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / "model")
-    try:
-        os.replace(new, target)
-    except OSError:
-        os.replace(old / "model", target)  # put the old one back
-        old.rmdir()
-        raise
-    shutil.rmtree(old)
-
-
 def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False) -> Path:
     """Write ``out_dir`` (unet/, vae/, image_encoder/, scheduler/, model_index.json) from ``checkpoint``."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
@@ -191,6 +150,8 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     from diffcompose.methods.pbe.tiny import model_index
 
     out_dir = check_out_dir(Path(out_dir), [Path(checkpoint)] + ([Path(like)] if like else []), force=force)
+    if not Path(checkpoint).is_file():
+        raise InputError(f"checkpoint not found: {checkpoint}")
     state = load_checkpoint(Path(checkpoint))
     for prefix in (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, MAPPER_PREFIX):
         if not any(k.startswith(prefix) for k in state):
@@ -207,15 +168,14 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers)
     _strict_load(encoder, enc_state, "image encoder")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.convert-", dir=out_dir.parent))
+    tmp = new_beside(out_dir)
     try:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         encoder.save_pretrained(tmp / "image_encoder")
         PNDMScheduler.from_config(cfg["scheduler"]).save_pretrained(tmp / "scheduler")
         (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
-        (tmp / MARKER).write_text("written by diffcompose convert pbe\n")
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 is for the build only
+        mark(tmp, "convert pbe")
         swap_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -178,9 +178,9 @@ def load_state_file(root: Path, what: str) -> dict[str, torch.Tensor]:
     """``model.safetensors`` (or a legacy ``pytorch_model.bin`` read with ``weights_only``)."""
     st = root / WEIGHTS_NAME
     if st.exists():
-        from safetensors.torch import load_file
+        from diffcompose.models.hub import read_safetensors
 
-        return load_file(str(st))
+        return read_safetensors(st, f"{what} weights")
     legacy = root / LEGACY_WEIGHTS_NAME
     if legacy.exists():
         return torch.load(legacy, map_location="cpu", weights_only=True)
