@@ -84,6 +84,6 @@ class PaintByExampleEngine(DiffusionEngine):
 
         log.info("painting %dx%d, %d steps (%s)", image.shape[1], image.shape[0], options.steps, options.scheduler)
         latents = denoise(model, sched, latents, guidance_scale=options.guidance_scale, generator=generator,
-                          eta=options.eta, progress=ctx.progress("paint", options.steps),
+                          eta=options.eta, progress=ctx.progress("paint", len(sched.timesteps)),
                           preview=lambda z: codec.tensor_to_images(codec.decode(c.vae, z[:1]))[0])
         return codec.tensor_to_images(codec.decode(c.vae, latents).clamp(-1, 1))
