@@ -203,7 +203,7 @@ def _bad_inputs(files: dict[str, Path], tmp: Path) -> dict[str, tuple[list[str],
         "option out of range": (rm + ["--engine", "classical", "--radius", "0"], "--radius must be"),
         "strength out of range": (["harmonize", img, "--mask", mask, "--engine", "classical", "--strength", "2",
                                    "-o", out], "--strength must be"),
-        "negative margin": (rm + ["--margin", "-3"], "--margin must be >= 0"),
+        "negative margin": (rm + ["--margin", "-3"], "--margin must be a whole number of pixels from 0 to 100000"),
         "bad choice": (rm + ["--method", "magic"], "--method must be one of telea, ns, biharmonic"),
         "missing required flag": (["remove", img, "-o", out], "required"),
     }

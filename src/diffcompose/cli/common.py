@@ -22,6 +22,7 @@ from typing import Any, Literal
 from diffcompose.errors import InputError, OutputExistsError
 from diffcompose.inputs.images import DEFAULT_MAX_PIXELS, output_format, save_image
 from diffcompose.methods import engines_for, get_engine_info
+from diffcompose.methods.engine import check_margin
 from diffcompose.methods.options import default_of, field_types, flag, unwrap_optional
 from diffcompose.progress import TqdmBar
 
@@ -158,8 +159,7 @@ def check_output_args(args: argparse.Namespace, *inputs: Path | None) -> None:
             raise InputError(f"output {out} is one of the inputs; choose another output path")
     if out.exists() and not args.force:
         raise OutputExistsError(f"output {out} exists; pass --force to overwrite it")
-    if getattr(args, "margin", None) is not None and args.margin < 0:
-        raise InputError(f"--margin must be >= 0, got {args.margin}")
+    check_margin(getattr(args, "margin", None))
 
 
 def check_writable(out: Path) -> None:
@@ -169,14 +169,14 @@ def check_writable(out: Path) -> None:
         raise InputError(f"output folder does not exist: {folder}")
     if not folder.is_dir():
         raise InputError(f"output folder {folder} is a file, not a folder")
-    if out.is_dir():
-        raise InputError(f"output {out} is a folder; give a file name such as {out / 'out.png'}")
     try:
         name_max = os.pathconf(folder, "PC_NAME_MAX")
     except (OSError, ValueError, AttributeError):
         name_max = 255
     if len(os.fsencode(out.name)) > name_max:
         raise InputError(f"output file name is too long ({len(os.fsencode(out.name))} bytes; at most {name_max})")
+    if out.is_dir():
+        raise InputError(f"output {out} is a folder; give a file name such as {out / 'out.png'}")
     try:  # the only reliable test (permissions, read-only mounts, quotas): create a file there
         fd, probe = tempfile.mkstemp(prefix=".diffcompose-probe-", dir=folder)
         os.close(fd)

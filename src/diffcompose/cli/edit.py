@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("background", type=Path, metavar="BACKGROUND")
     p.add_argument("--object", type=Path, required=True, help="the object photo (its alpha is used as mask if any)")
     p.add_argument("--object-mask", type=Path, default=None, help="white = the object in the object photo")
-    p.add_argument("--box", required=True, help="target box x0,y0,x1,y1 in background pixels (end-exclusive)")
+    p.add_argument("--box", required=True, help="target box x0,y0,x1,y1 in background pixels (end-exclusive; write --box=... for a value "
+                        "starting with '-')")
     common.add_task_flags(p, "paste", paste_back=False, runtime=False)
     p.set_defaults(func=run_paste)
 
@@ -59,13 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", type=Path, default=None, help="white = the pasted object in IMAGE")
     p.add_argument("--object", type=Path, default=None, help="object photo to paste first (IMAGE is then the background)")
     p.add_argument("--object-mask", type=Path, default=None, help="white = the object in the object photo")
-    p.add_argument("--box", default=None, help="where to paste --object: x0,y0,x1,y1")
+    p.add_argument("--box", default=None, help="where to paste --object: x0,y0,x1,y1 (--box=... for a value starting with '-')")
     common.add_task_flags(p, "harmonize")
     p.set_defaults(func=run_harmonize)
 
     p = sub.add_parser("segment", help="an object mask from a box around it (GrabCut)",
                        description="Write a mask (white = object) of the object inside --box.")
     p.add_argument("image", type=Path, metavar="IMAGE")
-    p.add_argument("--box", required=True, help="box around the object: x0,y0,x1,y1 (end-exclusive)")
+    p.add_argument("--box", required=True, help="box around the object: x0,y0,x1,y1 (end-exclusive; --box=... for a value "
+                        "starting with '-')")
     common.add_task_flags(p, "segment", paste_back=False, runtime=False)
     p.set_defaults(func=run_segment)

@@ -8,10 +8,14 @@ stderr and a non-zero exit; unexpected ones too, with the traceback behind
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
+from typing import Iterator
 
 from diffcompose import __version__
 from diffcompose.cli.common import Parser
@@ -26,7 +30,8 @@ def build_parser() -> Parser:
         prog="diffcompose",
         description="Object-level image editing: remove, paste, harmonize, segment, compose and paint objects. "
                     "Masks are white where the image should change; boxes are x0,y0,x1,y1 in pixels (end-exclusive).",
-        epilog="Run 'diffcompose COMMAND --help' for a command's options.",
+        epilog="Run 'diffcompose COMMAND --help' for a command's options. A path or value starting with '-' "
+               "needs the = form (--box=-1,0,5,5) or a preceding '--' for positional paths.",
     )
     parser.add_argument("--version", action="version", version=f"diffcompose {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
@@ -37,6 +42,27 @@ def build_parser() -> Parser:
     return parser
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While running a command, SIGTERM acts as Ctrl-C: temporary files are removed, exit 130.
+
+    The previous handler comes back afterwards; outside the main thread (where handlers
+    cannot be set) nothing changes.
+    """
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -45,9 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="diffcompose: %(message)s", stream=sys.stderr)
+    # Library warnings (Pillow's corrupt EXIF, torch and diffusers notes) are not the user's
+    # business unless asked for with -v: a failure stays one line, a success stays quiet.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
     args.progress = not args.quiet and sys.stderr.isatty()
     try:
-        args.func(args)
+        with _sigterm_as_interrupt():
+            args.func(args)
     except (Cancelled, KeyboardInterrupt):
         sys.stderr.write("diffcompose: cancelled; nothing was written\n")
         return 130

@@ -14,11 +14,16 @@ def _numbered(path: Path, i: int) -> Path:
 
 
 def _count(raw: object) -> int:
-    """How many outputs to name (the engine checks the value itself; a bad one fails there)."""
+    """How many outputs to name; a value the engine will refuse names one (the engine says why)."""
     try:
-        return max(1, int(str(raw)))
+        n = int(str(raw))
     except ValueError:
         return 1
+    return n if 1 <= n <= MAX_NAMED else 1
+
+
+#: More outputs than any engine makes in one batch.
+MAX_NAMED = 1000
 
 
 def run_paint(args: argparse.Namespace) -> None:

@@ -6,8 +6,14 @@ Conversion rule for other modes (documented in the README):
 
 * EXIF orientation is applied, so pixels are as a viewer shows them;
 * grey (``1``, ``L``) is replicated to three channels;
-* 16-bit and 32-bit integer images (``I;16``, ``I``, ``uint16`` arrays) are scaled from
-  0..65535 to 0..255; float images are taken as 0..1;
+* image files and PIL images: 16-bit and 32-bit integer modes (``I;16``, ``I``) are scaled
+  from 0..65535 to 0..255; float images (``F``) are taken as 0..1 (clipped);
+* numpy arrays (Python API), by dtype: ``uint8`` is 0..255; ``uint16`` is 0..65535 (16-bit
+  images); every other integer dtype (``int8`` .. ``int64``, ``uint32``, ``uint64``) is
+  0..255, and values outside 0..255 are refused; ``bool`` is 0/255; floating dtypes are
+  0..1, and values outside [0, 1] (beyond a 1e-6 tolerance) are refused rather than
+  clipped (a float array in 0..255 would otherwise come out nearly white); NaN and
+  infinity are refused;
 * transparency (``RGBA``, ``LA``, ``P`` with a transparent index) is composited over
   **white**: a cut-out object then reads as the object on a plain background;
 * anything else PIL can read (CMYK, YCbCr, ...) goes through ``Image.convert("RGB")``.
@@ -25,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from diffcompose.errors import InputError, OutputExistsError
+from diffcompose.outdir import current_umask
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -43,6 +50,8 @@ def open_pil(source: str | os.PathLike, name: str = "image", max_pixels: int | N
         raise InputError(f"{name} not found: {path}")
     if path.is_dir():
         raise InputError(f"{name} is a directory, not an image file: {path}")
+    if not path.is_file():  # a FIFO, socket or device would block or never end: regular files only
+        raise InputError(f"{name} is not a regular file: {path}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -59,6 +68,15 @@ def open_pil(source: str | os.PathLike, name: str = "image", max_pixels: int | N
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read {name} {path}: not an image file or an unsupported/corrupt format") from exc
     return ImageOps.exif_transpose(im)
+
+
+def load_pil(im: Image.Image, name: str = "image") -> None:
+    """Decode a (possibly lazily opened) PIL image now, a corrupt file ending in one line."""
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        where = f" {im.filename}" if getattr(im, "filename", "") else ""
+        raise InputError(f"cannot read {name}{where}: not an image file or an unsupported/corrupt format") from exc
 
 
 def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
@@ -82,8 +100,10 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode == "RGB":
         return np.asarray(im, dtype=np.uint8).copy()
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _array_to_rgb(np.asarray(im))
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # files: 0..65535, whatever the integer width
+        return _array_to_rgb(np.clip(np.asarray(im), 0, 65535).astype(np.uint16))
+    if mode == "F":  # files: 0..1, clipped (NaN stays NaN and is refused)
+        return _array_to_rgb(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0))
     if mode == "1":
         im = im.convert("L")
     if mode == "P":
@@ -100,6 +120,38 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
+#: Slack allowed outside 0..1 for float arrays (rounding in the caller's arithmetic).
+FLOAT_TOLERANCE = 1e-6
+
+
+def _value_range(a: np.ndarray) -> str:
+    return f"{a.min():g}..{a.max():g}" if a.dtype.kind == "f" else f"{int(a.min())}..{int(a.max())}"
+
+
+def array_to_uint8(a: np.ndarray, name: str = "image") -> np.ndarray:
+    """A numpy array (Python API) to ``uint8`` 0..255 following the dtype rule of the module docstring."""
+    kind, size = a.dtype.kind, a.dtype.itemsize
+    if kind == "b":
+        return a.astype(np.uint8) * 255
+    if kind == "u" and size == 1:
+        return a.astype(np.uint8)
+    if kind == "u" and size == 2:  # 16-bit images: 0..65535
+        return np.clip(np.rint(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    if kind in ("i", "u"):
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise InputError(f"{name} array of dtype {a.dtype} has values in {_value_range(a)}; integer arrays "
+                             "other than uint16 must be in 0..255 (uint16: 0..65535)")
+        return a.astype(np.uint8)
+    if kind == "f":
+        if not np.isfinite(a).all():
+            raise InputError(f"{name} array contains NaN or infinite values")
+        if a.size and (a.min() < -FLOAT_TOLERANCE or a.max() > 1.0 + FLOAT_TOLERANCE):
+            raise InputError(f"float {name} arrays must be in 0..1, got values in {_value_range(a)}; "
+                             "divide by 255 or pass uint8")
+        return np.clip(np.rint(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    raise InputError(f"{name} array has unsupported dtype {a.dtype}")
+
+
 def _array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[2] == 1:
@@ -108,18 +160,7 @@ def _array_to_rgb(arr: np.ndarray, name: str = "image") -> np.ndarray:
         raise InputError(f"{name} array has shape {a.shape}; expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InputError(f"{name} is empty ({a.shape[1]}x{a.shape[0]} pixels)")
-    if a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise InputError(f"{name} array contains NaN or infinite values")
-        a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
-    elif a.dtype == np.uint8:
-        pass
-    elif np.issubdtype(a.dtype, np.integer):
-        a = np.clip(np.rint(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
-    else:
-        raise InputError(f"{name} array has unsupported dtype {a.dtype}")
+    a = array_to_uint8(a, name)
     if a.ndim == 2:
         return np.repeat(a[..., None], 3, axis=2)
     if a.shape[2] == 4:
@@ -135,6 +176,7 @@ def load_image(source: ImageLike, name: str = "image", max_pixels: int | None = 
         return rgb
     if isinstance(source, Image.Image):
         _check_pixels(source.size, name, max_pixels)
+        load_pil(source, name)
         return _pil_to_rgb(source)
     if isinstance(source, (str, os.PathLike)):
         return _pil_to_rgb(open_pil(source, name, max_pixels))
@@ -156,10 +198,39 @@ def output_format(path: str | os.PathLike) -> str:
     return OUTPUT_FORMATS[ext]
 
 
+def _publish_new(tmp: str, out: Path) -> None:
+    """Give the finished ``tmp`` the name ``out`` only if no file has that name, atomically.
+
+    Checking that ``out`` does not exist and then renaming would let a second writer that
+    started at the same time replace the first one's output; a hard link (or, where the file
+    system has none, an ``O_EXCL`` placeholder) claims the name in one step instead.
+    """
+    taken = f"output {out} exists; pass --force to overwrite it"
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise OutputExistsError(taken) from None
+    except OSError:  # no hard links here (EPERM, EXDEV, ENOTSUP, ...): claim the name with O_EXCL
+        try:
+            fd = os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            raise OutputExistsError(taken) from None
+        os.close(fd)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.unlink(out)  # the placeholder (or our own output) is ours to remove
+            raise
+    else:
+        os.unlink(tmp)
+
+
 def save_image(image: np.ndarray | Image.Image, path: str | os.PathLike, *, force: bool = False,
                protected: tuple[str | os.PathLike, ...] = ()) -> Path:
     """Write an image atomically (temporary file + rename) in the format of its extension.
 
+    Without ``force`` the output name is claimed atomically: if another writer creates ``path``
+    meanwhile, :class:`OutputExistsError` is raised and that file is left as it is.
     ``protected`` lists input paths: they are never overwritten, even with ``force``.
     """
     out = Path(path)
@@ -174,12 +245,18 @@ def save_image(image: np.ndarray | Image.Image, path: str | os.PathLike, *, forc
     pil = image if isinstance(image, Image.Image) else to_pil(image)
     if fmt == "JPEG" and pil.mode not in ("RGB", "L"):
         pil = pil.convert("RGB")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    # The temporary name stays short (a 255-byte output name must still fit) and gets the
+    # permissions a plain new file would (mkstemp makes it 0600).
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name[:64]}.", suffix=".tmp", dir=out.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             save_kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
             pil.save(fh, format=fmt, **save_kwargs)
-        os.replace(tmp, out)
+        if force:
+            os.replace(tmp, out)
+        else:
+            _publish_new(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -12,6 +12,15 @@ Reading rule, whatever the file encoding:
   channels as above (masks saved with an opaque or nearly opaque alpha);
 * values are scaled to 0..1 and thresholded at ``threshold`` (0.5), which also cleans the
   soft edges of JPEG-compressed masks.
+
+Scaling to 0..1:
+
+* files and PIL images: 8-bit modes are 0..255; 16- and 32-bit integer modes (``I;16``,
+  ``I``) are 0..65535; float mode ``F`` is 0..1 (clipped);
+* numpy arrays (Python API), by dtype: ``bool`` as is; an integer array whose values are
+  all 0 or 1 is a 0/1 mask; otherwise ``uint16`` is 0..65535 and every other integer dtype
+  is 0..255 (values outside 0..255 are refused); floating dtypes must be in 0..1 (values
+  outside it, beyond a 1e-6 tolerance, are refused, as are NaN and infinity).
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from diffcompose.errors import InputError
-from diffcompose.inputs.images import DEFAULT_MAX_PIXELS, open_pil
+from diffcompose.inputs.images import DEFAULT_MAX_PIXELS, FLOAT_TOLERANCE, load_pil, open_pil
 
 MaskLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -41,6 +50,32 @@ def _scale01(a: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer):
         return np.clip(a.astype(np.float32) / 65535.0, 0.0, 1.0)
     raise InputError(f"mask array has unsupported dtype {a.dtype}")
+
+
+def _array_to_unit(a: np.ndarray, name: str) -> np.ndarray:
+    """A numpy mask array (Python API) to float32 0..1 following the dtype rule of the module docstring."""
+    kind, size = a.dtype.kind, a.dtype.itemsize
+    if kind == "b":
+        return a.astype(np.float32)
+    if kind in ("i", "u"):
+        lo, hi = int(a.min()), int(a.max())
+        if lo >= 0 and hi <= 1:  # a 0/1 mask, whatever the integer width
+            return a.astype(np.float32)
+        if kind == "u" and size == 2:
+            return a.astype(np.float32) / 65535.0
+        if lo < 0 or hi > 255:
+            raise InputError(f"{name} array of dtype {a.dtype} has values in {lo}..{hi}; integer masks must be "
+                             "0/1 or in 0..255 (uint16: 0..65535)")
+        return a.astype(np.float32) / 255.0
+    if kind == "f":
+        if not np.isfinite(a).all():
+            raise InputError(f"{name} array contains NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
+            raise InputError(f"float {name} arrays must be in 0..1, got values in {lo:g}..{hi:g}; "
+                             "divide by 255 or pass uint8")
+        return np.clip(a.astype(np.float32), 0.0, 1.0)
+    raise InputError(f"{name} array has unsupported dtype {a.dtype}")
 
 
 def _channels_to_soft(a: np.ndarray, name: str) -> np.ndarray:
@@ -64,7 +99,9 @@ def load_soft_mask(source: MaskLike, name: str = "mask", max_pixels: int | None 
     """Read a mask as a float32 ``(H, W)`` map in 0..1 (before thresholding)."""
     if isinstance(source, (str, os.PathLike)):
         source = open_pil(source, name, max_pixels)
+    from_array = False
     if isinstance(source, Image.Image):
+        load_pil(source, name)
         im = source
         if im.mode == "P":
             im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
@@ -74,11 +111,13 @@ def load_soft_mask(source: MaskLike, name: str = "mask", max_pixels: int | None 
             im = im.convert("RGBA" if "A" in im.mode else "RGB")
         arr = np.asarray(im)
     elif isinstance(source, np.ndarray):
-        arr = source
+        arr, from_array = source, True
     else:
         raise InputError(f"{name} must be a file path, a PIL image or a numpy array, not {type(source).__name__}")
     if arr.size == 0:
         raise InputError(f"{name} is empty (0 pixels)")
+    if from_array:  # the array dtype rule; arrays read from files keep the file rule of _scale01
+        arr = _array_to_unit(arr, name)
     return _channels_to_soft(arr, name)
 
 

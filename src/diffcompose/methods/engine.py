@@ -167,11 +167,16 @@ class Engine:
         return self.run("paint", image=image, mask=mask, reference=reference, **kw)
 
 
+#: Largest seam width accepted (pixels): wider than any image this tool opens.
+MAX_MARGIN = 100_000
+
+
 def check_margin(margin: int | None) -> None:
     from diffcompose.errors import InputError
 
-    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0):
-        raise InputError(f"--margin must be an integer >= 0, got {margin!r}")
+    if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, np.integer))
+                               or not 0 <= margin <= MAX_MARGIN):
+        raise InputError(f"--margin must be a whole number of pixels from 0 to {MAX_MARGIN}, got {margin!r}")
 
 
 def finish(result: np.ndarray | list[np.ndarray]) -> Image.Image | list[Image.Image]:

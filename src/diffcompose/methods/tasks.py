@@ -20,7 +20,7 @@ from diffcompose.errors import InputError
 from diffcompose.inputs import (
     DEFAULT_MAX_PIXELS, Box, ImageLike, MaskLike, check_mask_coverage, load_image, load_mask, mask_to_box, parse_box,
 )
-from diffcompose.inputs.images import open_pil
+from diffcompose.inputs.images import array_to_uint8, open_pil
 from diffcompose.inputs.masks import load_soft_mask
 
 #: How the runner cuts a full-size input to the window: uint8 image, bool mask, float map, box.
@@ -71,8 +71,12 @@ def _alpha_or_full(obj: ImageLike, size: tuple[int, int]) -> np.ndarray:
     has_alpha = (isinstance(pil, Image.Image) and ("A" in pil.mode or "transparency" in pil.info)) or (
         isinstance(pil, np.ndarray) and pil.ndim == 3 and pil.shape[2] in (2, 4))
     if has_alpha:
-        alpha = np.asarray(pil.convert("RGBA") if isinstance(pil, Image.Image) else pil)[..., -1]
-        m = load_mask(alpha, size, name="object alpha", allow_empty=True)
+        # alpha in 0..255 read with the image rule (dtype of an array included), then as a 0..1 map
+        alpha = np.asarray(pil.convert("RGBA"))[..., -1] if isinstance(pil, Image.Image) else \
+            array_to_uint8(np.asarray(pil), "object")[..., -1]
+        if not alpha.any():
+            raise InputError("object is fully transparent: nothing to paste")
+        m = load_mask(alpha.astype(np.float32) / 255.0, size, name="object alpha", allow_empty=True)
         if m.any() and not m.all():
             return m
     return np.ones((size[1], size[0]), dtype=bool)
@@ -104,6 +108,12 @@ def prepare_harmonize(image: ImageLike, mask: MaskLike | None = None, *, obj: Im
                       box: Box | str | tuple[int, int, int, int] | None = None, object_mask: MaskLike | None = None,
                       max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """Either ``image`` is a composite and ``mask`` marks the pasted object, or ``obj`` is pasted at ``box`` first."""
+    if obj is not None and mask is not None:
+        raise InputError("give either --mask (a composite) or --object with --box, not both")
+    if obj is None and (box is not None or object_mask is not None):
+        given = " and ".join(n for n, v in (("--box", box), ("--object-mask", object_mask)) if v is not None)
+        verb = "need" if " and " in given else "needs"
+        raise InputError(f"{given} {verb} --object (the object photo to paste into IMAGE)")
     img = load_image(image, "image", max_pixels)
     background = None
     if obj is not None:
@@ -190,6 +200,13 @@ TASK_SPECS: dict[str, TaskSpec] = {s.name: s for s in (
 )}
 
 
+#: Largest ``max_pixels`` accepted (a terapixel: far beyond memory, but a finite limit).
+MAX_PIXELS_LIMIT = 10**12
+
+
 def prepare(task: str, inputs: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """Validate ``inputs`` (keyword names of :data:`TASK_SPECS`) of ``task`` into a :class:`Job`."""
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer))
+                                   or not 1 <= max_pixels <= MAX_PIXELS_LIMIT):
+        raise InputError(f"--max-pixels must be a whole number from 1 to {MAX_PIXELS_LIMIT}, got {max_pixels!r}")
     return TASK_SPECS[task].prepare(**inputs, max_pixels=max_pixels)

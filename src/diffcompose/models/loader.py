@@ -187,12 +187,14 @@ def load_component(root: Path, component: str, device: torch.device, dtype: torc
 
 
 def quiet_libraries() -> None:
-    """No per-shard progress bars from diffusers/transformers: we log what we load."""
+    """No per-shard progress bars or advisory notes from diffusers/transformers: we log what we load."""
     import diffusers
     import transformers
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
 
 
 def _has_safetensors(path: Path) -> bool:
