@@ -280,3 +280,16 @@ def test_library_warnings_do_not_reach_stderr(files, tmp_path):
     assert "EXIF" not in p.stderr, p.stderr
     p = subprocess.run([sys.executable, "-c", code, "-v", *argv, "--force"], capture_output=True, text=True, timeout=120)
     assert "EXIF" in p.stderr  # shown when asked for
+
+
+def test_tiny_model_cache_never_replaces_a_users_folder(tmp_path):
+    pytest.importorskip("diffusers")
+    from diffcompose.models.tiny import ensure_written
+
+    target = tmp_path / "cache"
+    target.mkdir()
+    (target / "thesis.pdf").write_text("mine")
+    with pytest.raises(InputError, match="not a tiny model written by diffcompose"):
+        ensure_written(target, lambda p: (p.mkdir(), (p / "model_index.json").write_text("{}")), "model")
+    assert [p.name for p in target.iterdir()] == ["thesis.pdf"]
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # no temporary folder left beside it

@@ -66,9 +66,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.print_help(sys.stderr)
-        return 2
     level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="diffcompose: %(message)s", stream=sys.stderr)
     # Library warnings (Pillow's corrupt EXIF, torch and diffusers notes) are not the user's

@@ -26,6 +26,9 @@ from typing import Any, Callable
 
 import torch
 
+from diffcompose.errors import InputError
+from diffcompose.outdir import mark
+
 log = logging.getLogger(__name__)
 
 #: Bump when the tiny layout changes, so cached copies are rebuilt.
@@ -199,11 +202,13 @@ def ensure_written(target: Path, writer: Callable[[Path], object], what: str) ->
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
         writer(tmp / "m")
+        mark(tmp / "m", f"tiny {what}")
         try:
-            os.replace(tmp / "m", target)
-        except OSError:  # another process won the race
-            if not (target / "model_index.json").is_file():
-                raise
+            os.replace(tmp / "m", target)  # never onto a non-empty folder: nothing of a user's is replaced
+        except OSError:
+            if not (target / "model_index.json").is_file():  # not another process's copy: someone else's folder
+                raise InputError(f"{target} exists and is not a tiny model written by diffcompose; "
+                                 "move it away or set DIFFCOMPOSE_CACHE to another folder") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote the tiny random %s to %s", what, target)
