@@ -97,7 +97,7 @@ def test_api_refuses_what_the_cli_refuses(files):
     import diffcompose as dc
 
     for bad in (dict(margin=-5), dict(margin=10**9), dict(seed=2**70), dict(seed=-1), dict(max_pixels=0),
-                dict(radius=float("nan")), dict(radius=2.5), dict(radius=True)):
+                dict(radius=float("nan")), dict(radius=2.5), dict(radius=True), dict(paste_back="no")):
         with pytest.raises(InputError):
             dc.remove(files["image"], files["mask"], engine="classical", **bad)
 

@@ -44,7 +44,7 @@ def run(task: str, inputs: dict[str, Any], *, engine: str = "auto", device: str 
         **options: Any) -> Image.Image | list[Image.Image]:
     """Validate, pick the engine, run it: what every task function below does."""
     job = prepare(task, inputs, max_pixels)
-    check_margin(margin)
+    check_margin(margin, paste_back)
     seed = check_seed(seed)
     name, why = resolve_engine(engine, task)
     opts = build_options(options_for(name, task), options, engine=name, task=task)

@@ -142,7 +142,7 @@ class Engine:
         inputs = {k: v for k, v in kwargs.items() if k in spec.inputs}
         options = self.options(task, {k: v for k, v in kwargs.items() if k not in spec.inputs})
         job = prepare(task, inputs, max_pixels)
-        check_margin(margin)
+        check_margin(margin, paste_back)
         result = self.execute(job, options, RunContext(check_seed(seed), on_progress, cancel),
                               paste_back=paste_back, margin=margin)
         return finish(result)
@@ -171,9 +171,12 @@ class Engine:
 MAX_MARGIN = 100_000
 
 
-def check_margin(margin: int | None) -> None:
+def check_margin(margin: int | None, paste_back: bool = True) -> None:
+    """``margin`` (and ``paste_back``) as the CLI would accept them."""
     from diffcompose.errors import InputError
 
+    if not isinstance(paste_back, (bool, np.bool_)):
+        raise InputError(f"paste_back must be True or False, got {paste_back!r}")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, np.integer))
                                or not 0 <= margin <= MAX_MARGIN):
         raise InputError(f"--margin must be a whole number of pixels from 0 to {MAX_MARGIN}, got {margin!r}")
