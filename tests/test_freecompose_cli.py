@@ -17,7 +17,7 @@ from diffcompose.cli.main import main  # noqa: E402
 from diffcompose.inputs import load_image, load_mask  # noqa: E402
 from diffcompose.regions import changed_region, default_margin  # noqa: E402
 
-TINY = ["--engine", "freecompose", "--model", "tiny", "--iterations", "2"]
+TINY = ["--engine", "freecompose", "--model", "tiny", "--iterations", "2", "--band", "0"]
 
 
 def _case(task: str, *keys: str, size: tuple[int, int] | None = None) -> dict:

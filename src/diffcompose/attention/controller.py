@@ -18,8 +18,9 @@ class AttentionEdit:
 
     ``latent_size`` is the ``(height, width)`` of the UNet input; token grids of deeper
     levels are derived from it (each level halves it, rounding up), so any grid shape
-    works. ``mask`` (for ``mode="mask"``) is a float map in 0..1 of any resolution, True =
-    the region whose keys/values the target rows must not see. ``src_rows``/``tgt_rows``
+    works. ``mask`` (for ``mode="mask"``) is a float map in 0..1 of any resolution (the
+    working-size pixel mask), 1 = the region whose keys/values the target rows must not see;
+    it is point-sampled (nearest) at each token grid. ``src_rows``/``tgt_rows``
     index the batch (default: the DDS layout ``[u_src, u_tgt, c_src, c_tgt]``).
 
     Gates: a layer is edited when its execution index (0..15 for SD1.x/2.x) lies in
@@ -73,7 +74,8 @@ class AttentionEdit:
             h, w = self.grid(tokens)
             assert self.mask is not None
             m = self.mask.to(device=device, dtype=torch.float32)[None, None]
-            m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            # Point-sampled at the token positions (as the public code): a thin mask excludes few tokens.
+            m = F.interpolate(m, size=(h, w), mode="nearest")[0, 0]
             keep = (m <= self.mask_threshold).flatten().nonzero().flatten()
             self._grid_cache[key] = None if keep.numel() in (0, tokens) else keep
         return self._grid_cache[key]

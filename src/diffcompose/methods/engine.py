@@ -8,7 +8,8 @@ task's inputs already cut to its window and resized to its working size (see
 :class:`~diffcompose.progress.RunContext`, and returns an ``(h, w, 3)`` uint8 array of the
 working size (a list of them for ``paint``; a bool mask for ``segment``). Planning the
 window, cropping, putting the result back at full size and restoring the original pixels
-outside the region all happen here, the same way for every engine.
+outside the region (grown by the engine's :meth:`Engine.paste_band`, then a feathered seam of
+``margin`` pixels) all happen here, the same way for every engine.
 
 No torch at import: the classical engines subclass this directly.
 """
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from diffcompose.inputs import DEFAULT_MAX_PIXELS, to_pil
+from diffcompose.inputs import DEFAULT_MAX_PIXELS, dilate_mask, to_pil
 from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import EngineInfo, get_engine_info, options_for
 from diffcompose.methods.tasks import TASK_SPECS, Job, prepare
@@ -90,6 +91,12 @@ class Engine:
         """How this engine wants its window for ``task`` (called after :meth:`load`)."""
         return WindowPolicy()
 
+    def paste_band(self, task: str, options: Any, mask: np.ndarray) -> int:
+        """Pixels around the region that the task may change as freely as the region itself
+        (shadows, reflections, blended edges); beyond them the seam (``margin``) and then the
+        original pixels, bit for bit. Default 0: only the region and its seam."""
+        return 0
+
     def options(self, task: str, values: dict[str, Any] | None = None) -> Any:
         """Validated options of ``task`` from keyword values (this engine's types, choices and checks)."""
         return build_options(options_for(self.name, task), values or {}, engine=self.name, task=task)
@@ -119,13 +126,16 @@ class Engine:
         if job.output == "mask":
             return win.uncrop_mask(outs[0], job.size)
         want = (win.work_size[1], win.work_size[0], 3)
+        free = job.paste_mask
+        if paste_back and free is not None:
+            free = dilate_mask(free, self.paste_band(job.task, options, free))
         full = []
         for out in outs:
             if out.shape != want or out.dtype != np.uint8:
                 raise RuntimeError(f"engine {self.name} returned {out.shape} {out.dtype}, expected {want} uint8")
             out = win.uncrop(out, job.image)
             if paste_back and job.paste_mask is not None:
-                out = restore_outside(job.image, out, job.paste_mask, margin)
+                out = restore_outside(job.image, out, free, margin)
             full.append(out)
         return full if job.output == "images" else full[0]
 

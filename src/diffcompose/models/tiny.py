@@ -32,7 +32,7 @@ from diffcompose.outdir import mark
 log = logging.getLogger(__name__)
 
 #: Bump when the tiny layout changes, so cached copies are rebuilt.
-TINY_VERSION = 2
+TINY_VERSION = 3
 TINY_BLOCKS = (32, 32, 64, 64)
 TINY_TEXT_DIM = 32
 TINY_SAMPLE_SIZE = 16  # latent side: the tiny model works at 128x128 pixels by default
@@ -175,6 +175,8 @@ def write_tiny_sd(path: str | os.PathLike, *, seed: int = 0, unet_overrides: dic
         (root / "vgg").mkdir()
         save_file({k: v.contiguous() for k, v in vgg.state_dict().items()}, str(root / "vgg" / "model.safetensors"))
         (root / "vgg" / "config.json").write_text(json.dumps({"widths": list(TINY_VGG_WIDTHS)}))
+        # LPIPS-like channel weights of the tiny widths (non-negative, as LPIPS's are)
+        save_file({f"lin{i}": torch.rand(w) for i, w in enumerate(TINY_VGG_WIDTHS)}, str(root / "vgg" / "lpips.safetensors"))
     DDIMScheduler(**tiny_scheduler_config(prediction_type)).save_pretrained(root / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",

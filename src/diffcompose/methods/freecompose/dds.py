@@ -4,7 +4,7 @@ One iteration: draw one timestep ``t`` and one noise ``eps`` (shared by both bra
 noise ``z_src`` and ``z_tgt``, run the UNet ONCE on the batch ``[u_src, u_tgt, c_src,
 c_tgt]`` without autograd, apply classifier-free guidance per branch (v-prediction
 converted to epsilon first), and step the optimiser on ``z_tgt`` with the gradient
-``DDS_SCALE * weight_map * (e_tgt - e_src)`` plus the gradients of any extra losses (the
+``dds_scale(z) * weight_map * (e_tgt - e_src)`` plus the gradients of any extra losses (the
 perceptual terms, which decode ``z_tgt`` with autograd). Every random draw comes from
 one seeded CPU generator; no graph outlives its iteration. Guidance and the v-to-epsilon
 conversion are the shared ones of :mod:`diffcompose.models.sampling`.
@@ -27,8 +27,13 @@ from diffcompose.progress import Progress
 
 log = logging.getLogger(__name__)
 
-#: Scale of the DDS gradient in the public code (loss x 20000 / 4096 latent pixels).
-DDS_SCALE = 20000.0 / 4096.0
+#: The public code scales the DDS loss by 20000 / (latent pixels): 20000 / 4096 at 64x64 latents.
+DDS_SCALE_TOTAL = 20000.0
+
+
+def dds_scale(latent: torch.Tensor) -> float:
+    """The DDS gradient's scale for a latent of this size (per latent pixel, as the public code)."""
+    return DDS_SCALE_TOTAL / float(latent.shape[-2] * latent.shape[-1])
 
 Loss = Callable[[torch.Tensor], torch.Tensor]  # decoded image in [0, 1] -> scalar
 
@@ -95,12 +100,18 @@ def dds_gradient(sd: Any, z_src: torch.Tensor, z_tgt: torch.Tensor, t: int, nois
 
 def optimise(sd: Any, z_src: torch.Tensor, branches: Branches, cfg: DDSConfig, generator: torch.Generator, *,
              progress: Progress, losses: Sequence[tuple[float, Loss]] = (),
-             attention: AttentionEdit | None = None) -> torch.Tensor:
+             attention: AttentionEdit | None = None,
+             decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Optimise a copy of ``z_src`` with DDS (+ weighted ``losses`` on its decode); returns it detached.
 
-    Each iteration ends with ``progress.step(timestep, preview)`` (the preview decodes that
+    ``decode`` (latent -> image in [0, 1], with autograd) feeds the losses; default the
+    model's VAE in its dtype (engines pass a float32 one so small gradients survive). Each
+    iteration ends with ``progress.step(timestep, preview)`` (the preview decodes that
     iteration's latent, only if the listener calls it), which also stops a cancelled run.
+    The first iteration logs, at debug level, the norms of the DDS and loss gradients.
     """
+    decode = decode or (lambda z: decode_latent(sd, z))
+    scale = dds_scale(z_src)
     device = z_src.device
     alphas = sd.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
     z = z_src.detach().clone().requires_grad_(True)
@@ -115,17 +126,21 @@ def optimise(sd: Any, z_src: torch.Tensor, branches: Branches, cfg: DDSConfig, g
             noise = torch.randn(z.shape, generator=generator, dtype=torch.float32).to(device)
             if attention is not None:
                 attention.update(i, t)
-            grad = dds_gradient(sd, z_src, z.detach(), t, noise, branches, cfg.guidance, alphas) * DDS_SCALE
+            grad = dds_gradient(sd, z_src, z.detach(), t, noise, branches, cfg.guidance, alphas) * scale
             if weight is not None:
                 grad = grad * weight
             opt.zero_grad(set_to_none=True)
             if losses:
                 with torch.enable_grad():
-                    image = decode_latent(sd, z)
+                    image = decode(z)
                     total = sum(w * fn(image) for w, fn in losses if w > 0)
                     if isinstance(total, torch.Tensor):
                         total.backward()
                 del image
+            if i == 0:
+                loss_norm = 0.0 if z.grad is None else float(z.grad.norm())
+                log.debug("DDS gradient norm %.3e, loss gradient norm %.3e (ratio %.3e)", float(grad.norm()),
+                          loss_norm, loss_norm / max(float(grad.norm()), 1e-30))
             z.grad = grad if z.grad is None else z.grad + grad
             opt.step()
             latent = z.detach().clone()

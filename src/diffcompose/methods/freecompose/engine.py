@@ -9,7 +9,9 @@ load on first use and stay with the engine.
 
 from __future__ import annotations
 
+import copy
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import cv2
@@ -18,14 +20,15 @@ import torch
 
 from diffcompose.attention import AttentionEdit, self_attention_layers
 from diffcompose.errors import InputError
+from diffcompose.inputs import mask_to_box, resize_mask
 from diffcompose.methods.diffusion import DiffusionEngine
 from diffcompose.methods.freecompose import dds
 from diffcompose.methods.freecompose.options import FINAL_T_MIN, ComposeOptions, HarmonizeOptions, RemoveOptions
 from diffcompose.methods.freecompose.perceptual import MaskedPerceptual
-from diffcompose.inputs import resize_mask
 from diffcompose.models import codec
 from diffcompose.models.device import make_generator
 from diffcompose.models.loader import SDComponents, load_adapter, load_sd, load_vgg, resolve_sd
+from diffcompose.models.lpips import find_heads, load_heads
 from diffcompose.models.vgg import DEFAULT_VGG
 from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
@@ -33,6 +36,16 @@ from diffcompose.regions import WindowPolicy
 log = logging.getLogger(__name__)
 
 DEFAULT_ADAPTERS = {"canny": "TencentARC/t2iadapter_canny_sd15v2", "sketch": "TencentARC/t2iadapter_sketch_sd15v2"}
+
+
+#: With an empty prompt all four DDS rows share one text and guidance does nothing.
+DEFAULT_COMPOSE_PROMPT = "A photo of an object."
+#: Condition maps are binarised at this level (the public code's 100/255).
+CONDITION_THRESHOLD = 100 / 255
+
+
+def binarise(condition: np.ndarray) -> np.ndarray:
+    return (condition > CONDITION_THRESHOLD).astype(np.float32)
 
 
 def canny(image: np.ndarray, low: int, high: int) -> np.ndarray:
@@ -69,12 +82,28 @@ class FreeComposeEngine(DiffusionEngine):
         size = options.resolution or self.sd.resolution
         return WindowPolicy(size, codec.latent_multiple(self.sd.unet, self.sd.vae), context=options.context)
 
+    def paste_band(self, task: str, options: Any, mask: np.ndarray) -> int:
+        """``--band`` x the object's height: what removal and harmonization exist to change around it."""
+        return int(round(options.band * mask_to_box(mask).height))
+
     # ------------------------------------------------------------------ helpers
 
-    def _vgg(self, source: str | None) -> torch.nn.Module:
+    def _perceptual(self, source: str | None) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+        """VGG16 features and LPIPS's channel weights for them (float32)."""
         if source is None:
             source = str(self.sd.root / "vgg") if (self.sd.root / "vgg").is_dir() else DEFAULT_VGG
-        return self._extra("vgg", source, lambda: load_vgg(source, self.device, torch.float32))
+        vgg = self._extra("vgg", source, lambda: load_vgg(source, self.device, torch.float32))
+        local = Path(source) if Path(source).is_dir() else None
+        heads = self._extra("lpips", source, lambda: load_heads(find_heads(local), vgg.widths))
+        return vgg, heads
+
+    def _decode32(self, z: torch.Tensor) -> torch.Tensor:
+        """Decode in float32 with autograd (the perceptual gradients are far below fp16's resolution)."""
+        if self.dtype == torch.float32:
+            vae = self.sd.vae
+        else:
+            vae = self._extra("vae32", "decoder", lambda: copy.deepcopy(self.sd.vae).float())
+        return (codec.decode(vae, z.float()).float() + 1.0) / 2.0
 
     def _adapter(self, options: ComposeOptions, condition_type: str) -> Any:
         source = options.adapter
@@ -115,16 +144,16 @@ class FreeComposeEngine(DiffusionEngine):
         m_lat = self._latent_map(mask, z_src)
         weight = (m_lat + options.background_weight * (1 - m_lat))[None, None]
         branches = dds.Branches(dds.encode_prompts(sd, ["", "", options.source_prompt, options.target_prompt]))
-        attention = AttentionEdit("mask", tuple(z_src.shape[-2:]), mask=m_lat, min_layer=options.attn_layer,
-                                  start_iter=options.attn_start)
+        attention = AttentionEdit("mask", tuple(z_src.shape[-2:]), mask=torch.from_numpy(mask.astype(np.float32)),
+                                  min_layer=options.attn_layer, start_iter=options.attn_start)
         losses = []
         if options.perceptual_weight > 0:
+            vgg, heads = self._perceptual(options.perceptual_model)
             keep = 1 - codec.mask_to_tensor(mask, self.device)
-            losses.append((options.perceptual_weight, MaskedPerceptual(self._vgg(options.perceptual_model),
-                                                                       self._image01(image), keep)))
+            losses.append((options.perceptual_weight, MaskedPerceptual(vgg, heads, self._image01(image), keep)))
         cfg = self._config(options, lambda i: (options.t_min, options.t_max), weight)
         z = dds.optimise(sd, z_src, branches, cfg, make_generator(ctx.seed), progress=ctx.progress("remove", cfg.iterations),
-                         losses=losses, attention=attention)
+                         losses=losses, attention=attention, decode=self._decode32)
         return self._finish(z)
 
     def _harmonize(self, *, image: np.ndarray, mask: np.ndarray, background: np.ndarray | None,
@@ -135,16 +164,16 @@ class FreeComposeEngine(DiffusionEngine):
         branches = dds.Branches(dds.encode_prompts(sd, ["", "", options.source_prompt, options.target_prompt]))
         losses = []
         if options.background_weight > 0 or options.object_weight > 0:
-            vgg = self._vgg(options.perceptual_model)
+            vgg, heads = self._perceptual(options.perceptual_model)
             inside = codec.mask_to_tensor(mask, self.device)
             bg_ref = self._image01(background if background is not None else image)
             if options.background_weight > 0:
-                losses.append((options.background_weight, MaskedPerceptual(vgg, bg_ref, 1 - inside)))
+                losses.append((options.background_weight, MaskedPerceptual(vgg, heads, bg_ref, 1 - inside)))
             if options.object_weight > 0:
-                losses.append((options.object_weight, MaskedPerceptual(vgg, self._image01(image), inside)))
+                losses.append((options.object_weight, MaskedPerceptual(vgg, heads, self._image01(image), inside)))
         cfg = self._config(options, lambda i: (options.t_min, options.t_max))
         z = dds.optimise(sd, z_src, branches, cfg, make_generator(ctx.seed),
-                         progress=ctx.progress("harmonize", cfg.iterations), losses=losses)
+                         progress=ctx.progress("harmonize", cfg.iterations), losses=losses, decode=self._decode32)
         return self._finish(z)
 
     @torch.no_grad()
@@ -164,7 +193,12 @@ class FreeComposeEngine(DiffusionEngine):
             if condition_type != "canny":
                 raise InputError(f"--condition is required for --condition-type {condition_type} "
                                  "(only canny can be computed here)")
-            condition = canny(image, options.canny_low, options.canny_high)
+            condition = canny(image, options.canny_low, options.canny_high)  # on the working-size image
+        # Binary maps at the working size, as the adapters saw in training (the public code: > 100/255).
+        condition, edited_condition = (binarise(c) for c in (condition, edited_condition))
+        if not prompt:
+            prompt = DEFAULT_COMPOSE_PROMPT
+            log.info("compose: no --prompt given, using %r (describe the object for a better result)", prompt)
         lo, hi = options.t_range(condition_type)
         sd = self.sd
         self._check_layer(options.attn_layer)

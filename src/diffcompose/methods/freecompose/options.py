@@ -29,6 +29,8 @@ class _Common:
     resolution: int | None = option(None, "working resolution in pixels, about RES x RES (default: the model's, "
                                           "512 for SD1.5)")
     context: float = option(0.75, "context around the region in the working window, as a share of its size")
+    band: float = option(0.5, "around the region, a band this share of the object's height may change freely "
+                              "(shadows, edges); beyond it a seam of --margin px, then the original pixels; 0 = strict")
 
     def _check_common(self, t_range: tuple[int | None, int | None] = (None, None)) -> None:
         check_range("guidance", self.guidance, 0.0, 100.0)
@@ -36,6 +38,7 @@ class _Common:
         if self.resolution is not None:
             check_range("resolution", self.resolution, 64, 4096)
         check_range("context", self.context, 0.0, 10.0)
+        check_range("band", self.band, 0.0, 10.0)
         lo, hi = t_range
         if lo is not None:
             check_range("t_min", lo, 1, 999)
@@ -47,6 +50,9 @@ class _Common:
 
 @dataclass(frozen=True)
 class RemoveOptions(_Common):
+    band: float = option(1.0, "around the mask, a band this share of the object's height may change freely (its "
+                              "shadow and reflection go too); beyond it a seam of --margin px, then the original "
+                              "pixels; 0 = strict")
     iterations: int = option(150, "DDS iterations")
     t_min: int = option(50, "smallest diffusion timestep drawn")
     t_max: int = option(950, "largest diffusion timestep drawn")
@@ -96,6 +102,8 @@ FINAL_T_MIN = 50
 
 @dataclass(frozen=True)
 class ComposeOptions(_Common):
+    band: float = option(0.25, "around --mask, a band this share of the region's height may change freely; beyond "
+                               "it a seam of --margin px, then the original pixels; 0 = strict")
     iterations: int = option(200, "DDS iterations")
     t_min: int | None = option(None, "smallest timestep drawn (default: 50 for canny, 100 for sketch)")
     t_max: int | None = option(None, "largest timestep drawn (default: 948 for canny, 598 for sketch)")
@@ -106,7 +114,8 @@ class ComposeOptions(_Common):
     adapter_scale: float = option(0.9, "conditioning scale of the adapter features")
     attn_layer: int = option(10, "first decoder self-attention layer (execution index of 16) with K/V injection")
     attn_start: int = option(0, "iteration from which K/V injection applies")
-    inject_t_min: int = option(400, "inject only at timesteps above this (paper: 400; 0 = every timestep, as the code)")
+    inject_t_min: int = option(0, "inject only at timesteps above this (0 = every iteration, as the public code "
+                                  "that made the published figures; the paper's text says 400)")
     target_prompt: str | None = option(None, "prompt of the target branch (default: the same as --prompt)")
     canny_low: int = option(100, "lower hysteresis threshold of the OpenCV canny condition")
     canny_high: int = option(200, "upper hysteresis threshold of the OpenCV canny condition")
