@@ -62,6 +62,7 @@ FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "classical": {},
     "freecompose": {"iterations": 2, "resolution": 64},
     "pbe": {"steps": 2, "resolution": 64},
+    "sd-inpaint": {"steps": 2, "resolution": 64},
 }
 
 #: Per (engine, task): one out-of-range option value (unknown engines: an unknown option name).
@@ -74,13 +75,14 @@ BAD_OPTION: dict[tuple[str, str], dict[str, Any]] = {
     ("freecompose", "harmonize"): {"iterations": 0},
     ("freecompose", "compose"): {"iterations": 0},
     ("pbe", "paint"): {"steps": 0},
+    ("sd-inpaint", "inpaint"): {"guidance_scale": -1.0},
 }
 UNKNOWN_OPTION = {"contract_no_such_option": 1}
 
 #: Pairs that must report progress besides every diffusion engine's (the others may be silent).
 REPORTS_PROGRESS = {("classical", "remove")}
 #: Engines whose progress events must carry a preview.
-PREVIEWS = {"freecompose", "pbe"}
+PREVIEWS = {"freecompose", "pbe", "sd-inpaint"}
 
 #: Known src bugs, per check: the case is a strict xfail (it turns into a failure once fixed).
 @functools.lru_cache(maxsize=None)
@@ -141,6 +143,10 @@ def _paint_inputs(w: int, h: int) -> dict[str, Any]:
             "reference": _astronaut()[40:240, 140:340]}
 
 
+def _inpaint_inputs(w: int, h: int) -> dict[str, Any]:
+    return {"image": _photo(w, h), "mask": _ellipse(w, h, 0.5, 0.5, 0.2, 0.25), "prompt": "a red armchair"}
+
+
 #: Per task: how to build its inputs at a size (keyword names of ``TASK_SPECS[task].inputs``).
 INPUT_BUILDERS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "remove": _remove_inputs,
@@ -149,6 +155,7 @@ INPUT_BUILDERS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "segment": _segment_inputs,
     "compose": _compose_inputs,
     "paint": _paint_inputs,
+    "inpaint": _inpaint_inputs,
 }
 
 

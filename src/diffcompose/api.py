@@ -106,3 +106,13 @@ def compose(image: ImageLike, edited_condition: ImageLike, *, condition: ImageLi
     inputs = {"image": image, "edited_condition": edited_condition, "condition": condition,
               "condition_type": condition_type, "mask": mask, "prompt": prompt}
     return run("compose", inputs, **kw)  # type: ignore[return-value]
+
+
+def inpaint(image: ImageLike, mask: MaskLike | None = None, *, box: BoxLike | None = None, prompt: str,
+            negative_prompt: str = "", **kw: Any) -> Image.Image | list[Image.Image]:
+    """Fill ``mask`` (white; or ``box``, a rough region) with what ``prompt`` describes, keeping the rest.
+
+    Returns one image, or a list when ``num_images`` > 1.
+    """
+    inputs = {"image": image, "mask": mask, "box": box, "prompt": prompt, "negative_prompt": negative_prompt}
+    return run("inpaint", inputs, **kw)

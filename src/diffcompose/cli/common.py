@@ -185,6 +185,36 @@ def check_writable(out: Path) -> None:
         raise InputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
 
 
+#: More outputs than any engine makes in one batch.
+MAX_NAMED = 1000
+
+
+def _count(raw: object) -> int:
+    """How many outputs to name; a value the engine will refuse names one (the engine says why)."""
+    try:
+        n = int(str(raw))
+    except ValueError:
+        return 1
+    return n if 1 <= n <= MAX_NAMED else 1
+
+
+def write_batch(args: argparse.Namespace, inputs: tuple[Path | None, ...], call: Any) -> None:
+    """Run ``call`` (one image, or a list for --num-images N) and write OUT.png, or OUT_0.png ... OUT_{N-1}.png.
+
+    Every output is checked before any work, and written only once all are made.
+    """
+    base: Path = args.output
+    n = _count(engine_options(args).get("num_images", 1))
+    outputs = [base] if n == 1 else [base.with_name(f"{base.stem}_{i}{base.suffix}") for i in range(n)]
+    for out in outputs:
+        args.output = out
+        check_output_args(args, *inputs)
+    result = call()
+    for out, image in zip(outputs, result if isinstance(result, list) else [result]):
+        args.output = out
+        write(image, args, *inputs)
+
+
 def write(image: Any, args: argparse.Namespace, *inputs: Path | None) -> None:
     path = save_image(image, args.output, force=args.force, protected=tuple(p for p in inputs if p is not None))
     print(path)

@@ -9,36 +9,10 @@ import diffcompose.api as api
 from diffcompose.cli import common
 
 
-def _numbered(path: Path, i: int) -> Path:
-    return path.with_name(f"{path.stem}_{i}{path.suffix}")
-
-
-def _count(raw: object) -> int:
-    """How many outputs to name; a value the engine will refuse names one (the engine says why)."""
-    try:
-        n = int(str(raw))
-    except ValueError:
-        return 1
-    return n if 1 <= n <= MAX_NAMED else 1
-
-
-#: More outputs than any engine makes in one batch.
-MAX_NAMED = 1000
-
-
 def run_paint(args: argparse.Namespace) -> None:
-    inputs = (args.image, args.mask, args.reference, args.reference_mask)
-    base = args.output
-    n = _count(common.engine_options(args).get("num_images", 1))
-    outputs = [base] if n == 1 else [_numbered(base, i) for i in range(n)]  # OUT.png -> OUT_0.png, ...
-    for out in outputs:  # fail before any work if an output cannot be written
-        args.output = out
-        common.check_output_args(args, *inputs)
-    result = api.paint(args.image, args.mask, args.reference, reference_mask=args.reference_mask,
-                       **common.run_kwargs(args))
-    for out, image in zip(outputs, result if isinstance(result, list) else [result]):
-        args.output = out
-        common.write(image, args, *inputs)
+    common.write_batch(args, (args.image, args.mask, args.reference, args.reference_mask),
+                       lambda: api.paint(args.image, args.mask, args.reference, reference_mask=args.reference_mask,
+                                         **common.run_kwargs(args)))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

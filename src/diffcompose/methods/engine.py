@@ -6,7 +6,7 @@ task's inputs already cut to its window and resized to its working size (see
 :class:`~diffcompose.regions.crop.WindowPolicy`, which it declares in
 :meth:`Engine.window_policy`), its validated options dataclass and the request's
 :class:`~diffcompose.progress.RunContext`, and returns an ``(h, w, 3)`` uint8 array of the
-working size (a list of them for ``paint``; a bool mask for ``segment``). Planning the
+working size (a list of them for ``paint`` and ``inpaint``; a bool mask for ``segment``). Planning the
 window, cropping, putting the result back at full size and restoring the original pixels
 outside the region (grown by the engine's :meth:`Engine.paste_band`, then a feathered seam of
 ``margin`` pixels) all happen here, the same way for every engine.
@@ -175,6 +175,9 @@ class Engine:
 
     def paint(self, image: Any, mask: Any, reference: Any, **kw: Any) -> Image.Image | list[Image.Image]:
         return self.run("paint", image=image, mask=mask, reference=reference, **kw)
+
+    def inpaint(self, image: Any, mask: Any = None, **kw: Any) -> Image.Image | list[Image.Image]:
+        return self.run("inpaint", image=image, mask=mask, **kw)
 
 
 #: Largest seam width accepted (pixels): wider than any image this tool opens.

@@ -155,6 +155,28 @@ def prepare_paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, ref
     return Job("paint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m, output="images")
 
 
+def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *, box: Box | str | tuple[int, int, int, int] | None = None,
+                    prompt: str = "", negative_prompt: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+    """Text-guided inpainting of ``mask`` (or of ``box``, a rough region) with what ``prompt`` describes."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError("inpaint needs --prompt: the text describing what to paint into the region")
+    if not isinstance(negative_prompt, str):
+        raise InputError(f"--negative-prompt must be text, got {negative_prompt!r}")
+    img = load_image(image, "image", max_pixels)
+    size = (img.shape[1], img.shape[0])
+    if (mask is None) == (box is None):
+        raise InputError("inpaint needs exactly one of --mask (the region's shape) or --box (a rough region)")
+    if mask is not None:
+        m = load_mask(mask, size, max_pixels=max_pixels)
+    else:
+        target = parse_box(box, size)  # type: ignore[arg-type]
+        m = np.zeros((size[1], size[0]), dtype=bool)
+        m[target.slices] = True
+    check_mask_coverage(m, operation="inpainting")
+    arrays = {"image": img, "mask": m, "prompt": prompt, "negative_prompt": negative_prompt}
+    return Job("inpaint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m, output="images")
+
+
 def _load_condition(source: ImageLike, size: tuple[int, int], name: str, max_pixels: int | None) -> np.ndarray:
     """A condition map (edges or sketch, white on black) as float32 (H, W) in 0..1 of the image's size."""
     cond = load_soft_mask(source, name, max_pixels)
@@ -197,6 +219,8 @@ TASK_SPECS: dict[str, TaskSpec] = {s.name: s for s in (
              prepare_compose, "re-shape a pasted object to follow an edited condition map"),
     TaskSpec("paint", ("image", "mask", "reference", "reference_mask"), prepare_paint,
              "fill a region with an object like a reference photo"),
+    TaskSpec("inpaint", ("image", "mask", "box", "prompt", "negative_prompt"), prepare_inpaint,
+             "fill a region with what a text prompt describes"),
 )}
 
 

@@ -208,6 +208,14 @@ def load_sd(root: Path, device: torch.device, dtype: torch.dtype) -> SDComponent
     return SDComponents(root=root, device=device, dtype=dtype, **parts)
 
 
+@torch.no_grad()
+def encode_prompts(sd: SDComponents, prompts: list[str]) -> torch.Tensor:
+    """CLIP text embeddings ``(len(prompts), 77, D)`` in the model's dtype (padded to the tokenizer's length)."""
+    tok = sd.tokenizer(list(prompts), padding="max_length", max_length=sd.tokenizer.model_max_length,
+                       truncation=True, return_tensors="pt")
+    return sd.text_encoder(tok.input_ids.to(sd.device))[0].to(sd.dtype)
+
+
 def load_adapter(source: str | Path, device: torch.device, dtype: torch.dtype) -> Any:
     """A ``T2IAdapter`` from a local directory or hub id."""
     from diffusers import T2IAdapter

@@ -220,3 +220,9 @@ def ensure_written(target: Path, writer: Callable[[Path], object], what: str) ->
 def ensure_tiny_model(path: Path | None = None) -> Path:
     """The tiny SD model directory, written once."""
     return ensure_written(path or tiny_cache_dir(), write_tiny_sd, "model")
+
+
+def ensure_tiny_inpainting_model(path: Path | None = None) -> Path:
+    """A tiny SD-inpainting directory (the same layout, a 9-channel UNet), written once."""
+    target = path or tiny_cache_dir().with_name(f"tiny-sd1-inpaint-v{TINY_VERSION}")
+    return ensure_written(target, lambda p: write_tiny_sd(p, unet_overrides={"in_channels": 9}), "inpainting model")

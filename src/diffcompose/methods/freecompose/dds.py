@@ -22,6 +22,7 @@ import torch
 
 from diffcompose.attention import AttentionEdit, edit_attention
 from diffcompose.models import codec
+from diffcompose.models.loader import encode_prompts  # noqa: F401  (the tasks' text encoder)
 from diffcompose.models.sampling import guide, to_epsilon
 from diffcompose.progress import Progress
 
@@ -57,13 +58,6 @@ class DDSConfig:
 
 
 # ----------------------------------------------------------------------------- encoders
-
-@torch.no_grad()
-def encode_prompts(sd: Any, prompts: Sequence[str]) -> torch.Tensor:
-    tok = sd.tokenizer(list(prompts), padding="max_length", max_length=sd.tokenizer.model_max_length,
-                       truncation=True, return_tensors="pt")
-    return sd.text_encoder(tok.input_ids.to(sd.device))[0].to(sd.dtype)
-
 
 @torch.no_grad()
 def encode_image(sd: Any, image: np.ndarray) -> torch.Tensor:

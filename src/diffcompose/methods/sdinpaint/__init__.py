@@ -1,0 +1,1 @@
+"""Text-guided inpainting with Stable Diffusion's 9-channel inpainting models (works with public weights)."""
