@@ -140,3 +140,46 @@ def test_base_install_asked_for_a_diffusion_engine_fails_in_one_line(files, tmp_
     # auto passes over it and says so
     name, why = resolve_engine("auto", "remove")
     assert name == "classical" and "freecompose needs diffusers" in why
+
+
+@dataclass(frozen=True)
+class FakeInpaintOptions:
+    steps: int = option(2, "fake steps")
+
+
+class FakeMaskHead(Engine):
+    """Paints the whole window white and 'predicts' the object in the left half of the user's mask."""
+
+    name = "fakehead"
+    predicts_mask = True
+
+    def _inpaint(self, *, image, mask, prompt, negative_prompt, options, ctx):
+        pred = mask.copy()
+        cols = np.flatnonzero(mask.any(axis=0))
+        pred[:, cols[len(cols) // 2]:] = False
+        return [np.full_like(image, 255)], [pred]
+
+
+def test_a_predicted_mask_is_where_pixels_are_pasted_back_and_can_be_written(files, tmp_path, capsys) -> None:
+    import diffcompose as dc
+
+    register(EngineInfo("fakehead", f"{__name__}:FakeMaskHead", tasks={"inpaint": FakeInpaintOptions}))
+    try:
+        image = np.asarray(Image.open(files["image"]))
+        user = np.asarray(Image.open(files["mask"])) > 0
+        out, pred = dc.inpaint(image, user, prompt="a ball", engine="fakehead", return_masks=True, margin=0)
+        out, pred = np.asarray(out), np.asarray(pred) > 0
+        assert pred.shape == user.shape and pred.any() and (pred <= user).all() and (user & ~pred).any()
+        assert (out[pred] == 255).all()
+        assert np.array_equal(out[~pred], image[~pred])  # inside the box but outside the object: the original
+        o, mo = tmp_path / "o.png", tmp_path / "o_mask.png"
+        argv = ["inpaint", str(files["image"]), "--mask", str(files["mask"]), "--prompt", "a ball", "-o", str(o),
+                "--mask-output", str(mo), "--engine", "fakehead"]
+        assert main(argv) == 0 and o.exists() and np.array_equal(np.asarray(Image.open(mo)) > 0, pred)
+    finally:
+        unregister("fakehead")
+    assert main(["inpaint", str(files["image"]), "--mask", str(files["mask"]), "--prompt", "x",
+                 "-o", str(tmp_path / "q.png"), "--mask-output", str(tmp_path / "q_mask.png"),
+                 "--engine", "sd-inpaint", "--model", "tiny"]) == 2
+    assert "predicts no object mask" in capsys.readouterr().err
+    assert not (tmp_path / "q.png").exists()

@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from diffcompose.errors import InputError
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, Box, ImageLike, MaskLike
 from diffcompose.methods.engine import Engine, check_margin, finish
 from diffcompose.methods.manager import default_manager
@@ -40,9 +41,12 @@ def get_engine(name: str, *, device: str | None = None, dtype: str | None = None
 def run(task: str, inputs: dict[str, Any], *, engine: str = "auto", device: str | None = None,
         dtype: str | None = None, model: str | None = None, seed: int = 0,
         on_progress: ProgressCallback | None = None, cancel: CancelToken | None = None, paste_back: bool = True,
-        margin: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        margin: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, masks: list | None = None,
         **options: Any) -> Image.Image | list[Image.Image]:
-    """Validate, pick the engine, run it: what every task function below does."""
+    """Validate, pick the engine, run it: what every task function below does.
+
+    ``masks``: a list that receives the full-size object masks of an engine with a mask head.
+    """
     job = prepare(task, inputs, max_pixels)
     check_margin(margin, paste_back)
     seed = check_seed(seed)
@@ -51,8 +55,11 @@ def run(task: str, inputs: dict[str, Any], *, engine: str = "auto", device: str 
     # Say which engine "auto" picked (after validation, so bad input still ends in one line).
     log.log(logging.INFO if engine == "auto" else logging.DEBUG, "engine: %s (%s)", name, why)
     loaded = get_engine(name, device=device, dtype=dtype, model=model)
+    if masks is not None and not loaded.predicts_mask:
+        raise InputError(f"engine '{name}' predicts no object mask; --mask-output needs an engine with a mask head "
+                         "(smartbrush)")
     result = loaded.execute(job, opts, RunContext(seed, on_progress, cancel), paste_back=paste_back,
-                            margin=margin)
+                            margin=margin, masks=masks)
     return finish(result)
 
 
@@ -109,10 +116,17 @@ def compose(image: ImageLike, edited_condition: ImageLike, *, condition: ImageLi
 
 
 def inpaint(image: ImageLike, mask: MaskLike | None = None, *, box: BoxLike | None = None, prompt: str,
-            negative_prompt: str = "", **kw: Any) -> Image.Image | list[Image.Image]:
+            negative_prompt: str = "", return_masks: bool = False, **kw: Any) -> Any:
     """Fill ``mask`` (white; or ``box``, a rough region) with what ``prompt`` describes, keeping the rest.
 
-    Returns one image, or a list when ``num_images`` > 1.
+    Returns one image, or a list when ``num_images`` > 1. With ``return_masks`` (engines
+    with a mask head: ``smartbrush``), returns ``(images, masks)``: the object mask each
+    image's content was predicted to occupy (mode ``L``), which is also where its pixels
+    were pasted back.
     """
     inputs = {"image": image, "mask": mask, "box": box, "prompt": prompt, "negative_prompt": negative_prompt}
-    return run("inpaint", inputs, **kw)
+    if not return_masks:
+        return run("inpaint", inputs, **kw)
+    masks: list = []
+    images = run("inpaint", inputs, masks=masks, **kw)
+    return images, finish(masks)

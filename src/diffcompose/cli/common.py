@@ -198,19 +198,29 @@ def _count(raw: object) -> int:
     return n if 1 <= n <= MAX_NAMED else 1
 
 
-def write_batch(args: argparse.Namespace, inputs: tuple[Path | None, ...], call: Any) -> None:
+def _names(base: Path, n: int) -> list[Path]:
+    return [base] if n == 1 else [base.with_name(f"{base.stem}_{i}{base.suffix}") for i in range(n)]
+
+
+def write_batch(args: argparse.Namespace, inputs: tuple[Path | None, ...], call: Any,
+                mask_output: Path | None = None) -> None:
     """Run ``call`` (one image, or a list for --num-images N) and write OUT.png, or OUT_0.png ... OUT_{N-1}.png.
 
-    Every output is checked before any work, and written only once all are made.
+    With ``mask_output``, ``call`` returns ``(images, masks)`` and the masks are written the
+    same way. Every output is checked before any work, and written only once all are made.
     """
-    base: Path = args.output
     n = _count(engine_options(args).get("num_images", 1))
-    outputs = [base] if n == 1 else [base.with_name(f"{base.stem}_{i}{base.suffix}") for i in range(n)]
-    for out in outputs:
+    outputs = _names(args.output, n)
+    masks_out = _names(mask_output, n) if mask_output is not None else []
+    if len({p.resolve() for p in outputs + masks_out}) < len(outputs + masks_out):
+        raise InputError("--mask-output must differ from the output")
+    for out in outputs + masks_out:
         args.output = out
         check_output_args(args, *inputs)
     result = call()
-    for out, image in zip(outputs, result if isinstance(result, list) else [result]):
+    images, masks = result if mask_output is not None else (result, [])
+    as_list = (lambda r: r if isinstance(r, list) else [r])
+    for out, image in zip(outputs + masks_out, as_list(images) + (as_list(masks) if masks_out else [])):
         args.output = out
         write(image, args, *inputs)
 

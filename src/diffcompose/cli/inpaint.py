@@ -12,7 +12,9 @@ from diffcompose.cli import common
 def run_inpaint(args: argparse.Namespace) -> None:
     common.write_batch(args, (args.image, args.mask),
                        lambda: api.inpaint(args.image, args.mask, box=args.box, prompt=args.prompt,
-                                           negative_prompt=args.negative_prompt, **common.run_kwargs(args)))
+                                           negative_prompt=args.negative_prompt,
+                                           return_masks=args.mask_output is not None, **common.run_kwargs(args)),
+                       mask_output=args.mask_output)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,5 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="a rough region x0,y0,x1,y1 (end-exclusive; --box=... for a value starting with '-')")
     p.add_argument("--prompt", required=True, help="what to paint, e.g. 'a red vintage armchair'")
     p.add_argument("--negative-prompt", default="", help="what to avoid (default: none)")
+    p.add_argument("--mask-output", type=Path, default=None,
+                   help="also write the object mask the engine predicted (engines with a mask head: smartbrush); "
+                        "only its pixels were repainted")
     common.add_task_flags(p, "inpaint")
     p.set_defaults(func=run_inpaint)

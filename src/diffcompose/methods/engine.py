@@ -38,6 +38,8 @@ class Engine:
 
     #: The registered name (set by subclasses); the registry's :class:`EngineInfo` has the rest.
     name: str = ""
+    #: Whether ``_inpaint`` returns ``(images, masks)``: the object mask it predicts for each image.
+    predicts_mask: bool = False
 
     def __init__(self, *, device: str | None = None, dtype: str | None = None, model: str | None = None) -> None:
         self.device_name = device
@@ -102,8 +104,13 @@ class Engine:
         return build_options(options_for(self.name, task), values or {}, engine=self.name, task=task)
 
     def execute(self, job: Job, options: Any, ctx: RunContext, *, paste_back: bool = True,
-                margin: int | None = None) -> np.ndarray | list[np.ndarray]:
-        """The windowed runner: plan -> crop -> engine -> uncrop -> paste-back, under this engine's lock."""
+                margin: int | None = None, masks: list[np.ndarray] | None = None) -> np.ndarray | list[np.ndarray]:
+        """The windowed runner: plan -> crop -> engine -> uncrop -> paste-back, under this engine's lock.
+
+        An engine may return ``(images, masks)``: the object mask it predicts per image (a
+        mask head). Each image's paste-back region is then its predicted mask (within the
+        user's), and the full-size masks are appended to ``masks`` when a list is given.
+        """
         with self.lock:
             self.load()
             ctx.check()
@@ -122,20 +129,27 @@ class Engine:
                 else:
                     args[key] = win.crop_mask(value, soft=kind == "soft")
             result = getattr(self, "_" + job.task)(**args, options=options, ctx=ctx)
+        predicted = None
+        if isinstance(result, tuple):
+            result, predicted = result
+            predicted = [win.uncrop_mask(m, job.size) for m in predicted]
+            if job.paste_mask is not None:
+                predicted = [p & job.paste_mask for p in predicted]
+            if masks is not None:
+                masks.extend(predicted)
         outs = result if isinstance(result, list) else [result]
         if job.output == "mask":
             return win.uncrop_mask(outs[0], job.size)
         want = (win.work_size[1], win.work_size[0], 3)
-        free = job.paste_mask
-        if paste_back and free is not None:
-            free = dilate_mask(free, self.paste_band(job.task, options, free))
         full = []
-        for out in outs:
+        for i, out in enumerate(outs):
             if out.shape != want or out.dtype != np.uint8:
                 raise RuntimeError(f"engine {self.name} returned {out.shape} {out.dtype}, expected {want} uint8")
             out = win.uncrop(out, job.image)
-            if paste_back and job.paste_mask is not None:
-                out = restore_outside(job.image, out, free, margin)
+            region = predicted[i] if predicted is not None else job.paste_mask
+            if paste_back and region is not None:
+                out = restore_outside(job.image, out, dilate_mask(region, self.paste_band(job.task, options, region)),
+                                      margin)
             full.append(out)
         return full if job.output == "images" else full[0]
 
