@@ -48,6 +48,7 @@ def _base(command: str, f: dict[str, Path], out: Path) -> list[str]:
         "segment": ["segment", image, "--box", "10,10,50,50"],
         "compose": ["compose", image, "--edited-condition", str(f["edges"]), "--mask", mask],
         "paint": ["paint", image, "--mask", mask, "--reference", str(f["ref"])],
+        "inpaint": ["inpaint", image, "--mask", mask, "--prompt", "a red ball"],
     }[command] + ["-o", str(out)]
 
 
@@ -59,7 +60,9 @@ def _numeric_options(engine: str, task: str) -> list[str]:
 
 def _cases() -> list[tuple[str, str, str]]:
     cases = []
-    for task in ("remove", "harmonize", "paste", "segment", "compose", "paint"):
+    from diffcompose.methods.registry import TASKS
+
+    for task in TASKS:
         for engine in engines_for(task):
             cases += [(task, engine, flag(name)) for name in _numeric_options(engine, task)]
         shared = ["--seed", "--max-pixels"] + (["--margin"] if task not in ("paste", "segment") else [])
@@ -80,6 +83,20 @@ def test_every_numeric_option_refuses_nan_inf_and_huge_in_one_line(capsys, files
         assert code == 2, (argv, err)
         assert err.count("\n") == 1 and "Traceback" not in err, err
         assert not out.exists()
+
+
+def test_train_numbers_refuse_nan_inf_and_huge(capsys, tmp_path):
+    (tmp_path / "data.jsonl").write_text("")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data: {{manifest: data.jsonl}}\ntrain: {{output_dir: {tmp_path / 'run'}}}\n")
+    for value in BAD_NUMBERS:
+        try:
+            code = main(["train", "pbe", "--config", str(cfg), f"--max-steps={value}"])
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, (value, err)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("box", ["nan,0,10,10", "0,0,inf,10", "-inf,0,10,10", "0,0,1e400,10"])
