@@ -60,7 +60,7 @@ BASE = SIZES[0]
 #: Per engine: options that make it fast on CPU (tiny model, few steps, small resolution).
 FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "classical": {},
-    "freecompose": {"iterations": 2, "resolution": 64},
+    "freecompose": {"iterations": 2, "resolution": 64, "band": 0.2},
     "pbe": {"steps": 2, "resolution": 64},
     "sd-inpaint": {"steps": 2, "resolution": 64},
 }
