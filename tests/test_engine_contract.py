@@ -63,6 +63,7 @@ FAST_OPTIONS: dict[str, dict[str, Any]] = {
     "freecompose": {"iterations": 2, "resolution": 64, "band": 0.2},
     "pbe": {"steps": 2, "resolution": 64},
     "sd-inpaint": {"steps": 2, "resolution": 64},
+    "smartbrush": {"steps": 2, "resolution": 64},
 }
 
 #: Per (engine, task): one out-of-range option value (unknown engines: an unknown option name).
@@ -76,15 +77,16 @@ BAD_OPTION: dict[tuple[str, str], dict[str, Any]] = {
     ("freecompose", "compose"): {"iterations": 0},
     ("pbe", "paint"): {"steps": 0},
     ("sd-inpaint", "inpaint"): {"guidance_scale": -1.0},
+    ("smartbrush", "inpaint"): {"precision": 6},
 }
 UNKNOWN_OPTION = {"contract_no_such_option": 1}
 
 #: Pairs that must report progress besides every diffusion engine's (the others may be silent).
 REPORTS_PROGRESS = {("classical", "remove")}
 #: Engines whose progress events must carry a preview.
-PREVIEWS = {"freecompose", "pbe", "sd-inpaint"}
+PREVIEWS = {"freecompose", "pbe", "sd-inpaint", "smartbrush"}
 
-#: Known src bugs, per check: the case is a strict xfail (it turns into a failure once fixed).
+
 @functools.lru_cache(maxsize=None)
 def _astronaut() -> np.ndarray:
     from skimage import data

@@ -18,7 +18,7 @@ def run_inpaint(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inpaint", help="fill a region with what a text prompt describes (SD inpainting)",
+    p = sub.add_parser("inpaint", help="fill a region with what a text prompt describes (SD inpainting, SmartBrush)",
                        description="Fill the white region of --mask (or --box, a rough region) in IMAGE with what "
                                    "--prompt describes, keeping everything else. With --num-images N > 1 the "
                                    "outputs are OUT_0.png ... OUT_{N-1}.png.")

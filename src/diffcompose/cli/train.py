@@ -28,7 +28,7 @@ def run_train_pbe(args: argparse.Namespace) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (Paint-by-Example)",
+    p = sub.add_parser("train", help="train a model (Paint-by-Example, SmartBrush)",
                        description="Train a model. Multi-GPU / multi-node: "
                                    "'accelerate launch -m diffcompose train pbe --config FILE'.")
     kinds = p.add_subparsers(title="models", metavar="MODEL", parser_class=type(p), dest="kind", required=True)
@@ -40,3 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--output-dir", default=None, help="override train.output_dir")
     q.add_argument("--resume", default=None, help="'latest' or a checkpoint directory (overrides train.resume)")
     q.set_defaults(func=run_train_pbe)
+    from diffcompose.methods.smartbrush.cli import add_parser as add_smartbrush_parser
+
+    add_smartbrush_parser(kinds)

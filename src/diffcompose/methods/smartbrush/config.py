@@ -1,0 +1,127 @@
+"""SmartBrush training configuration: a YAML file with ``data``, ``model`` and ``train`` sections.
+
+Every key is checked (unknown keys and out-of-range values are one-line errors) before
+anything heavy is loaded. See ``configs/train_smartbrush.example.yaml``. No torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffcompose.errors import InputError
+from diffcompose.methods.options import check_choice, check_range, check_seed, coerce, field_types
+
+SECTIONS = ("data", "model", "train")
+
+
+@dataclass
+class SmartBrushTrainConfig:
+    # data
+    manifest: str = ""  # COCO instances .json (polygons or RLE) or .jsonl manifest
+    image_root: str | None = None  # default: the manifest's folder
+    resolution: int = 512
+    min_area: float = 0.01  # instances covering 1%..90% of their image
+    max_area: float = 0.9
+    inpaint_share: float = 0.8  # the rest: text-to-image samples (the whole image is the region)
+    text_dropout: float = 0.1  # empty text, for classifier-free guidance
+    num_workers: int = 2
+    # model
+    init: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"  # SD or SD-inpainting (or "tiny")
+    init_kind: str = "auto"  # auto | sd | sd-inpainting | smartbrush (continue from an export)
+    # optimisation
+    output_dir: str = "runs/smartbrush"
+    max_steps: int = 100000
+    batch_size: int = 4
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0  # 0: no clipping
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    gradient_checkpointing: bool = True
+    ema_decay: float | None = None
+    dice_weight: float = 0.01  # lambda of the mask head's DICE loss
+    checkpoint_every: int = 2000
+    seed: int = 0
+    log_every: int = 10
+    resume: str | None = None  # "latest" or a checkpoint directory
+
+    def __post_init__(self) -> None:
+        if not self.manifest:
+            raise InputError("config: data.manifest is required (a COCO .json or a .jsonl manifest)")
+        check_range("resolution", self.resolution, 64, 4096)
+        if self.resolution % 8:
+            raise InputError(f"config: resolution must be a multiple of 8, got {self.resolution}")
+        check_range("min_area", self.min_area, 0.0, 1.0)
+        check_range("max_area", self.max_area, self.min_area, 1.0)
+        check_range("inpaint_share", self.inpaint_share, 0.0, 1.0)
+        check_range("text_dropout", self.text_dropout, 0.0, 1.0)
+        check_range("num_workers", self.num_workers, 0, 64)
+        check_choice("init_kind", self.init_kind, ("auto", "sd", "sd-inpainting", "smartbrush"))
+        check_range("max_steps", self.max_steps, 1, 10**9)
+        check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        check_range("warmup_steps", self.warmup_steps, 0, 10**9)
+        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 65536)
+        check_range("max_grad_norm", self.max_grad_norm, 0.0, 1e6)
+        check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        if self.ema_decay is not None:
+            check_range("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
+        check_range("dice_weight", self.dice_weight, 0.0, 1e3)
+        check_range("checkpoint_every", self.checkpoint_every, 1, 10**9)
+        check_range("log_every", self.log_every, 1, 10**9)
+        check_seed(self.seed, "config: seed")
+
+
+def config_from_dict(raw: Any) -> SmartBrushTrainConfig:
+    """Flatten the sections and build a validated :class:`SmartBrushTrainConfig`."""
+    if not isinstance(raw, dict):
+        raise InputError("config must be a mapping with data/model/train sections")
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in SECTIONS or not isinstance(value, dict):
+            raise InputError(f"config: unknown section {key!r} (expected {', '.join(SECTIONS)}, each a mapping)")
+        flat.update(value)
+    names = {f.name for f in dataclasses.fields(SmartBrushTrainConfig)}
+    unknown = sorted(set(flat) - names)
+    if unknown:
+        raise InputError(f"config: unknown key(s) {', '.join(unknown)}")
+    hints = field_types(SmartBrushTrainConfig)
+    typed = {k: coerce(k, hints[k], v, label=lambda n: f"config: {n}") for k, v in flat.items()}
+    try:
+        return SmartBrushTrainConfig(**typed)
+    except TypeError as exc:
+        raise InputError(f"config: {exc}") from None
+    except InputError as exc:  # the checks name options as flags; in a config they are keys
+        text = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(exc))
+        raise InputError(text if text.startswith("config:") else f"config: {text}") from None
+
+
+def load_config(path: Path) -> SmartBrushTrainConfig:
+    """The config in YAML file ``path``; data paths in it are relative to its folder."""
+    import yaml
+
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"config {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    cfg = config_from_dict(raw or {})
+    base = path.parent
+    if not Path(cfg.manifest).is_absolute():
+        cfg.manifest = str(base / cfg.manifest)
+    if cfg.image_root and not Path(cfg.image_root).is_absolute():
+        cfg.image_root = str(base / cfg.image_root)
+    if not Path(cfg.manifest).is_file():
+        raise InputError(f"config: data.manifest not found: {cfg.manifest}")
+    if cfg.image_root and not Path(cfg.image_root).is_dir():
+        raise InputError(f"config: data.image_root not found: {cfg.image_root}")
+    return cfg

@@ -1,0 +1,179 @@
+"""The SmartBrush engine: text- and shape-guided inpainting that keeps the background it does not need.
+
+Per request (on the window the runner cuts around the region):
+
+1. the user's mask is the *coarse* mask at precision level ``s`` (``--precision``; by
+   default ``S`` for a rectangle, 0 otherwise); the UNet gets ``[x_t, m, z_masked]``, the
+   text context and ``class_labels = s`` (:mod:`.model`);
+2. sampling starts from ``x_T = noised(z_0) * m + z_0 * (1 - m)`` (``z_0``: the latent of the
+   image, the posterior mean) and, with guidance, runs both halves in one batched call;
+3. at every step the mask head's probability (of the conditional half) is smoothed over
+   time, ``p <- a p + (1 - a) sigmoid(logit)`` with ``a = --mask-smoothing``, starting from
+   the user's mask; thresholded at ``--mask-threshold``, grown by ``--mask-margin`` pixels
+   (whole latent cells) and kept inside the user's mask, it is the region where the new
+   latents are kept: ``x_{t-1} <- x_{t-1} * b + z_0 * (1 - b)``. So a box no longer
+   repaints the whole box. An empty estimate falls back to the user's mask; an untrained
+   (zero-initialised) head says 0.5 everywhere, which is the user's mask too;
+4. the last estimate, at pixel size (bilinear), thresholded, grown by ``--mask-margin``
+   pixels and cut to the user's mask, is returned with each image: the runner pastes back
+   the original pixels outside it and hands it to ``--mask-output``.
+
+Random draws, in order, from one generator: the initial noise, the VAE posterior sample of
+the masked image, then the scheduler's (eta > 0).
+
+The loop is this engine's own rather than :func:`~diffcompose.models.sampling.denoise`
+because the background blend happens between scheduler steps, on the scheduler's latents;
+it uses the same pieces (:func:`guide`, :func:`is_guided`, the scheduler factory, progress
+and cancellation per step). Only variance-preserving schedulers are offered: with them the
+latents are ``x_t`` itself, so ``z_0`` can be blended in as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffcompose.errors import InputError, WeightsMissingError
+from diffcompose.inputs import dilate_mask
+from diffcompose.methods.diffusion import DiffusionEngine
+from diffcompose.methods.smartbrush.model import (
+    is_smartbrush_unet, latent_mask, precision_levels, split_output,
+)
+from diffcompose.methods.smartbrush.options import NO_DEFAULT_MODEL, SmartBrushOptions
+from diffcompose.methods.smartbrush.precision import is_box
+from diffcompose.models import codec
+from diffcompose.models.device import make_generator
+from diffcompose.models.loader import TINY, SDComponents, encode_prompts, load_sd, resolve_sd
+from diffcompose.models.sampling import guide, initial_noise, is_guided, make_scheduler, step_kwargs
+from diffcompose.progress import RunContext
+from diffcompose.regions import WindowPolicy
+
+log = logging.getLogger(__name__)
+
+NO_WEIGHTS = ("no SmartBrush weights are published yet: train a model (diffcompose train smartbrush --config FILE) "
+              "and pass --model DIR (its final/ folder), or --model tiny for a smoke test; "
+              "--engine sd-inpaint works with public weights today")
+
+
+class SmartBrushEngine(DiffusionEngine):
+    """Fill a region with the object a prompt describes, following the region's shape as told by ``precision``."""
+
+    name = "smartbrush"
+    predicts_mask = True
+    sd: SDComponents
+    levels: int
+
+    def _load(self) -> None:
+        self._resolve_device()
+        if self.model in (None, "", NO_DEFAULT_MODEL):
+            raise WeightsMissingError(NO_WEIGHTS)
+        if self.model == TINY:
+            from diffcompose.methods.smartbrush.tiny import ensure_tiny_smartbrush
+
+            log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
+            root = ensure_tiny_smartbrush()
+        else:
+            root = resolve_sd(self.model)
+        self.sd = load_sd(root, self.device, self.dtype)
+        if not is_smartbrush_unet(self.sd.unet):
+            cfg = self.sd.unet.config
+            raise WeightsMissingError(
+                f"{root} is not a SmartBrush model: its UNet takes {cfg.in_channels} input and {cfg.out_channels} "
+                f"output channels without precision embeddings (SmartBrush: 9, 5 and num_class_embeds); "
+                f"{NO_WEIGHTS.split(': ', 1)[1]}")
+        self.levels = precision_levels(self.sd.unet)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return self.sd.modules
+
+    def window_policy(self, task: str, options: SmartBrushOptions) -> WindowPolicy:
+        size = options.resolution or self.sd.resolution
+        return WindowPolicy(size, codec.latent_multiple(self.sd.unet, self.sd.vae), context=options.context)
+
+    def precision_of(self, mask: np.ndarray, options: SmartBrushOptions) -> int:
+        """The level the user's mask is taken at: ``options.precision``, else S for a rectangle and 0 otherwise."""
+        if options.precision is None:
+            return self.levels if is_box(mask) else 0
+        if options.precision > self.levels:
+            raise InputError(f"--precision must be <= {self.levels} for this model, got {options.precision}")
+        return options.precision
+
+    @torch.no_grad()
+    def _inpaint(self, *, image: np.ndarray, mask: np.ndarray, prompt: str, negative_prompt: str,
+                 options: SmartBrushOptions, ctx: RunContext) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        sd, dev, dt = self.sd, self.device, self.dtype
+        n = options.num_images
+        level = self.precision_of(mask, options)
+        generator = make_generator(ctx.seed)
+        guided = is_guided(options.guidance_scale)
+        texts = [negative_prompt, prompt] if guided else [prompt]
+        context = encode_prompts(sd, texts).repeat_interleave(n, dim=0)
+        labels = torch.full((context.shape[0],), level, dtype=torch.long, device=dev)
+
+        sched = make_scheduler(options.scheduler, dict(sd.scheduler.config))
+        sched.set_timesteps(options.steps, device=dev)
+        stride = codec.vae_stride(sd.vae)
+        h, w = image.shape[0] // stride, image.shape[1] // stride
+        noise = initial_noise(sd.vae, n, h, w, generator).to(dev, dt)
+
+        hole = codec.mask_to_tensor(mask, dev, dt)
+        pixels = codec.images_to_tensor(image, dev, dt)
+        z_masked = codec.encode(sd.vae, pixels * (hole < 0.5), generator)
+        z0 = codec.encode(sd.vae, pixels).expand(n, -1, -1, -1)
+        m = latent_mask(hole, stride)
+        cond_in = torch.cat([m, z_masked], 1).expand(n, -1, -1, -1)
+        if guided:
+            cond_in = torch.cat([cond_in, cond_in])
+        latents = sched.add_noise(z0, noise, sched.timesteps[:1].repeat(n)) * m + z0 * (1 - m)
+
+        cells = math.ceil(options.mask_margin / stride)
+        prob = m.expand(n, -1, -1, -1).float()  # the time-smoothed object probability, from the user's mask
+        kwargs = step_kwargs(sched, options.eta, generator)
+        progress = ctx.progress("inpaint", len(sched.timesteps))
+        log.info("smartbrush %dx%d, precision %d, %d steps (%s)", image.shape[1], image.shape[0], level,
+                 options.steps, options.scheduler)
+        for t in sched.timesteps:
+            x = torch.cat([latents, latents]) if guided else latents
+            out = sd.unet(torch.cat([sched.scale_model_input(x, t), cond_in], 1), t, encoder_hidden_states=context,
+                          class_labels=labels).sample
+            eps, logit = split_output(out)
+            if guided:
+                eps = guide(*eps.chunk(2), options.guidance_scale)
+                logit = logit.chunk(2)[1]
+            latents = sched.step(eps, t, latents, **kwargs).prev_sample
+            prob = options.mask_smoothing * prob + (1 - options.mask_smoothing) * torch.sigmoid(logit.float())
+            keep_new = blend_region(prob, m, options.mask_threshold, cells).to(dt)
+            latents = latents * keep_new + z0 * (1 - keep_new)
+            snapshot = latents
+            progress.step(timestep=int(t), preview=lambda z=snapshot: codec.tensor_to_images(
+                codec.decode(sd.vae, z[:1]))[0])
+        images = codec.tensor_to_images(codec.decode(sd.vae, latents).clamp(-1, 1))
+        return images, object_masks(prob, mask, options.mask_threshold, options.mask_margin)
+
+
+def blend_region(prob: torch.Tensor, user: torch.Tensor, threshold: float, cells: int) -> torch.Tensor:
+    """Where the new latents are kept this step: ``prob >= threshold`` grown by ``cells`` latent cells,
+    inside the user's (latent) mask; the user's mask where that leaves nothing."""
+    inside = user > 0.5
+    region = (prob >= threshold) & inside
+    if cells > 0:
+        region = F.max_pool2d(region.float(), 2 * cells + 1, stride=1, padding=cells) > 0.5
+    region = region & inside
+    empty = ~region.flatten(1).any(1)
+    region = torch.where(empty[:, None, None, None], inside.expand_as(region), region)
+    return region.float()
+
+
+def object_masks(prob: torch.Tensor, user: np.ndarray, threshold: float, margin: int) -> list[np.ndarray]:
+    """The final object masks at the user mask's pixel size (see the module docstring, point 4)."""
+    h, w = user.shape
+    up = F.interpolate(prob.float().cpu(), size=(h, w), mode="bilinear", align_corners=False)[:, 0].numpy()
+    out = []
+    for p in up:
+        region = dilate_mask((p >= threshold) & user, margin) & user
+        out.append(region if region.any() else user.copy())
+    return out
