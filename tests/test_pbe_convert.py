@@ -118,15 +118,93 @@ def reference_encoder(state: dict[str, torch.Tensor], clip, pixels: torch.Tensor
     return lin(ln(x, "cond_stage_model.final_ln"), "proj_out")
 
 
+def fake_class(mp: pytest.MonkeyPatch, qualified: str, base: type = object) -> type:
+    """A class importable (for pickling only) under ``qualified``, e.g. a Lightning callback's."""
+    import sys
+    import types
+
+    module, _, name = qualified.rpartition(".")
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        path = ".".join(parts[:i])
+        if path not in sys.modules:
+            mp.setitem(sys.modules, path, types.ModuleType(path))
+        if i > 1:
+            setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[path])
+    cls = type(name, (base,), {"__module__": module})
+    setattr(sys.modules[module], name, cls)
+    return cls
+
+
+def save_lightning_checkpoint(path, state: dict, extra_callback: str | None = None) -> None:
+    """What ``pytorch_lightning==1.4`` writes (the original trained with 1.4.2): the weights plus its bookkeeping.
+
+    Callback states are keyed by the callback's class, hyper-parameters are an ``AttributeDict``,
+    a monitored score may be a numpy scalar; the optimizer and LR scheduler states are plain.
+    """
+    from collections import OrderedDict
+
+    with pytest.MonkeyPatch.context() as mp:
+        checkpoint_cb = fake_class(mp, "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint")
+        attribute_dict = fake_class(mp, "pytorch_lightning.utilities.parsing.AttributeDict", dict)
+        hparams = attribute_dict(base_learning_rate=1e-5, u_cond_percent=0.2, scale_factor=0.18215)
+        callbacks = {checkpoint_cb: {"monitor": "val/loss_simple_ema", "best_model_score": np.float64(0.0912),
+                                     "best_model_path": "logs/checkpoints/epoch=000039.ckpt",
+                                     "current_score": torch.tensor(0.0931), "dirpath": "logs/checkpoints"}}
+        if extra_callback:
+            callbacks[fake_class(mp, extra_callback)] = {"x": 1}
+        torch.save({
+            "epoch": 39, "global_step": 1_530_000, "pytorch-lightning_version": "1.4.2",
+            "state_dict": OrderedDict(state), "callbacks": callbacks,
+            "optimizer_states": [{"state": {0: {"step": 3, "exp_avg": torch.zeros(2), "exp_avg_sq": torch.zeros(2)}},
+                                  "param_groups": [{"lr": 3.2e-4, "betas": (0.9, 0.999), "eps": 1e-8,
+                                                    "weight_decay": 0.01, "amsgrad": False, "params": [0]}]}],
+            "lr_schedulers": [{"base_lrs": [3.2e-4], "last_epoch": 1_530_000, "_step_count": 1_530_001,
+                               "verbose": False, "_last_lr": [3.2e-4], "lr_lambdas": [{}]}],
+            "hparams_name": "kwargs", "hyper_parameters": hparams,
+        }, path)
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     base = tmp_path_factory.mktemp("convert")
     tiny = write_tiny_pbe(base / "tiny", seed=5)
     state = original_checkpoint(tiny, torch.Generator().manual_seed(0))
     ckpt = base / "model.ckpt"
-    torch.save({"state_dict": state, "global_step": 7}, ckpt)
+    save_lightning_checkpoint(ckpt, state)
     out = convert_pbe(ckpt, base / "out", like=tiny)
     return tiny, state, out
+
+
+def test_reads_a_lightning_1_4_checkpoint_safely(converted):
+    _, state, out = converted
+    loaded = load_checkpoint(out.parent / "model.ckpt")
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_refuses_other_objects_naming_them(tmp_path, converted, capsys):
+    import os
+
+    from diffcompose.cli.main import main
+
+    _, state, _ = converted
+    small = dict(list(state.items())[:3])
+    odd = tmp_path / "odd.ckpt"
+    save_lightning_checkpoint(odd, small, extra_callback="mypkg.hooks.Telemetry")
+    with pytest.raises(InputError, match=r"mypkg\.hooks\.Telemetry.*\(refused\)"):
+        load_checkpoint(odd)
+
+    class Payload:  # a file that would run a command if unpickled without restrictions
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": small, "callbacks": {"x": Payload()}}, evil)
+    assert main(["convert", "pbe", str(evil), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refused" in err and f"{os.system.__module__}.system" in err
+    assert "weights_only=False" not in err and "trust" not in err
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "out").exists()
 
 
 def test_encoder_matches_original_formulas(converted):
@@ -158,6 +236,27 @@ def test_unet_and_vae_round_trip(converted):
         for k in a:
             assert torch.equal(a[k], b[k]), k
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_converted_unet_and_vae_compute_what_the_source_did(converted):
+    """Outputs, not only weights: the UNet on a 9-channel input and context, the VAE both ways."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    tiny, _, out = converted
+    g = torch.Generator().manual_seed(3)
+    src_unet, new_unet = (UNet2DConditionModel.from_pretrained(str(d / "unet")).eval() for d in (tiny, out))
+    x = torch.randn(2, 9, 16, 16, generator=g)
+    ctx = torch.randn(2, 1, src_unet.config.cross_attention_dim, generator=g)
+    src_vae, new_vae = (AutoencoderKL.from_pretrained(str(d / "vae")).eval() for d in (tiny, out))
+    image = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        expected = src_unet(x, torch.tensor([10, 700]), encoder_hidden_states=ctx).sample
+        got = new_unet(x, torch.tensor([10, 700]), encoder_hidden_states=ctx).sample
+        assert expected.abs().mean() > 1e-3
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(new_vae.encode(image).latent_dist.mean, src_vae.encode(image).latent_dist.mean)
+        z = src_vae.encode(image).latent_dist.mean
+        torch.testing.assert_close(new_vae.decode(z).sample, src_vae.decode(z).sample)
 
 
 def test_converted_model_paints(converted):

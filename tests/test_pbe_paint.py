@@ -48,6 +48,21 @@ def test_several_outputs_differ(tiny_dir, photo):
     assert not np.array_equal(np.asarray(outs[0]), np.asarray(outs[1]))
 
 
+def test_guidance_below_one_is_applied(tiny_dir, photo):
+    """As the original: guidance whenever the scale is not 1 (below 1 leans to the unconditional fill)."""
+    from diffcompose.models.sampling import is_guided
+
+    assert [is_guided(s, below_one=True) for s in (0.0, 0.5, 1.0, 5.0)] == [True, True, False, True]
+    assert [is_guided(s) for s in (0.0, 0.5, 1.0, 5.0)] == [False, False, False, True]  # diffusers' rule, for others
+    image = photo[::4, ::4]
+    mask = np.zeros(image.shape[:2], bool)
+    mask[40:80, 50:90] = True
+    run = lambda g: np.asarray(diffcompose.paint(image, mask, photo, model=str(tiny_dir), steps=2,  # noqa: E731
+                                                 seed=2, guidance_scale=g))
+    plain = run(1.0)
+    assert not np.array_equal(run(0.5), plain) and not np.array_equal(run(0.0), plain)
+
+
 def test_reference_mask_whitens_background(photo):
     mask = np.zeros(photo.shape[:2], bool)
     mask[100:300, 100:300] = True

@@ -27,8 +27,9 @@ def engine(tiny_dir):
 
 
 def pbe_paint(engine, image, mask, reference, seed, **options) -> list[np.ndarray]:
-    """Our engine on the whole image (no window, no paste-back), as arrays."""
-    out = engine.paint(image, mask, reference, seed=seed, paste_back=False, crop=False, **options)
+    """Our engine on the whole image (no window, no paste-back, diffusers' nearest latent mask), as arrays."""
+    out = engine.paint(image, mask, reference, seed=seed, paste_back=False, crop=False, latent_mask="nearest",
+                       **options)
     return [np.asarray(o) for o in (out if isinstance(out, list) else [out])]
 
 

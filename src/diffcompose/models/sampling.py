@@ -26,9 +26,16 @@ def guide(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tenso
     return uncond + scale * (cond - uncond)
 
 
-def is_guided(scale: float) -> bool:
-    """Guidance at scale <= 1 is skipped (one unconditional-free call): the model function must agree."""
-    return scale > 1.0
+def is_guided(scale: float, *, below_one: bool = False) -> bool:
+    """Whether ``scale`` needs the unconditional branch; the model function must agree (one
+    ``[uncond, cond]`` batch when guided).
+
+    By default only scales above 1, as diffusers' pipelines (a scale <= 1 means one plain
+    conditional call). ``below_one=True``: every scale but exactly 1, as the original
+    CompVis / Paint-by-Example scripts (below 1 moves *towards* the unconditional prediction,
+    0 is the unconditional prediction).
+    """
+    return scale != 1.0 if below_one else scale > 1.0
 
 
 def to_epsilon(prediction: torch.Tensor, z_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
@@ -70,14 +77,14 @@ def step_kwargs(scheduler: Any, eta: float, generator: torch.Generator) -> dict[
 
 def denoise(model: ModelFn, scheduler: Any, latents: torch.Tensor, *, guidance_scale: float,
             generator: torch.Generator, progress: Progress, eta: float = 0.0,
-            preview: Callable[[torch.Tensor], Any] | None = None) -> torch.Tensor:
+            preview: Callable[[torch.Tensor], Any] | None = None, guide_below_one: bool = False) -> torch.Tensor:
     """Run ``scheduler``'s timesteps (set by the caller) from ``latents``; returns the final latents.
 
-    With guidance (:func:`is_guided`), ``model`` is called once per step on the batch
-    ``[latents, latents]`` and its output split into the unconditional and conditional
-    halves. ``preview(latents)``, when given, becomes the events' lazy preview.
+    With guidance (:func:`is_guided`, ``below_one=guide_below_one``), ``model`` is called once
+    per step on the batch ``[latents, latents]`` and its output split into the unconditional
+    and conditional halves. ``preview(latents)``, when given, becomes the events' lazy preview.
     """
-    guided = is_guided(guidance_scale)
+    guided = is_guided(guidance_scale, below_one=guide_below_one)
     kwargs = step_kwargs(scheduler, eta, generator)
     for t in scheduler.timesteps:
         x = torch.cat([latents, latents]) if guided else latents

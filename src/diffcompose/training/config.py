@@ -38,13 +38,14 @@ class TrainConfig:
     batch_size: int = 4
     learning_rate: float = 1e-5
     weight_decay: float = 0.01
-    warmup_steps: int = 0
+    warmup_steps: int = 10000  # linear warmup from ~0 (the original: 10,000 steps)
     gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 0.0  # 0: no clipping (the original)
     mixed_precision: str = "no"  # no | fp16 | bf16
     gradient_checkpointing: bool = True
-    ema_decay: float | None = None  # e.g. 0.9999; None: no EMA
+    ema_decay: float | None = None  # e.g. 0.9999; None: no EMA (the original)
     cond_dropout: float = 0.2
+    cond_dropout_per: str = "batch"  # batch (the original: a whole micro-batch at once) | sample
     checkpoint_every: int = 1000
     seed: int = 0
     log_every: int = 10
@@ -73,6 +74,7 @@ class TrainConfig:
         if self.ema_decay is not None:
             check_range("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
         check_range("cond_dropout", self.cond_dropout, 0.0, 1.0)
+        check_choice("cond_dropout_per", self.cond_dropout_per, ("batch", "sample"))
         check_range("checkpoint_every", self.checkpoint_every, 1, 10**9)
         check_range("log_every", self.log_every, 1, 10**9)
         check_seed(self.seed, "config: seed")

@@ -118,17 +118,28 @@ def read_records(manifest: Path, image_root: Path | None = None, min_area: float
 
 
 class SelfReferenceDataset(torch.utils.data.Dataset):
-    """Sample ``k`` -> ``{"image": (3,R,R) in [-1,1], "mask": (1,R,R) 1 = hole, "reference": (3,S,S) CLIP}``."""
+    """Sample ``k`` -> ``{"image": (3,R,R) in [-1,1], "mask": (1,R,R) soft, 1 = hole, "reference": (3,S,S) CLIP}``.
+
+    The recipe of the original (``ldm/data/open-images.py``): the reference is the object's
+    box padded by exactly ``pad`` px (clamped at the border), augmented
+    (:class:`~.augment.ReferenceAugment`); the hole is the box extended by up to
+    ``max_extend`` of the free space on each side, or with probability ``bezier_p`` the
+    irregular outline of :func:`~.masks.bezier_mask`; the crop is :func:`square_crop`,
+    resized to ``resolution``. The hole mask is resized with the image (area-averaged when
+    shrinking, bilinear when growing), so it is soft at its edge, as the original's bilinear
+    resize; the trainer builds the masked image and the latent mask from it with the same
+    function as the sampler (:func:`~diffcompose.methods.pbe.components.masked_condition`).
+    """
 
     def __init__(self, records: list[Record], *, resolution: int = 512, reference_size: int = 224, seed: int = 0,
-                 max_extend: float = 0.4, bezier_p: float = 0.5, max_pad: int = 10,
+                 max_extend: float = 0.4, bezier_p: float = 0.5, pad: int = 10,
                  augment: ReferenceAugment | None = None) -> None:
         self.records = records
         self.resolution = resolution
         self.seed = seed
         self.max_extend = max_extend
         self.bezier_p = bezier_p
-        self.max_pad = max_pad
+        self.pad = pad
         self.augment = augment or ReferenceAugment(size=reference_size)
         if self.augment.size != reference_size:
             raise ValueError("augment size and reference_size differ")
@@ -137,12 +148,12 @@ class SelfReferenceDataset(torch.utils.data.Dataset):
         return sum(len(r.boxes) for r in self.records)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        image, mask, reference = self.sample(k)
-        return {"image": codec.images_to_tensor(image)[0], "mask": codec.mask_to_tensor(mask)[0],
+        image, hole, reference = self.sample(k)
+        return {"image": codec.images_to_tensor(image)[0], "mask": codec.mask_to_tensor(hole)[0],
                 "reference": torch.from_numpy(normalize(reference))}
 
     def sample(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 image (R,R,3), bool hole (R,R), uint8 augmented reference (S,S,3) for sample ``k``."""
+        """uint8 image (R,R,3), float32 hole in [0, 1] (R,R), uint8 augmented reference (S,S,3) for sample ``k``."""
         rng = np.random.default_rng([self.seed, int(k)])
         rec = self.records[int(rng.integers(len(self.records)))]
         box = rec.boxes[int(rng.integers(len(rec.boxes)))]
@@ -150,30 +161,54 @@ class SelfReferenceDataset(torch.utils.data.Dataset):
         h, w = image.shape[:2]
         box = Box(max(0, box.x0), max(0, box.y0), min(w, box.x1), min(h, box.y1))
 
-        pad = rng.integers(0, self.max_pad + 1, size=4)
-        ref_box = Box(max(0, box.x0 - pad[0]), max(0, box.y0 - pad[1]), min(w, box.x1 + pad[2]), min(h, box.y1 + pad[3]))
-        reference = self.augment(image[ref_box.slices], rng)
-
-        ext = extend_box(box, (w, h), rng, self.max_extend)
-        hole = bezier_mask(ext, (h, w), rng) if rng.random() < self.bezier_p else box_mask(ext, (h, w))
-        crop = square_crop(ext, (w, h), rng)
+        reference = self.augment(image[pad_box(box, (w, h), self.pad).slices], rng)
+        hole, crop = hole_and_crop(box, (w, h), rng, self.max_extend, self.bezier_p)
+        shrinking = crop.width * crop.height > self.resolution ** 2
         image = cv2.resize(image[crop.slices], (self.resolution,) * 2,
-                           interpolation=cv2.INTER_AREA if crop.width > self.resolution else cv2.INTER_CUBIC)
-        hole = resize_mask(hole[crop.slices], (self.resolution, self.resolution))
+                           interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+        hole = resize_mask(hole[crop.slices], (self.resolution, self.resolution), soft=True)
         return image, hole, reference
 
 
-def square_crop(inner: Box, size: tuple[int, int], rng: np.random.Generator) -> Box:
-    """A random square (as square as the image allows) containing ``inner``."""
+def pad_box(box: Box, size: tuple[int, int], pad: int) -> Box:
+    """``box`` grown by ``pad`` px on every side, clamped at the image border."""
     w, h = size
-    short = min(w, h)
-    lo = min(max(inner.width, inner.height), short)
-    side = int(rng.integers(lo, short + 1))
-    sw, sh = max(side, min(inner.width, w)), max(side, min(inner.height, h))
+    return Box(max(0, box.x0 - pad), max(0, box.y0 - pad), min(w, box.x1 + pad), min(h, box.y1 + pad))
 
-    def place(a0: int, a1: int, span: int, limit: int) -> int:
-        first, last = max(0, a1 - span), min(a0, limit - span)
-        return int(rng.integers(first, last + 1)) if last >= first else max(0, min(a0, limit - span))
 
-    x0, y0 = place(inner.x0, inner.x1, sw, w), place(inner.y0, inner.y1, sh, h)
-    return Box(x0, y0, x0 + sw, y0 + sh)
+def hole_and_crop(box: Box, size: tuple[int, int], rng: np.random.Generator, max_extend: float = 0.4,
+                  bezier_p: float = 0.5) -> tuple[np.ndarray, Box]:
+    """The bool hole (full image size) of an object ``box`` and the square crop around it."""
+    w, h = size
+    ext = extend_box(box, size, rng, max_extend)
+    hole = bezier_mask(box, ext, (h, w), rng) if rng.random() < bezier_p else box_mask(ext, (h, w))
+    return hole, square_crop(ext, size, rng)
+
+
+def square_crop(inner: Box, size: tuple[int, int], rng: np.random.Generator) -> Box:
+    """The original's crop around the extended box ``inner``.
+
+    A short-side square placed at random along the long side so that it contains
+    ``inner``, then shrunk on every side by a random amount up to 60% of the smallest
+    margin between ``inner`` and the square's edges. When no such square exists (``inner``
+    is wider than the short side allows) or the image is already square, the whole image
+    (resized to a square later, as the original does).
+    """
+    w, h = size
+    if w == h:
+        return Box(0, 0, w, h)
+    if w > h:  # slide along x
+        lo, hi = max(inner.x1 - h, 0), min(inner.x0 + h, w) - h
+        if hi <= lo:
+            return Box(0, 0, w, h)
+        pos = int(rng.integers(lo, hi + 1))
+        free = min(inner.y0, inner.x0 - pos, pos + h - inner.x1, h - inner.y1)
+        r = int(rng.integers(0, int(0.6 * free) + 1))
+        return Box(pos + r, r, pos + h - r, h - r)
+    lo, hi = max(inner.y1 - w, 0), min(inner.y0 + w, h) - w
+    if hi <= lo:
+        return Box(0, 0, w, h)
+    pos = int(rng.integers(lo, hi + 1))
+    free = min(inner.y0 - pos, inner.x0, w - inner.x1, pos + w - inner.y1)
+    r = int(rng.integers(0, int(0.6 * free) + 1))
+    return Box(r, pos + r, w - r, pos + w - r)

@@ -1,8 +1,13 @@
 """Building the trainable Paint-by-Example model from an initial checkpoint.
 
 * ``pbe``: a Paint-by-Example directory (fine-tuning, or continuing a run's export).
-* ``sd-inpainting``: SD inpainting's 9-channel UNet takes ``[z_t, mask, z_masked]``; its
-  first convolution is re-ordered to our ``[z_t, z_masked, mask]``.
+* ``sd-inpainting``: SD inpainting's 9-channel UNet takes ``[z_t, mask, z_masked]`` with
+  mask 1 = hole; ours is ``[z_t, z_masked, keep]`` with keep = 1 - mask. Its first
+  convolution is re-ordered, and the mask channel's weights are negated with their sum
+  folded into the bias (``w * mask = w - w * keep``), so the widened UNet computes what the
+  inpainting UNet computed (exactly away from the border, where zero padding breaks the
+  identity). ``init_kind: auto`` takes this path for any 9-channel UNet without an
+  ``image_encoder/``.
 * ``sd``: SD text-to-image's 4-channel UNet gets 5 more input channels, zero-initialised,
   so training starts from exactly the text-to-image model's behaviour.
 
@@ -20,7 +25,7 @@ import torch
 from torch import nn
 
 from diffcompose.errors import InputError
-from diffcompose.methods.pbe.components import IN_CHANNELS
+from diffcompose.methods.pbe.components import IN_CHANNELS, unet_input
 from diffcompose.methods.pbe.encoder import ExemplarEncoder
 
 log = logging.getLogger(__name__)
@@ -39,7 +44,7 @@ class PbETrainModel(nn.Module):
                 drop: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         ctx = self.encoder(reference)
         ctx = torch.where(drop[:, None, None], self.encoder.uncond_vector.to(ctx.dtype).expand_as(ctx), ctx)
-        return self.unet(torch.cat([noisy, z_masked, keep], dim=1), t, encoder_hidden_states=ctx).sample
+        return self.unet(unet_input(noisy, z_masked, keep), t, encoder_hidden_states=ctx).sample
 
 
 def trainable_state(model: PbETrainModel) -> dict[str, torch.Tensor]:
@@ -58,14 +63,16 @@ def _resolve(name: str, required: list[str], what: str) -> Path:
 
 
 def widen_conv_in(unet: Any, kind: str) -> None:
-    """Give ``unet`` the 9-channel ``[z_t, z_masked, mask]`` input (see the module docstring)."""
+    """Give ``unet`` the 9-channel ``[z_t, z_masked, keep]`` input (see the module docstring)."""
     conv = unet.conv_in
     w = conv.weight.data
     new = nn.Conv2d(IN_CHANNELS, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
     with torch.no_grad():
         new.bias.copy_(conv.bias)
-        if kind == "sd-inpainting":
-            new.weight.copy_(torch.cat([w[:, :4], w[:, 5:9], w[:, 4:5]], dim=1))
+        if kind == "sd-inpainting":  # [z_t, hole, z_masked] -> [z_t, z_masked, keep], hole = 1 - keep
+            hole = w[:, 4:5]
+            new.weight.copy_(torch.cat([w[:, :4], w[:, 5:9], -hole], dim=1))
+            new.bias.add_(hole.sum(dim=(1, 2, 3)))
         else:
             new.weight.zero_()
             new.weight[:, :4] = w

@@ -7,8 +7,14 @@ the VAE posterior samples, noise, timesteps and condition dropout. So a run resu
 a checkpoint continues with exactly the loss curve it would have had.
 
 Checkpoints (``output_dir/checkpoint-NNNNNNN/``) are safetensors: the trainable weights,
-the AdamW moments, the EMA weights (optional) and ``state.json``. The end of training
-writes ``output_dir/final/``, a model directory ``paint --model`` loads.
+the AdamW moments, the EMA weights (optional) and ``state.json`` (step, losses and, with
+fp16 mixed precision, the gradient scaler's loss scale and growth counter, so a resumed fp16
+run skips exactly the steps the uninterrupted one would). The end of training writes
+``output_dir/final/``, a model directory ``paint --model`` loads.
+
+The optimisation defaults are the original's (``configs/v1.yaml``): AdamW, a linear warmup
+of the learning rate over 10,000 steps from 1e-6 of it, no gradient clipping, no EMA, and
+condition dropout drawn once per micro-batch.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from diffcompose.errors import InputError
+from diffcompose.methods.pbe.components import masked_condition
 from diffcompose.models import codec
 from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
 from diffcompose.progress import CancelToken, Progress, ProgressCallback
@@ -65,13 +72,32 @@ def _generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1009 + rank)
 
 
+WARMUP_START = 1e-6  # the original's f_start: the first step's share of the learning rate
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The learning-rate multiplier of optimizer step ``step`` (0-based): linear from 1e-6 to 1 over
+    ``warmup_steps``, then 1 (the original's ``LambdaLinearScheduler`` with ``configs/v1.yaml``)."""
+    if step >= warmup_steps:
+        return 1.0
+    return WARMUP_START + (1.0 - WARMUP_START) * step / warmup_steps
+
+
+def condition_dropout(n: int, p: float, per: str, gen: torch.Generator) -> torch.Tensor:
+    """Which of ``n`` samples train the unconditional vector: all or none of the micro-batch at once
+    (``per="batch"``, the original) or each sample on its own (``"sample"``)."""
+    if per == "batch":
+        return (torch.rand(1, generator=gen) < p).expand(n)
+    return torch.rand(n, generator=gen) < p
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     ckpts = sorted(p for p in output_dir.glob(CKPT_PREFIX + "*") if (p / "state.json").is_file())
     return ckpts[-1] if ckpts else None
 
 
 def save_checkpoint(path: Path, model: PbETrainModel, optimizer: torch.optim.Optimizer, ema: EMA | None,
-                    step: int, losses: list[float]) -> None:
+                    step: int, losses: list[float], scaler: torch.amp.GradScaler | None = None) -> None:
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
@@ -86,13 +112,16 @@ def save_checkpoint(path: Path, model: PbETrainModel, optimizer: torch.optim.Opt
     save_file(opt, str(tmp / "optimizer.safetensors"))
     if ema is not None:
         save_file({k: v.contiguous().cpu() for k, v in ema.shadow.items()}, str(tmp / "ema.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
+    state: dict = {"step": step, "losses": losses}
+    if scaler is not None:
+        state["grad_scaler"] = scaler.state_dict()
+    (tmp / "state.json").write_text(json.dumps(state))
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
 
-def load_checkpoint(path: Path, model: PbETrainModel, optimizer: torch.optim.Optimizer, ema: EMA | None
-                    ) -> tuple[int, list[float]]:
+def load_checkpoint(path: Path, model: PbETrainModel, optimizer: torch.optim.Optimizer, ema: EMA | None,
+                    scaler: torch.amp.GradScaler | None = None) -> tuple[int, list[float]]:
     from safetensors.torch import load_file
 
     if not (path / "state.json").is_file():
@@ -113,6 +142,12 @@ def load_checkpoint(path: Path, model: PbETrainModel, optimizer: torch.optim.Opt
             raise InputError(f"checkpoint {path} has no EMA weights but ema_decay is set")
         ema.shadow = {k: v.float() for k, v in load_file(str(path / "ema.safetensors")).items()}
     info = json.loads((path / "state.json").read_text())
+    if scaler is not None:
+        if "grad_scaler" in info:
+            scaler.load_state_dict(info["grad_scaler"])
+        else:
+            log.warning("checkpoint %s has no gradient scaler state (saved without fp16): the loss scale "
+                        "starts afresh", path)
     return int(info["step"]), list(info.get("losses", []))
 
 
@@ -169,6 +204,8 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
         model.unet.enable_gradient_checkpointing()
     noise_sched = DDPMScheduler.from_config(sched_config)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+    if not acc.native_amp:  # e.g. fp16 on a CPU: accelerate trains in fp32 without autocast, so must we
+        weight_dtype = torch.float32
     vae.to(acc.device, weight_dtype)
     model.encoder.model.to(weight_dtype)
     latent_scale = codec.latent_scale(vae)
@@ -179,13 +216,13 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
     start, losses = 0, []
     resume = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume) if cfg.resume else None
     if resume is not None:
-        start, losses = load_checkpoint(resume, model, optimizer, ema)
+        start, losses = load_checkpoint(resume, model, optimizer, ema, acc.scaler)
         losses = losses[:start]
         log.info("resumed from %s at step %d", resume, start)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", cfg.learning_rate)
     lr_sched = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0, last_epoch=start - 1)
+        optimizer, lambda s: warmup_factor(s, cfg.warmup_steps), last_epoch=start - 1)
 
     ds = SelfReferenceDataset(records, resolution=cfg.resolution, reference_size=model.encoder.image_size,
                               seed=cfg.seed, max_extend=cfg.max_extend, bezier_p=cfg.bezier_p)
@@ -206,7 +243,8 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
             batch = {k: v.to(acc.device, non_blocking=True) for k, v in next(batches).items()}
             gen = _generator(cfg.seed, step * accum + a, acc.process_index)
             with acc.accumulate(model):
-                loss = _loss(model, vae, noise_sched, batch, gen, latent_scale, cfg.cond_dropout, weight_dtype)
+                loss = _loss(model, vae, noise_sched, batch, gen, latent_scale, cfg.cond_dropout, weight_dtype,
+                             cfg.cond_dropout_per)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm > 0:
                     acc.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)
@@ -221,7 +259,7 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
             log.info("step %d: loss %.4f (lr %.2e)", step + 1, step_loss, lr_sched.get_last_lr()[0])
         if ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps) and acc.is_main_process:
             save_checkpoint(out / f"{CKPT_PREFIX}{step + 1:07d}", acc.unwrap_model(model), optimizer, ema,
-                            step + 1, losses)
+                            step + 1, losses, acc.scaler)
         acc.wait_for_everyone()
         progress.step()
     if acc.is_main_process and start < cfg.max_steps:
@@ -232,19 +270,24 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
 
 
 def _loss(model, vae, noise_sched, batch: dict[str, torch.Tensor], gen: torch.Generator, latent_scale: float,
-          cond_dropout: float, weight_dtype: torch.dtype) -> torch.Tensor:
-    """Noise-prediction MSE for one batch (the target follows the scheduler's prediction type)."""
+          cond_dropout: float, weight_dtype: torch.dtype, cond_dropout_per: str = "batch") -> torch.Tensor:
+    """Noise-prediction MSE for one batch (the target follows the scheduler's prediction type).
+
+    The masked image and the latent keep mask come from the sampler's own function
+    (:func:`~diffcompose.methods.pbe.components.masked_condition`, bilinear as the original),
+    the channel order from the model's (:func:`~diffcompose.methods.pbe.components.unet_input`).
+    """
     image, hole, reference = batch["image"], batch["mask"], batch["reference"]
-    keep = 1.0 - hole
     n = image.shape[0]
+    stride = codec.vae_stride(vae)
+    masked, keep_lat = masked_condition(image, hole, (image.shape[-2] // stride, image.shape[-1] // stride))
     with torch.no_grad():
-        both = torch.cat([image, image * keep]).to(weight_dtype)
+        both = torch.cat([image, masked]).to(weight_dtype)
         lat = vae.encode(both).latent_dist.sample(generator=gen).float() * latent_scale
         z, z_masked = lat[:n], lat[n:]
-        keep_lat = F.interpolate(keep, size=z.shape[-2:])
     noise = torch.randn(z.shape, generator=gen).to(z.device)
     t = torch.randint(0, noise_sched.config.num_train_timesteps, (n,), generator=gen).to(z.device)
-    drop = (torch.rand(n, generator=gen) < cond_dropout).to(z.device)
+    drop = condition_dropout(n, cond_dropout, cond_dropout_per, gen).to(z.device)
     noisy = noise_sched.add_noise(z, noise, t)
     target = noise_sched.get_velocity(z, noise, t) if noise_sched.config.prediction_type == "v_prediction" else noise
     pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t)

@@ -11,9 +11,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from diffcompose.errors import WeightsMissingError
 from diffcompose.methods.pbe.encoder import ExemplarEncoder
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: Channels of the UNet input: [z_t (4), z_masked (4), mask_keep (1)].
 IN_CHANNELS = 9
+#: How the keep mask reaches latent size: ``bilinear`` (the original, in training and in its
+#: inference script: soft at the hole's edge) or ``nearest`` (diffusers' pipeline).
+LatentMask = Literal["bilinear", "nearest"]
 WAYS_OUT = "; pass --model DIR (a local Paint-by-Example directory, e.g. from 'diffcompose convert pbe')"
 _REQUIRED = ["model_index.json", "unet/config.json", "vae/config.json", "image_encoder/config.json",
              "scheduler/scheduler_config.json"]
@@ -48,6 +52,33 @@ class PbEComponents:
     @property
     def modules(self) -> list[torch.nn.Module]:
         return [self.unet, self.vae, self.encoder]
+
+
+# ----------------------------------------------------------------------------- the UNet input
+# Training (``training/trainer.py``) and the sampler (``engine.py``) both build the UNet input
+# through these two functions, so they cannot disagree on mask polarity, the masked image or
+# the channel order (``tests/test_pbe_train_sampler.py``).
+
+def masked_condition(image: torch.Tensor, hole: torch.Tensor, latent_size: tuple[int, int],
+                     latent_mask: LatentMask = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(masked image, keep mask at latent size)`` for images in [-1, 1] and a (soft) hole mask, 1 = hole.
+
+    Inside the model the mask means 1 = keep; the masked image is ``image * keep`` (the hole
+    becomes 0, mid-grey), whose VAE latent is the second block of input channels.
+    """
+    keep = 1.0 - hole
+    if latent_mask == "nearest":
+        keep_latent = F.interpolate(keep, size=tuple(latent_size))
+    elif latent_mask == "bilinear":
+        keep_latent = F.interpolate(keep, size=tuple(latent_size), mode="bilinear", align_corners=False)
+    else:
+        raise ValueError(f"latent mask resampling must be bilinear or nearest, got {latent_mask!r}")
+    return image * keep, keep_latent
+
+
+def unet_input(z_t: torch.Tensor, z_masked: torch.Tensor, keep_latent: torch.Tensor) -> torch.Tensor:
+    """The 9-channel UNet input ``[z_t, z_masked, mask_keep]`` (not SD inpainting's order)."""
+    return torch.cat([z_t, z_masked, keep_latent], dim=1)
 
 
 def resolve_pbe(model: str | None) -> Path:

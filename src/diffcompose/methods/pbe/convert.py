@@ -7,8 +7,15 @@ The original is one Lightning checkpoint: ``model.diffusion_model.*`` (UNet, LDM
 directory with ``unet/``, ``vae/``, ``image_encoder/`` and ``scheduler/`` in safetensors,
 which :func:`~.components.load_pbe` (and diffusers' deprecated pipeline) can read.
 
-``.ckpt`` files are unpickled with ``weights_only=True``: tensors and plain containers
-only, never arbitrary code.
+``.ckpt`` files are unpickled by torch's weights-only unpickler: tensors and plain
+containers, never arbitrary code. A full Lightning checkpoint of that era (1.4) also holds
+bookkeeping around the weights: callback states keyed by the callback's *class*
+(``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint``), hyper-parameters as a
+Lightning ``AttributeDict`` or an ``argparse.Namespace``, numpy scalars. Those names (an
+explicit allowlist, :func:`allowed_global`) are accepted: Lightning's are replaced by inert
+stand-ins (nothing is imported, nothing of theirs runs), numpy's scalar, dtype and array
+rebuilders are numpy's own data constructors. Anything else is refused in one line that
+names it. Only ``state_dict`` is used.
 """
 
 from __future__ import annotations
@@ -57,6 +64,102 @@ _BLOCK_RENAMES = {"attn.c_proj": "attn1.to_out.0", "ln_1": "norm1", "ln_2": "nor
                   "mlp.c_fc": "ff.net.0.proj", "mlp.c_proj": "ff.net.2"}
 
 
+#: Modules whose names a Lightning checkpoint's bookkeeping refers to (callback classes as the
+#: keys of ``callbacks``, ``AttributeDict`` hyper-parameters): replaced by :class:`_Inert`.
+_LIGHTNING_MODULES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+_INERT_NAMES = {"argparse.Namespace"}
+#: numpy's own data constructors (numpy scalars and arrays in callback states or hyper-parameters).
+_NUMPY_NAMES = {"numpy.core.multiarray.scalar": "scalar", "numpy._core.multiarray.scalar": "scalar",
+                "numpy.core.multiarray._reconstruct": "_reconstruct",
+                "numpy._core.multiarray._reconstruct": "_reconstruct",
+                "numpy.ndarray": "ndarray", "numpy.dtype": "dtype"}
+
+
+class _Inert:
+    """Stands in for a class named in a checkpoint's bookkeeping: never imported, never run.
+
+    The class itself can be a dict key (a callback state's); an object of it, rebuilt by the
+    unpickler, becomes a plain ``OrderedDict`` that receives its items and attributes as data.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from collections import OrderedDict
+
+        return OrderedDict()
+
+
+def allowed_global(name: str) -> Any | None:
+    """What the unpickler may use for the global ``name`` of a checkpoint, or ``None`` (refused)."""
+    if name.startswith(_LIGHTNING_MODULES) or name in _INERT_NAMES:
+        return type(name.rsplit(".", 1)[-1], (_Inert,), {"__module__": name.rsplit(".", 1)[0]})
+    import numpy as np
+
+    if name in _NUMPY_NAMES:
+        attr = _NUMPY_NAMES[name]
+        core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
+        return getattr(np, attr) if attr in ("ndarray", "dtype") else getattr(core.multiarray, attr)
+    module, _, attr = name.rpartition(".")
+    if module == "numpy.dtypes":  # the dtype classes numpy 1.25+ pickles, e.g. numpy.dtypes.Float64DType
+        obj = getattr(np.dtypes, attr, None)
+        return obj if isinstance(obj, type) and issubclass(obj, np.dtype) else None
+    return None
+
+
+def _global_named(exc: Exception) -> str:
+    import re
+
+    found = re.search(r"GLOBAL (\S+)", str(exc))
+    return f" ({found[1]})" if found else ""
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` with the weights-only unpickler, plus the allowlist above; refusals in one line."""
+    import pickle
+    import warnings
+    import zipfile
+
+    def load() -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+    refused = f"cannot read {path} as a weights-only checkpoint: it holds"
+    try:
+        return load()
+    except pickle.UnpicklingError as exc:  # torch's message suggests loading unsafely: we never do
+        first = exc
+    except Exception:  # truncated file, not a pickle or zip at all
+        raise InputError(f"cannot read {path} as a weights-only checkpoint: not a PyTorch checkpoint, "
+                         "or a truncated one") from None
+    names: list[str] = []
+    if zipfile.is_zipfile(path):
+        try:  # reads the pickle's opcodes, runs nothing
+            names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            names = []
+    if not names:
+        raise InputError(f"{refused} objects other than tensors{_global_named(first)}, which could run code "
+                         "when loaded (refused)")
+    allowed = {name: allowed_global(name) for name in names}
+    others = sorted(name for name, obj in allowed.items() if obj is None)
+    if others:
+        more = f" and {len(others) - 4} more" if len(others) > 4 else ""
+        raise InputError(f"{refused} objects of {', '.join(others[:4])}{more}: neither tensors nor a Lightning "
+                         "checkpoint's bookkeeping, and they could run code when loaded (refused)")
+    safe = [(obj, name) for name, obj in allowed.items()]
+    if "numpy.dtype" in allowed:  # ``numpy.dtype(...)`` returns an object of one of numpy's dtype classes
+        import numpy as np
+
+        safe += [(c, f"numpy.dtypes.{n}") for n, c in vars(np.dtypes).items()
+                 if isinstance(c, type) and issubclass(c, np.dtype)]
+    try:
+        with torch.serialization.safe_globals(safe):
+            return load()
+    except Exception as exc:  # allowlisted names used in a way the safe unpickler does not build
+        raise InputError(f"{refused} Lightning bookkeeping ({', '.join(sorted(allowed))}) in a form that cannot "
+                         f"be read as plain data{_global_named(exc)} (refused)") from None
+
+
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The flat state dict of a ``.ckpt``/``.pt``/``.pth`` (safely unpickled) or ``.safetensors`` file."""
     if not path.is_file():
@@ -64,19 +167,7 @@ def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         state: Any = read_safetensors(path, "checkpoint")
     else:
-        import pickle
-        import warnings
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # torch's message suggests loading unsafely: we never do
-            raise InputError(f"cannot read {path} as a weights-only checkpoint: it holds objects other than "
-                             "tensors, which could run code when loaded (refused)") from None
-        except Exception:  # truncated file, not a pickle or zip at all
-            raise InputError(f"cannot read {path} as a weights-only checkpoint: not a PyTorch checkpoint, "
-                             "or a truncated one") from None
+        state = _torch_load(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

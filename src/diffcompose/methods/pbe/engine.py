@@ -2,8 +2,9 @@
 
 The UNet input is the 9-channel ``[z_t, z_masked, mask_keep]``: the noisy latent, the VAE
 latent of the image with the hole zeroed, and the keep mask (1 = keep, 0 = hole) at
-latent resolution; the context is the exemplar encoder's one token (its learned
-unconditional vector for the unguided half).
+latent resolution, built by the same functions training uses
+(:func:`~.components.masked_condition`, :func:`~.components.unet_input`); the context is
+the exemplar encoder's one token (its learned unconditional vector for the unguided half).
 
 Random draws happen in a fixed order from one generator: the initial noise, then the VAE
 posterior sample of the masked image, then whatever the scheduler draws (eta > 0).
@@ -16,10 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from diffcompose.methods.diffusion import DiffusionEngine
-from diffcompose.methods.pbe.components import PbEComponents, load_pbe, resolve_pbe
+from diffcompose.methods.pbe.components import PbEComponents, load_pbe, masked_condition, resolve_pbe, unet_input
 from diffcompose.methods.pbe.options import PaintOptions
 from diffcompose.methods.pbe.reference import prepare_reference
 from diffcompose.models import codec
@@ -29,6 +29,9 @@ from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
 
 log = logging.getLogger(__name__)
+
+#: Guidance at every scale but exactly 1, as the original's ``scripts/inference.py`` (``scale != 1``).
+GUIDE_BELOW_ONE = True
 
 
 class PaintByExampleEngine(DiffusionEngine):
@@ -63,7 +66,7 @@ class PaintByExampleEngine(DiffusionEngine):
         n = options.num_images
         generator = make_generator(ctx.seed)
         ref = prepare_reference(reference, reference_mask, size=c.encoder.image_size, mode=options.reference_preprocess)
-        guided = is_guided(options.guidance_scale)
+        guided = is_guided(options.guidance_scale, below_one=GUIDE_BELOW_ONE)
         cond = c.encoder(torch.from_numpy(ref)[None].to(dev, dt)).expand(n, -1, -1)
         context = torch.cat([c.encoder.uncond(n).to(dt), cond]) if guided else cond
 
@@ -73,17 +76,19 @@ class PaintByExampleEngine(DiffusionEngine):
         h, w = image.shape[0] // stride, image.shape[1] // stride
         latents = initial_noise(c.vae, n, h, w, generator).to(dev, dt) * sched.init_noise_sigma
 
-        keep = codec.mask_to_tensor(~mask, dev, dt)
-        z_masked = codec.encode(c.vae, codec.images_to_tensor(image, dev, dt) * keep, generator)
-        cond_in = torch.cat([z_masked.expand(n, -1, -1, -1), F.interpolate(keep, size=(h, w)).expand(n, -1, -1, -1)], 1)
+        pixels, hole = codec.images_to_tensor(image, dev, dt), codec.mask_to_tensor(mask, dev, dt)
+        masked, keep_latent = masked_condition(pixels, hole, (h, w), options.latent_mask)
+        z_masked = codec.encode(c.vae, masked, generator).expand(n, -1, -1, -1)
+        keep_latent = keep_latent.expand(n, -1, -1, -1)
         if guided:
-            cond_in = torch.cat([cond_in, cond_in])
+            z_masked, keep_latent = torch.cat([z_masked, z_masked]), torch.cat([keep_latent, keep_latent])
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return c.unet(torch.cat([x, cond_in], dim=1), t, encoder_hidden_states=context).sample
+            return c.unet(unet_input(x, z_masked, keep_latent), t, encoder_hidden_states=context).sample
 
         log.info("painting %dx%d, %d steps (%s)", image.shape[1], image.shape[0], options.steps, options.scheduler)
         latents = denoise(model, sched, latents, guidance_scale=options.guidance_scale, generator=generator,
-                          eta=options.eta, progress=ctx.progress("paint", len(sched.timesteps)),
+                          guide_below_one=GUIDE_BELOW_ONE, eta=options.eta,
+                          progress=ctx.progress("paint", len(sched.timesteps)),
                           preview=lambda z: codec.tensor_to_images(codec.decode(c.vae, z[:1]))[0])
         return codec.tensor_to_images(codec.decode(c.vae, latents).clamp(-1, 1))

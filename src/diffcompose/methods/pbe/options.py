@@ -15,12 +15,15 @@ ENGINE = "pbe"
 class PaintOptions:
     steps: int = option(50, "denoising steps")
     guidance_scale: float = option(5.0, "classifier-free guidance scale: how closely the fill follows the reference "
-                                        "(1 = no guidance)")
+                                        "(1 = no guidance; below 1 leans to the unconditional fill)")
     scheduler: Literal["plms", "ddim", "euler", "dpm"] = option(
         "plms", "sampler: PLMS (PNDM without Runge-Kutta warm-up), DDIM, Euler, DPM-Solver++ (multistep)")
     eta: float = option(0.0, "DDIM noise (0 = deterministic; ddim only)")
     reference_preprocess: Literal["stretch", "crop"] = option(
         "stretch", "reference to CLIP's square: stretch the whole photo (original) or centre-crop it (diffusers)")
+    latent_mask: Literal["bilinear", "nearest"] = option(
+        "bilinear", "keep mask to latent size: bilinear (the original, as the published weights were trained; soft "
+                    "at the hole's edge) or nearest (diffusers' pipeline)")
     num_images: int = option(1, "how many results to make, in one batch")
     crop: bool = option(True, "work in a square window around the mask (off: the whole image, resized)")
     context: float = option(0.5, "context around the mask in the window, as a share of the mask's size")
