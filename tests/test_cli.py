@@ -61,7 +61,7 @@ def test_help_lists_the_commands() -> None:
         assert cmd in res.stdout
     res = subprocess.run([sys.executable, "-m", "diffcompose", "remove", "--help"], capture_output=True, text=True,
                          check=True)
-    assert "--method {telea,ns,biharmonic}" in res.stdout and "--force" in res.stdout
+    assert "--method {telea,ns,biharmonic,patchmatch,fsr-fast}" in res.stdout and "--force" in res.stdout
 
 
 @pytest.mark.parametrize("mask_key", ["mask", "rgb_mask"])
@@ -151,8 +151,9 @@ def test_demo_writes_its_outputs_and_refuses_to_overwrite(capsys, tmp_path) -> N
     out_dir = tmp_path / "demo"
     code, stdout, _ = _run(capsys, ["demo", "--output-dir", str(out_dir), "--testdata", str(tmp_path / "none")])
     written = stdout.split()
-    assert code == 0 and len(written) == 17 and all(Path(p).exists() for p in written)
+    assert code == 0 and len(written) == 23 and all(Path(p).exists() for p in written)  # 5 removal methods x 3
     assert {Path(p).name for p in written} >= {"coffee_paste_chelsea_poisson.png", "astronaut_remove_biharmonic.png",
+                                                 "astronaut_remove_patchmatch.png", "astronaut_remove_fsr-fast.png",
                                                  "coffee_harmonize_chelsea_reinhard.png", "chelsea_segment.png"}
     code, _, err = _run(capsys, ["demo", "--output-dir", str(out_dir), "--testdata", str(tmp_path / "none")])
     assert code != 0 and err.count("\n") == 1 and "--force" in err

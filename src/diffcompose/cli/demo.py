@@ -57,7 +57,7 @@ def _skimage_steps() -> list[Step]:
     steps: list[Step] = []
     for name in SKIMAGE_BOXES:
         steps.append((f"{name}_segment.png", seg(name)))
-        steps += [(f"{name}_remove_{m}.png", rem(name, m)) for m in ("telea", "ns", "biharmonic")]
+        steps += [(f"{name}_remove_{m}.png", rem(name, m)) for m in REMOVAL_METHODS]
     for blend in ("none", "feather", "poisson"):
         steps.append((f"coffee_paste_chelsea_{blend}.png",
                       lambda b=blend: api.paste(photos["coffee"], photos["chelsea"], PASTE_BOX,
@@ -67,6 +67,10 @@ def _skimage_steps() -> list[Step]:
                       lambda m=method: api.harmonize(photos["coffee"], obj=photos["chelsea"], box=PASTE_BOX,
                                                         object_mask=masks["chelsea"], engine="classical", method=m)))
     return steps
+
+
+#: Every classical removal method, side by side (exemplar fills first: the default is patchmatch).
+REMOVAL_METHODS = ("patchmatch", "fsr-fast", "telea", "ns", "biharmonic")
 
 
 def _testdata_steps(testdata: Path) -> list[Step]:
@@ -89,9 +93,10 @@ def _testdata_steps(testdata: Path) -> list[Step]:
         needs = {"removal": ("image", "mask"), "harmonization": ("composite", "mask")}.get(case.get("task"), ())
         if any(k not in f for k in needs):
             raise InputError(f"{manifest}: case {i} ({case.get('task')}) needs files {', '.join(needs)}")
-        if case.get("task") == "removal":
-            steps.append((f"{stem}_remove_telea.png",
-                          lambda f=f: api.remove(f["image"], f["mask"], engine="classical", method="telea")))
+        if case.get("task") == "removal":  # the default exemplar fill next to the smooth one
+            steps += [(f"{stem}_remove_{m}.png",
+                       lambda f=f, m=m: api.remove(f["image"], f["mask"], engine="classical", method=m))
+                      for m in ("patchmatch", "telea")]
         elif case.get("task") == "harmonization":
             steps.append((f"{stem}_harmonize_reinhard.png",
                           lambda f=f: api.harmonize(f["composite"], f["mask"], engine="classical",

@@ -12,8 +12,8 @@ from diffcompose.regions import WindowPolicy
 
 
 class ClassicalEngine(Engine):
-    """OpenCV and scikit-image. Works at the source's own pixels (never resized by the runner);
-    the window only bounds the work, so a 40 MP photo costs what a small one does."""
+    """OpenCV, PyPatchMatch and scikit-image. Works at the source's own pixels (never resized by
+    the runner); the window only bounds the work, so a 40 MP photo costs what a small one does."""
 
     name = "classical"
 

@@ -13,12 +13,17 @@ ENGINE = "classical"
 
 @dataclass(frozen=True)
 class RemoveOptions:
-    method: Literal["telea", "ns", "biharmonic"] = option(
-        "telea", "inpainting algorithm: OpenCV Telea (fast marching), OpenCV Navier-Stokes, scikit-image biharmonic")
+    method: Literal["telea", "ns", "biharmonic", "patchmatch", "fsr-fast"] = option(
+        "patchmatch", "inpainting algorithm: smooth fills (telea: OpenCV fast marching, ns: OpenCV Navier-Stokes, "
+                      "biharmonic: scikit-image) or fills that rebuild texture from the surroundings (patchmatch: "
+                      "PatchMatch, seeded; fsr-fast: OpenCV frequency-selective reconstruction)")
     radius: int = option(5, "neighbourhood radius in pixels for telea/ns")
+    patch: int = option(3, "patch radius in pixels for patchmatch (patches of 2r+1 pixels a side; larger follows "
+                           "larger structures, slower)")
 
     def __post_init__(self) -> None:
         check_range("radius", self.radius, 1, 100)
+        check_range("patch", self.patch, 1, 15)
 
 
 @dataclass(frozen=True)
