@@ -4,7 +4,6 @@ stderr line and exit 2, and no command deletes what it did not write."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys

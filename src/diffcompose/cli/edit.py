@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("background", type=Path, metavar="BACKGROUND")
     p.add_argument("--object", type=Path, required=True, help="the object photo (its alpha is used as mask if any)")
     p.add_argument("--object-mask", type=Path, default=None, help="white = the object in the object photo")
-    p.add_argument("--box", required=True, help="target box x0,y0,x1,y1 in background pixels (end-exclusive; write --box=... for a value "
+    p.add_argument("--box", required=True,
+                   help="target box x0,y0,x1,y1 in background pixels (end-exclusive; write --box=... for a value "
                         "starting with '-')")
     common.add_task_flags(p, "paste", paste_back=False, runtime=False)
     p.set_defaults(func=run_paste)

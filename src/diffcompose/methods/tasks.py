@@ -155,8 +155,9 @@ def prepare_paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, ref
     return Job("paint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m, output="images")
 
 
-def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *, box: Box | str | tuple[int, int, int, int] | None = None,
-                    prompt: str = "", negative_prompt: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
+                    box: Box | str | tuple[int, int, int, int] | None = None, prompt: str = "",
+                    negative_prompt: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """Text-guided inpainting of ``mask`` (or of ``box``, a rough region) with what ``prompt`` describes."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError("inpaint needs --prompt: the text describing what to paint into the region")

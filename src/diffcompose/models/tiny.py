@@ -176,7 +176,8 @@ def write_tiny_sd(path: str | os.PathLike, *, seed: int = 0, unet_overrides: dic
         save_file({k: v.contiguous() for k, v in vgg.state_dict().items()}, str(root / "vgg" / "model.safetensors"))
         (root / "vgg" / "config.json").write_text(json.dumps({"widths": list(TINY_VGG_WIDTHS)}))
         # LPIPS-like channel weights of the tiny widths (non-negative, as LPIPS's are)
-        save_file({f"lin{i}": torch.rand(w) for i, w in enumerate(TINY_VGG_WIDTHS)}, str(root / "vgg" / "lpips.safetensors"))
+        heads = {f"lin{i}": torch.rand(w) for i, w in enumerate(TINY_VGG_WIDTHS)}
+        save_file(heads, str(root / "vgg" / "lpips.safetensors"))
     DDIMScheduler(**tiny_scheduler_config(prediction_type)).save_pretrained(root / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",

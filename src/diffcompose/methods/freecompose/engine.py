@@ -152,7 +152,8 @@ class FreeComposeEngine(DiffusionEngine):
             keep = 1 - codec.mask_to_tensor(mask, self.device)
             losses.append((options.perceptual_weight, MaskedPerceptual(vgg, heads, self._image01(image), keep)))
         cfg = self._config(options, lambda i: (options.t_min, options.t_max), weight)
-        z = dds.optimise(sd, z_src, branches, cfg, make_generator(ctx.seed), progress=ctx.progress("remove", cfg.iterations),
+        z = dds.optimise(sd, z_src, branches, cfg, make_generator(ctx.seed),
+                         progress=ctx.progress("remove", cfg.iterations),
                          losses=losses, attention=attention, decode=self._decode32)
         return self._finish(z)
 

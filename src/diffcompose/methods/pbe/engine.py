@@ -13,7 +13,6 @@ posterior sample of the masked image, then whatever the scheduler draws (eta > 0
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import torch
