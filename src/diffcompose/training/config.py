@@ -7,6 +7,7 @@ anything heavy is loaded. See ``configs/train_pbe.example.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,14 @@ class TrainConfig:
         check_seed(self.seed, "config: seed")
 
 
-def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    """Flatten the sections and build a validated :class:`TrainConfig`."""
+def config_from_dict(raw: Any, cls: type | None = None) -> Any:
+    """Flatten the ``data``/``model``/``train`` sections and build a validated ``cls`` (default :class:`TrainConfig`).
+
+    Every trainer's config goes through here: values are read by their field types (YAML's
+    ``1e-5`` string is a number), unknown keys and sections are refused, and a check's
+    message names the key as written in the file.
+    """
+    cls = cls or TrainConfig
     if not isinstance(raw, dict):
         raise InputError("config must be a mapping with data/model/train sections")
     flat: dict[str, Any] = {}
@@ -89,19 +96,23 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
         if key not in SECTIONS or not isinstance(value, dict):
             raise InputError(f"config: unknown section {key!r} (expected {', '.join(SECTIONS)}, each a mapping)")
         flat.update(value)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(flat) - names)
     if unknown:
         raise InputError(f"config: unknown key(s) {', '.join(unknown)}")
-    hints = field_types(TrainConfig)
+    hints = field_types(cls)
     typed = {k: coerce(k, hints[k], v, label=lambda n: f"config: {n}") for k, v in flat.items()}
     try:
-        return TrainConfig(**typed)
+        return cls(**typed)
     except TypeError as exc:
         raise InputError(f"config: {exc}") from None
+    except InputError as exc:  # the checks name options as flags; in a config they are keys
+        text = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(exc))
+        raise InputError(text if text.startswith("config:") else f"config: {text}") from None
 
 
-def load_config(path: Path) -> TrainConfig:
+def load_config(path: Path, cls: type | None = None) -> Any:
+    """The config in YAML file ``path`` as a ``cls`` (default :class:`TrainConfig`); data paths are relative to it."""
     import yaml
 
     if not path.is_file():
@@ -112,7 +123,7 @@ def load_config(path: Path) -> TrainConfig:
         raise InputError(f"config {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    cfg = config_from_dict(raw or {})
+    cfg = config_from_dict(raw or {}, cls)
     base = path.parent
     if not Path(cfg.manifest).is_absolute():  # paths in the config are relative to it
         cfg.manifest = str(base / cfg.manifest)

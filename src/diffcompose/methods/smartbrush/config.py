@@ -6,16 +6,13 @@ anything heavy is loaded. See ``configs/train_smartbrush.example.yaml``. No torc
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffcompose.errors import InputError
-from diffcompose.methods.options import check_choice, check_range, check_seed, coerce, field_types
-
-SECTIONS = ("data", "model", "train")
+from diffcompose.methods.options import check_choice, check_range, check_seed
+from diffcompose.training import config as shared
 
 
 @dataclass
@@ -79,49 +76,10 @@ class SmartBrushTrainConfig:
 
 
 def config_from_dict(raw: Any) -> SmartBrushTrainConfig:
-    """Flatten the sections and build a validated :class:`SmartBrushTrainConfig`."""
-    if not isinstance(raw, dict):
-        raise InputError("config must be a mapping with data/model/train sections")
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in SECTIONS or not isinstance(value, dict):
-            raise InputError(f"config: unknown section {key!r} (expected {', '.join(SECTIONS)}, each a mapping)")
-        flat.update(value)
-    names = {f.name for f in dataclasses.fields(SmartBrushTrainConfig)}
-    unknown = sorted(set(flat) - names)
-    if unknown:
-        raise InputError(f"config: unknown key(s) {', '.join(unknown)}")
-    hints = field_types(SmartBrushTrainConfig)
-    typed = {k: coerce(k, hints[k], v, label=lambda n: f"config: {n}") for k, v in flat.items()}
-    try:
-        return SmartBrushTrainConfig(**typed)
-    except TypeError as exc:
-        raise InputError(f"config: {exc}") from None
-    except InputError as exc:  # the checks name options as flags; in a config they are keys
-        text = re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(exc))
-        raise InputError(text if text.startswith("config:") else f"config: {text}") from None
+    """Flatten the sections and build a validated :class:`SmartBrushTrainConfig` (the shared reader)."""
+    return shared.config_from_dict(raw, SmartBrushTrainConfig)
 
 
 def load_config(path: Path) -> SmartBrushTrainConfig:
-    """The config in YAML file ``path``; data paths in it are relative to its folder."""
-    import yaml
-
-    if not path.is_file():
-        raise InputError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"config {path} is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    cfg = config_from_dict(raw or {})
-    base = path.parent
-    if not Path(cfg.manifest).is_absolute():
-        cfg.manifest = str(base / cfg.manifest)
-    if cfg.image_root and not Path(cfg.image_root).is_absolute():
-        cfg.image_root = str(base / cfg.image_root)
-    if not Path(cfg.manifest).is_file():
-        raise InputError(f"config: data.manifest not found: {cfg.manifest}")
-    if cfg.image_root and not Path(cfg.image_root).is_dir():
-        raise InputError(f"config: data.image_root not found: {cfg.image_root}")
-    return cfg
+    """The config in YAML file ``path``; data paths in it are relative to its folder (the shared reader)."""
+    return shared.load_config(path, SmartBrushTrainConfig)
