@@ -53,32 +53,37 @@ class TrainConfig:
     resume: str | None = None  # "latest" or a checkpoint directory
 
     def __post_init__(self) -> None:
-        if not self.manifest:
-            raise InputError("config: data.manifest is required (a COCO .json or a .jsonl manifest)")
-        check_range("resolution", self.resolution, 64, 4096)
-        if self.resolution % 8:
-            raise InputError(f"config: resolution must be a multiple of 8, got {self.resolution}")
-        check_range("min_area", self.min_area, 0.0, 1.0)
-        check_range("max_area", self.max_area, self.min_area, 1.0)
+        check_training_keys(self)
         check_range("max_extend", self.max_extend, 0.0, 1.0)
         check_range("bezier_p", self.bezier_p, 0.0, 1.0)
-        check_range("num_workers", self.num_workers, 0, 64)
         check_choice("init_kind", self.init_kind, ("auto", "pbe", "sd-inpainting", "sd"))
-        check_range("max_steps", self.max_steps, 1, 10**9)
-        check_range("batch_size", self.batch_size, 1, 65536)
-        check_range("learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
-        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        check_range("warmup_steps", self.warmup_steps, 0, 10**9)
-        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 65536)
-        check_range("max_grad_norm", self.max_grad_norm, 0.0, 1e6)
-        check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
-        if self.ema_decay is not None:
-            check_range("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
         check_range("cond_dropout", self.cond_dropout, 0.0, 1.0)
         check_choice("cond_dropout_per", self.cond_dropout_per, ("batch", "sample"))
-        check_range("checkpoint_every", self.checkpoint_every, 1, 10**9)
-        check_range("log_every", self.log_every, 1, 10**9)
-        check_seed(self.seed, "config: seed")
+
+
+def check_training_keys(cfg: Any) -> None:
+    """The checks of the keys every trainer's config has: data, optimisation, checkpoints, seed."""
+    if not cfg.manifest:
+        raise InputError("config: data.manifest is required (a COCO .json or a .jsonl manifest)")
+    check_range("resolution", cfg.resolution, 64, 4096)
+    if cfg.resolution % 8:
+        raise InputError(f"config: resolution must be a multiple of 8, got {cfg.resolution}")
+    check_range("min_area", cfg.min_area, 0.0, 1.0)
+    check_range("max_area", cfg.max_area, cfg.min_area, 1.0)
+    check_range("num_workers", cfg.num_workers, 0, 64)
+    check_range("max_steps", cfg.max_steps, 1, 10**9)
+    check_range("batch_size", cfg.batch_size, 1, 65536)
+    check_range("learning_rate", cfg.learning_rate, 0.0, 1.0, lo_open=True)
+    check_range("weight_decay", cfg.weight_decay, 0.0, 1.0)
+    check_range("warmup_steps", cfg.warmup_steps, 0, 10**9)
+    check_range("gradient_accumulation_steps", cfg.gradient_accumulation_steps, 1, 65536)
+    check_range("max_grad_norm", cfg.max_grad_norm, 0.0, 1e6)
+    check_choice("mixed_precision", cfg.mixed_precision, ("no", "fp16", "bf16"))
+    if cfg.ema_decay is not None:
+        check_range("ema_decay", cfg.ema_decay, 0.0, 1.0, hi_open=True)
+    check_range("checkpoint_every", cfg.checkpoint_every, 1, 10**9)
+    check_range("log_every", cfg.log_every, 1, 10**9)
+    check_seed(cfg.seed, "config: seed")
 
 
 def config_from_dict(raw: Any, cls: type | None = None) -> Any:

@@ -20,13 +20,21 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 import torch
 
 from diffcompose.errors import InputError
-from diffcompose.inputs import Box, load_image, load_mask, mask_to_box, parse_box, resize_mask
+from diffcompose.inputs import (
+    Box,
+    load_image,
+    load_mask,
+    mask_to_box,
+    parse_box,
+    resize_mask,
+)
 from diffcompose.methods.pbe.reference import normalize
 from diffcompose.models import codec
 from diffcompose.training.augment import ReferenceAugment
@@ -95,15 +103,19 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
     return records
 
 
-def read_records(manifest: Path, image_root: Path | None = None, min_area: float = 0.02,
-                 max_area: float = 0.8) -> list[Record]:
-    """Images with their usable boxes, from a COCO json or a jsonl manifest."""
+def read_manifest(manifest: Path, image_root: Path | None, readers: tuple[Callable, Callable], min_area: float,
+                  max_area: float) -> list:
+    """Run the COCO (``.json``) or jsonl reader of ``readers`` on ``manifest``: any malformed entry is one line.
+
+    Every trainer's data reader goes through here; a reader takes ``(path, image_root,
+    min_area, max_area)`` and may raise its own :class:`InputError` with the entry's place.
+    """
     if not manifest.is_file():
         raise InputError(f"training manifest not found: {manifest}")
-    root = image_root or manifest.parent
     is_coco = manifest.suffix == ".json"
+    read = readers[0] if is_coco else readers[1]
     try:
-        records = (read_coco if is_coco else read_jsonl)(manifest, root, min_area, max_area)
+        return read(manifest, image_root or manifest.parent, min_area, max_area)
     except InputError:
         raise
     except UnicodeDecodeError:
@@ -111,6 +123,12 @@ def read_records(manifest: Path, image_root: Path | None = None, min_area: float
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         kind = "COCO instances .json" if is_coco else ".jsonl"
         raise InputError(f"{manifest}: not a valid {kind} manifest ({type(exc).__name__}: {exc})") from None
+
+
+def read_records(manifest: Path, image_root: Path | None = None, min_area: float = 0.02,
+                 max_area: float = 0.8) -> list[Record]:
+    """Images with their usable boxes, from a COCO json or a jsonl manifest."""
+    records = read_manifest(manifest, image_root, (read_coco, read_jsonl), min_area, max_area)
     if not records:
         raise InputError(f"{manifest}: no image has a box with relative area in [{min_area}, {max_area}]")
     log.info("%s: %d images, %d boxes", manifest, len(records), sum(len(r.boxes) for r in records))

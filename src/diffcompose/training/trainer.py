@@ -23,7 +23,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +66,15 @@ class EMA:
     def update(self, named: list[tuple[str, torch.nn.Parameter]]) -> None:
         for n, p in named:
             self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
+
+
+def step_loader(ds: torch.utils.data.Dataset, cfg: Any, start: int, acc: Any) -> torch.utils.data.DataLoader:
+    """Batches for this process from optimizer step ``start`` on (every trainer's loader: see :class:`StepSampler`)."""
+    return torch.utils.data.DataLoader(
+        ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=acc.device.type == "cuda",
+        sampler=StepSampler(start * cfg.gradient_accumulation_steps, cfg.batch_size, acc.process_index,
+                            acc.num_processes),
+        persistent_workers=cfg.num_workers > 0)
 
 
 def _generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -227,10 +236,7 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
     ds = SelfReferenceDataset(records, resolution=cfg.resolution, reference_size=model.encoder.image_size,
                               seed=cfg.seed, max_extend=cfg.max_extend, bezier_p=cfg.bezier_p)
     accum = cfg.gradient_accumulation_steps
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=acc.device.type == "cuda",
-        sampler=StepSampler(start * accum, cfg.batch_size, acc.process_index, acc.num_processes),
-        persistent_workers=cfg.num_workers > 0)
+    loader = step_loader(ds, cfg, start, acc)
     model, optimizer = acc.prepare(model, optimizer)
     model.train()
     batches = iter(loader)

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffcompose.errors import InputError
-from diffcompose.methods.options import check_choice, check_range, check_seed
+from diffcompose.methods.options import check_choice, check_range
 from diffcompose.training import config as shared
 
 
@@ -48,31 +47,11 @@ class SmartBrushTrainConfig:
     resume: str | None = None  # "latest" or a checkpoint directory
 
     def __post_init__(self) -> None:
-        if not self.manifest:
-            raise InputError("config: data.manifest is required (a COCO .json or a .jsonl manifest)")
-        check_range("resolution", self.resolution, 64, 4096)
-        if self.resolution % 8:
-            raise InputError(f"config: resolution must be a multiple of 8, got {self.resolution}")
-        check_range("min_area", self.min_area, 0.0, 1.0)
-        check_range("max_area", self.max_area, self.min_area, 1.0)
+        shared.check_training_keys(self)
         check_range("inpaint_share", self.inpaint_share, 0.0, 1.0)
         check_range("text_dropout", self.text_dropout, 0.0, 1.0)
-        check_range("num_workers", self.num_workers, 0, 64)
         check_choice("init_kind", self.init_kind, ("auto", "sd", "sd-inpainting", "smartbrush"))
-        check_range("max_steps", self.max_steps, 1, 10**9)
-        check_range("batch_size", self.batch_size, 1, 65536)
-        check_range("learning_rate", self.learning_rate, 0.0, 1.0, lo_open=True)
-        check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        check_range("warmup_steps", self.warmup_steps, 0, 10**9)
-        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, 65536)
-        check_range("max_grad_norm", self.max_grad_norm, 0.0, 1e6)
-        check_choice("mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
-        if self.ema_decay is not None:
-            check_range("ema_decay", self.ema_decay, 0.0, 1.0, hi_open=True)
         check_range("dice_weight", self.dice_weight, 0.0, 1e3)
-        check_range("checkpoint_every", self.checkpoint_every, 1, 10**9)
-        check_range("log_every", self.log_every, 1, 10**9)
-        check_seed(self.seed, "config: seed")
 
 
 def config_from_dict(raw: Any) -> SmartBrushTrainConfig:

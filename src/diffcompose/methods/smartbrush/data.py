@@ -46,6 +46,7 @@ from diffcompose.errors import InputError
 from diffcompose.inputs import load_image, load_mask, resize_mask
 from diffcompose.methods.smartbrush.precision import PRECISION_LEVELS, precision_mask
 from diffcompose.models import codec
+from diffcompose.training.dataset import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -240,19 +241,7 @@ def read_jsonl(path: Path, root: Path, min_area: float, max_area: float) -> list
 def read_instances(manifest: Path, image_root: Path | None = None, min_area: float = 0.01,
                    max_area: float = 0.9) -> list[Instance]:
     """The usable instances of a COCO ``.json`` or a ``.jsonl`` manifest (one-line errors)."""
-    if not manifest.is_file():
-        raise InputError(f"training manifest not found: {manifest}")
-    root = image_root or manifest.parent
-    is_coco = manifest.suffix == ".json"
-    try:
-        instances = (read_coco if is_coco else read_jsonl)(manifest, root, min_area, max_area)
-    except InputError:
-        raise
-    except UnicodeDecodeError:
-        raise InputError(f"{manifest} is not UTF-8 text") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        kind = "COCO instances .json" if is_coco else ".jsonl"
-        raise InputError(f"{manifest}: not a valid {kind} manifest ({type(exc).__name__}: {exc})") from None
+    instances = read_manifest(manifest, image_root, (read_coco, read_jsonl), min_area, max_area)
     if not instances:
         raise InputError(f"{manifest}: no object with a text and a mask covering {min_area}..{max_area} of its image")
     log.info("%s: %d instances in %d images", manifest, len(instances), len({i.image for i in instances}))
