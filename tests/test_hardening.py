@@ -309,3 +309,20 @@ def test_tiny_model_cache_never_replaces_a_users_folder(tmp_path):
         ensure_written(target, lambda p: (p.mkdir(), (p / "model_index.json").write_text("{}")), "model")
     assert [p.name for p in target.iterdir()] == ["thesis.pdf"]
     assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # no temporary folder left beside it
+
+
+def test_memory_budget_refuses_nan_inf_and_nonsense(monkeypatch):
+    from diffcompose.methods.manager import BUDGET_ENV, EngineManager, parse_bytes
+
+    assert parse_bytes("8GB") == 8 * 10**9 and parse_bytes("512MiB") == 512 * 2**20
+    for text in ("nan", "inf", "-1GB", "0", "lots", "1e400"):
+        with pytest.raises(InputError, match="memory budget"):
+            parse_bytes(text)
+        monkeypatch.setenv(BUDGET_ENV, text)
+        with pytest.raises(InputError):
+            EngineManager()
+    monkeypatch.delenv(BUDGET_ENV)
+    for value in (float("nan"), float("inf"), -5, 0, True, "8GB"):
+        with pytest.raises(InputError, match="memory_budget"):
+            EngineManager(memory_budget=value)
+    assert EngineManager(memory_budget=10**9).memory_budget == 10**9

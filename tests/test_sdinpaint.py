@@ -99,3 +99,17 @@ def test_cli_on_a_real_photo_with_the_tiny_model(testdata: Path, tmp_path: Path,
     m = load_mask(files["mask"], (img.shape[1], img.shape[0]))
     outside = ~changed_region(m, default_margin(img.shape))
     assert got.shape == img.shape and np.array_equal(got[outside], img[outside])
+
+
+def test_missing_weights_offline_name_the_ways_out_for_text_inpainting(tmp_path, capsys, photo) -> None:
+    """One line, exit 3, and no advice to use an engine that cannot inpaint from text."""
+    img, msk = tmp_path / "i.png", tmp_path / "m.png"
+    image, mask = _inputs(photo)
+    Image.fromarray(image).save(img)
+    Image.fromarray(mask).save(msk)
+    base = ["inpaint", str(img), "--mask", str(msk), "--prompt", "a cat", "-o", str(tmp_path / "o.png")]
+    for engine, model, way in (("sd-inpaint", "no-such/inpainting-model", "SD inpainting directory"),
+                               ("smartbrush", "no-such/smartbrush-model", "--engine sd-inpaint")):
+        assert main(base + ["--engine", engine, "--model", model]) == 3
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and way in err and "classical" not in err, err

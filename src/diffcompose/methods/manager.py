@@ -46,6 +46,9 @@ class EngineManager:
     def __init__(self, memory_budget: int | None = None) -> None:
         if memory_budget is None and os.environ.get(BUDGET_ENV):
             memory_budget = parse_bytes(os.environ[BUDGET_ENV])
+        if memory_budget is not None and (isinstance(memory_budget, bool) or not isinstance(memory_budget, int)
+                                          or memory_budget <= 0):
+            raise InputError(f"memory_budget must be a positive number of bytes, got {memory_budget!r}")
         self.memory_budget = memory_budget
         self._engines: OrderedDict[Key, Engine] = OrderedDict()
         self._lock = threading.Lock()

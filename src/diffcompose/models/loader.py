@@ -4,10 +4,11 @@ Contract for engines (called from an engine's ``_load``; the engine object owns 
 loads, and the :class:`~diffcompose.EngineManager` owns the engines, so nothing is cached
 here):
 
-* ``root = resolve_sd(name)``: what the user typed (a hub id, a local diffusers directory,
+* ``root = resolve_sd(name, hint=...)``: what the user typed (a hub id, a local diffusers directory,
   or ``"tiny"``) becomes a complete local directory, or one
   :class:`~diffcompose.errors.WeightsMissingError` line naming what is missing and the ways
-  out (``--model DIR``, ``--engine classical``).
+  out (``--model DIR``, ``--engine classical``; engines of tasks the classical engine does
+  not serve pass their own ``hint``).
 * ``sd = load_sd(root, device, dtype)`` gives :class:`SDComponents` (UNet, VAE, text
   encoder, tokenizer, scheduler, prediction type). Other layouts reuse the pieces:
   ``load_component(root, "unet", device, dtype)`` loads one subfolder with the class named
@@ -108,23 +109,23 @@ def _missing_parts(root: Path, parts: tuple[str, ...]) -> list[str]:
     return missing
 
 
-def check_sd_dir(root: Path, parts: tuple[str, ...] = _SD_PARTS) -> Path:
+def check_sd_dir(root: Path, parts: tuple[str, ...] = _SD_PARTS, hint: str = WAYS_OUT) -> Path:
     """Refuse a directory lacking any config or weights file of ``parts``."""
     missing = _missing_parts(root, parts)
     if missing:
-        raise WeightsMissingError(f"model directory {root} is incomplete: missing {', '.join(missing)}{WAYS_OUT}")
+        raise WeightsMissingError(f"model directory {root} is incomplete: missing {', '.join(missing)}{hint}")
     return root
 
 
-def resolve_sd(name: str, parts: tuple[str, ...] = _SD_PARTS) -> Path:
+def resolve_sd(name: str, parts: tuple[str, ...] = _SD_PARTS, hint: str = WAYS_OUT) -> Path:
     """A complete local SD directory for ``name`` (a hub id, a directory, or ``"tiny"``: the random one)."""
     if name == TINY:
         from diffcompose.models.tiny import ensure_tiny_model
 
         log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
         return check_sd_dir(ensure_tiny_model(), parts)
-    root = resolve_model(name, ["model_index.json"], what="model", allow_patterns=_SD_PATTERNS, hint=WAYS_OUT)
-    return check_sd_dir(root, parts)
+    root = resolve_model(name, ["model_index.json"], what="model", allow_patterns=_SD_PATTERNS, hint=hint)
+    return check_sd_dir(root, parts, hint)
 
 
 def resolve_extra(name: str, required: list[str], what: str, allow_patterns: list[str] | None = None) -> Path:

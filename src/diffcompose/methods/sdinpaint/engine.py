@@ -31,6 +31,8 @@ from diffcompose.regions import WindowPolicy
 
 log = logging.getLogger(__name__)
 
+#: The way out when the weights are missing (no classical engine paints from text).
+WAYS_OUT = "; pass --model DIR (a local SD inpainting directory in the diffusers layout)"
 #: Channels of the UNet input: [z_t (4), mask (1), z_masked (4)].
 IN_CHANNELS = 9
 
@@ -47,7 +49,7 @@ class SDInpaintEngine(DiffusionEngine):
             log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
             root = ensure_tiny_inpainting_model()
         else:
-            root = resolve_sd(self.model or self.info.default_model)
+            root = resolve_sd(self.model or self.info.default_model, hint=WAYS_OUT)
         self.sd = load_sd(root, self.device, self.dtype)
         if self.sd.unet.config.in_channels != IN_CHANNELS:
             raise WeightsMissingError(f"{root} is not an inpainting model: its UNet takes "

@@ -77,7 +77,8 @@ class SmartBrushEngine(DiffusionEngine):
             log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
             root = ensure_tiny_smartbrush()
         else:
-            root = resolve_sd(self.model)
+            root = resolve_sd(self.model, hint="; pass --model DIR (a SmartBrush model from 'diffcompose train "
+                                                "smartbrush --export'), or use --engine sd-inpaint")
         self.sd = load_sd(root, self.device, self.dtype)
         if not is_smartbrush_unet(self.sd.unet):
             cfg = self.sd.unet.config

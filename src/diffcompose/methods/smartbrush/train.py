@@ -43,7 +43,7 @@ from diffcompose.methods.smartbrush.model import (
 from diffcompose.models import codec
 from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
 from diffcompose.progress import CancelToken, Progress, ProgressCallback
-from diffcompose.training.trainer import CKPT_PREFIX, EMA, StepSampler, latest_checkpoint
+from diffcompose.training.trainer import CKPT_PREFIX, EMA, latest_checkpoint, step_loader
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def build_model(init: str, init_kind: str = "auto") -> tuple[Any, Parts]:
 
         root = ensure_tiny_inpainting_model()
     else:
-        root = resolve_sd(init)
+        root = resolve_sd(init, hint="; set model.init to a local SD or SD-inpainting directory")
     unet = UNet2DConditionModel.from_pretrained(str(root / "unet"))
     kind = init_kind
     if kind == "auto":
@@ -290,10 +290,7 @@ def train(cfg: SmartBrushTrainConfig, *, on_progress: ProgressCallback | None = 
     ds = SmartBrushDataset(instances, resolution=cfg.resolution, seed=cfg.seed, inpaint_share=cfg.inpaint_share,
                            text_dropout=cfg.text_dropout)
     accum = cfg.gradient_accumulation_steps
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=acc.device.type == "cuda",
-        sampler=StepSampler(start * accum, cfg.batch_size, acc.process_index, acc.num_processes),
-        persistent_workers=cfg.num_workers > 0)
+    loader = step_loader(ds, cfg, start, acc)
     model, optimizer = acc.prepare(model, optimizer)
     model.train()
     batches = iter(loader)
