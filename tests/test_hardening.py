@@ -48,6 +48,7 @@ def _base(command: str, f: dict[str, Path], out: Path) -> list[str]:
         "compose": ["compose", image, "--edited-condition", str(f["edges"]), "--mask", mask],
         "paint": ["paint", image, "--mask", mask, "--reference", str(f["ref"])],
         "inpaint": ["inpaint", image, "--mask", mask, "--prompt", "a red ball"],
+        "insert": ["insert", image, "--mask", mask, "--reference", str(f["ref"])],
     }[command] + ["-o", str(out)]
 
 

@@ -86,9 +86,15 @@ def harmonize(image: ImageLike, mask: MaskLike | None = None, *, obj: ImageLike 
     return run("harmonize", inputs, **kw)  # type: ignore[return-value]
 
 
-def segment(image: ImageLike, box: BoxLike, *, engine: str = "classical", **kw: Any) -> Image.Image:
-    """An object mask (mode ``L``, white = object) from a box around it."""
-    return run("segment", {"image": image, "box": box}, engine=engine, **kw)  # type: ignore[return-value]
+def segment(image: ImageLike, box: BoxLike | None = None, *, points: Any = None, engine: str = "classical",
+            **kw: Any) -> Image.Image:
+    """An object mask (mode ``L``, white = object) from a box around it and/or clicks.
+
+    ``points``: ``[[x, y, label], ...]`` (label 1 on the object, 0 on the background; the
+    ``sam`` engine uses them, GrabCut needs a box).
+    """
+    return run("segment", {"image": image, "box": box, "points": points}, engine=engine,  # type: ignore[return-value]
+               **kw)
 
 
 def paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, reference_mask: MaskLike | None = None,
@@ -130,3 +136,19 @@ def inpaint(image: ImageLike, mask: MaskLike | None = None, *, box: BoxLike | No
     masks: list = []
     images = run("inpaint", inputs, masks=masks, **kw)
     return images, finish(masks)
+
+
+def insert(image: ImageLike, mask: MaskLike | None = None, reference: ImageLike | None = None, *,
+           box: BoxLike | None = None, reference_mask: MaskLike | None = None, shape_mask: MaskLike | None = None,
+           **kw: Any) -> Image.Image | list[Image.Image]:
+    """Insert the object of ``reference`` into the target region of ``image``: ``mask`` (white) or ``box``.
+
+    ``reference_mask`` (white = the object in the reference; default its alpha) cuts the
+    object out: ``anydoor`` needs it. ``shape_mask`` (scene-sized, inside the region's box) is
+    the shape the object should take. Engines: ``classical`` (paste + harmonize, no
+    weights), ``pbe`` (Paint-by-Example), ``anydoor``. Returns one image, or a list when
+    ``num_images`` > 1.
+    """
+    inputs = {"image": image, "mask": mask, "box": box, "reference": reference, "reference_mask": reference_mask,
+              "shape_mask": shape_mask}
+    return run("insert", inputs, **kw)

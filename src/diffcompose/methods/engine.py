@@ -181,8 +181,8 @@ class Engine:
     def paste(self, background: Any, obj: Any, box: Any, **kw: Any) -> Image.Image:
         return self.run("paste", background=background, obj=obj, box=box, **kw)  # type: ignore[return-value]
 
-    def segment(self, image: Any, box: Any, **kw: Any) -> Image.Image:
-        return self.run("segment", image=image, box=box, **kw)  # type: ignore[return-value]
+    def segment(self, image: Any, box: Any = None, *, points: Any = None, **kw: Any) -> Image.Image:
+        return self.run("segment", image=image, box=box, points=points, **kw)  # type: ignore[return-value]
 
     def compose(self, image: Any, edited_condition: Any, **kw: Any) -> Image.Image:
         return self.run("compose", image=image, edited_condition=edited_condition, **kw)  # type: ignore[return-value]
@@ -192,6 +192,9 @@ class Engine:
 
     def inpaint(self, image: Any, mask: Any = None, **kw: Any) -> Image.Image | list[Image.Image]:
         return self.run("inpaint", image=image, mask=mask, **kw)
+
+    def insert(self, image: Any, mask: Any = None, reference: Any = None, **kw: Any) -> Image.Image | list[Image.Image]:
+        return self.run("insert", image=image, mask=mask, reference=reference, **kw)
 
 
 #: Largest seam width accepted (pixels): wider than any image this tool opens.

@@ -17,7 +17,7 @@ from typing import Any
 from diffcompose.errors import InputError, MissingExtraError
 
 #: Tasks the API and CLI know about (an engine implements a subset).
-TASKS = ("remove", "paste", "harmonize", "segment", "compose", "paint", "inpaint")
+TASKS = ("remove", "paste", "harmonize", "segment", "compose", "paint", "inpaint", "insert")
 
 #: Packages of the ``diffusion`` extra, as importable names.
 DIFFUSION = ("torch", "diffusers", "transformers", "safetensors")

@@ -135,12 +135,73 @@ def prepare_harmonize(image: ImageLike, mask: MaskLike | None = None, *, obj: Im
     return Job("harmonize", img, {"image": img, "mask": m, "background": background}, mask_to_box(m), kinds, m)
 
 
-def prepare_segment(image: ImageLike, box: Box | str | tuple[int, int, int, int], *,
-                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+#: Most clicks one ``segment`` request takes (SAM's prompt encoder handles any number; a bound keeps requests small).
+MAX_POINTS = 64
+
+
+@dataclass(frozen=True)
+class Points:
+    """Click prompts: ``xyl`` float ``(N, 3)`` rows ``[x, y, label]`` (label 1 object, 0 background) in image
+    pixels, and ``frame``, the prompts' bounding box; the job also carries ``frame`` as a box the runner cuts
+    to the window (``points_frame``), so an engine can map the points into its window."""
+
+    xyl: np.ndarray
+    frame: Box
+
+
+def parse_points(points: Any, size: tuple[int, int]) -> np.ndarray:
+    """``"x,y,1;x,y,0"`` or ``[[x, y, label], ...]`` -> float ``(N, 3)``; each point inside the image."""
+    example = "give points as x,y,label;x,y,label (label 1: object, 0: background)"
+    if isinstance(points, str):
+        try:
+            rows = [[float(v) for v in part.split(",")] for part in points.replace(" ", "").split(";") if part]
+        except ValueError:
+            raise InputError(f"bad points {points!r}: {example}") from None
+    else:
+        try:
+            rows = [list(p) for p in points]
+        except TypeError:
+            raise InputError(f"bad points {points!r}: {example}") from None
+    if not rows or len(rows) > MAX_POINTS:
+        raise InputError(f"segment takes 1 to {MAX_POINTS} points, got {len(rows)}")
+    out = np.zeros((len(rows), 3))
+    for i, row in enumerate(rows):
+        if len(row) != 3 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number))
+                                for v in row):
+            raise InputError(f"bad point {row!r}: {example}")
+        x, y, label = (float(v) for v in row)
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise InputError(f"point coordinates must be finite numbers, got ({row[0]}, {row[1]})")
+        if not (0 <= x < size[0] and 0 <= y < size[1]):
+            raise InputError(f"point ({row[0]}, {row[1]}) is outside the {size[0]}x{size[1]} image")
+        if label not in (0.0, 1.0):
+            raise InputError(f"point label must be 1 (object) or 0 (background), got {row[2]!r}")
+        out[i] = (x, y, label)
+    return out
+
+
+def prepare_segment(image: ImageLike, box: Box | str | tuple[int, int, int, int] | None = None, *,
+                    points: Any = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+    """An object mask from a box around it and/or clicks (``points``; engines without point
+    support, such as GrabCut, need the box). The mask is False outside the box when one is given."""
     img = load_image(image, "image", max_pixels)
-    target = parse_box(box, (img.shape[1], img.shape[0]))
-    return Job("segment", img, {"image": img, "box": target}, target, {"image": "image", "box": "box"},
-               output="mask")
+    size = (img.shape[1], img.shape[0])
+    target = None if box is None else parse_box(box, size)
+    xyl = None if points is None else parse_points(points, size)
+    if target is None and (xyl is None or not (xyl[:, 2] == 1).any()):
+        raise InputError("segment needs --box x0,y0,x1,y1 or at least one object point (--points x,y,1)")
+    arrays: dict[str, Any] = {"image": img, "box": target}
+    kinds: dict[str, Kind] = {"image": "image", "box": "box"}
+    region = target
+    if xyl is not None:
+        xs, ys = xyl[:, 0].astype(int), xyl[:, 1].astype(int)
+        region = Box(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        if target is not None:
+            region = Box(min(region.x0, target.x0), min(region.y0, target.y0), max(region.x1, target.x1),
+                         max(region.y1, target.y1))
+        arrays.update(points=Points(xyl, region), points_frame=region)
+        kinds["points_frame"] = "box"
+    return Job("segment", img, arrays, region, kinds, output="mask")
 
 
 def prepare_paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, reference_mask: MaskLike | None = None,
@@ -176,6 +237,57 @@ def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
     check_mask_coverage(m, operation="inpainting")
     arrays = {"image": img, "mask": m, "prompt": prompt, "negative_prompt": negative_prompt}
     return Job("inpaint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m, output="images")
+
+
+def _reference_object(reference: ImageLike, ref: np.ndarray, reference_mask: MaskLike | None,
+                      max_pixels: int | None) -> np.ndarray | None:
+    """The reference object's mask: the given one, else the reference's own varying alpha, else ``None``
+    (no cut-out known; ``load_image`` already put a transparent background on white)."""
+    size = (ref.shape[1], ref.shape[0])
+    if reference_mask is not None:
+        return load_mask(reference_mask, size, name="reference mask", max_pixels=max_pixels)
+    own = _alpha_or_full(reference, size)
+    return None if own.all() else own
+
+
+def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference: ImageLike | None,
+                   box: Box | str | tuple[int, int, int, int] | None = None, reference_mask: MaskLike | None = None,
+                   shape_mask: MaskLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+    """Insert the object of ``reference`` into the target region of the scene ``image``.
+
+    The region is ``mask`` (white) or ``box`` (exactly one). ``reference_mask`` cuts the object
+    out of the reference (default: the reference's own alpha, else nothing; AnyDoor refuses
+    to run without one). ``shape_mask`` (optional, scene-sized) is the object's wanted shape
+    (shape control); it must lie inside the region's bounding box. The original pixels come
+    back outside ``mask | shape_mask`` (and the engine's band and seam).
+    """
+    if reference is None:
+        raise InputError("insert needs --reference: a photo of the object to insert")
+    img = load_image(image, "image", max_pixels)
+    size = (img.shape[1], img.shape[0])
+    if (mask is None) == (box is None):
+        raise InputError("insert needs exactly one of --mask (the target region) or --box x0,y0,x1,y1")
+    if mask is not None:
+        m = load_mask(mask, size, max_pixels=max_pixels)
+    else:
+        m = np.zeros((size[1], size[0]), dtype=bool)
+        m[parse_box(box, size).slices] = True  # type: ignore[arg-type]
+    check_mask_coverage(m, operation="insertion")
+    shape = None
+    if shape_mask is not None:
+        shape = load_mask(shape_mask, size, name="shape mask", max_pixels=max_pixels)
+        target = mask_to_box(m)
+        outside = shape.copy()
+        outside[target.slices] = False
+        if outside.any():
+            raise InputError(f"the shape mask reaches outside the target region's box {target}; "
+                             "draw it inside the region")
+    ref = load_image(reference, "reference", max_pixels)
+    ref_mask = _reference_object(reference, ref, reference_mask, max_pixels)
+    paste = m if shape is None else m | shape
+    arrays = {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask, "shape_mask": shape}
+    kinds: dict[str, Kind] = {"image": "image", "mask": "mask", "shape_mask": "mask"}
+    return Job("insert", img, arrays, mask_to_box(paste), kinds, paste, output="images")
 
 
 def _load_condition(source: ImageLike, size: tuple[int, int], name: str, max_pixels: int | None) -> np.ndarray:
@@ -215,13 +327,16 @@ TASK_SPECS: dict[str, TaskSpec] = {s.name: s for s in (
              "place an object into a background at a box"),
     TaskSpec("harmonize", ("image", "mask", "obj", "box", "object_mask"), prepare_harmonize,
              "make a pasted object match its surroundings"),
-    TaskSpec("segment", ("image", "box"), prepare_segment, "an object mask from a box around it"),
+    TaskSpec("segment", ("image", "box", "points"), prepare_segment,
+             "an object mask from a box around it and/or clicks on it"),
     TaskSpec("compose", ("image", "edited_condition", "condition", "condition_type", "mask", "prompt"),
              prepare_compose, "re-shape a pasted object to follow an edited condition map"),
     TaskSpec("paint", ("image", "mask", "reference", "reference_mask"), prepare_paint,
              "fill a region with an object like a reference photo"),
     TaskSpec("inpaint", ("image", "mask", "box", "prompt", "negative_prompt"), prepare_inpaint,
              "fill a region with what a text prompt describes"),
+    TaskSpec("insert", ("image", "mask", "box", "reference", "reference_mask", "shape_mask"), prepare_insert,
+             "insert the object of a reference photo into a target region"),
 )}
 
 

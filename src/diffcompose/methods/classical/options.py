@@ -62,8 +62,31 @@ class SegmentOptions:
         check_range("iterations", self.iterations, 1, 50)
 
 
+@dataclass(frozen=True)
+class InsertOptions:
+    """``insert`` without weights: the reference object pasted into the region, then harmonized."""
+
+    blend: Literal["none", "feather", "poisson"] = option(
+        "feather", "seam of the pasted object: hard cut, feathered alpha, or Poisson (gradient-domain) blending")
+    feather: int | None = option(None, "feather width in pixels (default: 3% of the object's short side)")
+    harmonize: Literal["reinhard", "poisson", "none"] = option(
+        "reinhard", "then match the object to its surroundings: Reinhard Lab colour transfer, Poisson, or not at all")
+    strength: float | None = option(None, "harmonization strength, 0..1 (default: 0.3 for reinhard, 1 for poisson)")
+    ring: int | None = option(None, "width in pixels of the surrounding band harmonization reads "
+                                    "(default: 25% of the object's size)")
+
+    def __post_init__(self) -> None:
+        if self.feather is not None:
+            check_range("feather", self.feather, 0, 1000)
+        if self.strength is not None:
+            check_range("strength", self.strength, 0.0, 1.0)
+        if self.ring is not None:
+            check_range("ring", self.ring, 1, 10000)
+
+
 register(EngineInfo(
     ENGINE, "diffcompose.methods.classical.engine:ClassicalEngine",
-    tasks={"remove": RemoveOptions, "paste": PasteOptions, "harmonize": HarmonizeOptions, "segment": SegmentOptions},
+    tasks={"remove": RemoveOptions, "paste": PasteOptions, "harmonize": HarmonizeOptions, "segment": SegmentOptions,
+           "insert": InsertOptions},
     priority=0, summary="OpenCV/scikit-image, no weights",
 ))

@@ -112,16 +112,22 @@ def _global_named(exc: Exception) -> str:
     return f" ({found[1]})" if found else ""
 
 
-def _torch_load(path: Path) -> Any:
-    """``torch.load`` with the weights-only unpickler, plus the allowlist above; refusals in one line."""
+def _torch_load(path: Path, *, mmap: bool = False) -> Any:
+    """``torch.load`` with the weights-only unpickler, plus the allowlist above; refusals in one line.
+
+    ``mmap``: leave the tensors of a zip checkpoint on disk until they are used (an entry never
+    touched, such as an optimizer state, is never read); a legacy non-zip file is read whole.
+    """
     import pickle
     import warnings
     import zipfile
 
+    mmap = mmap and zipfile.is_zipfile(path)
+
     def load() -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
     refused = f"cannot read {path} as a weights-only checkpoint: it holds"
     try:

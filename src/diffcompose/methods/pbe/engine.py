@@ -60,7 +60,8 @@ class PaintByExampleEngine(DiffusionEngine):
 
     @torch.no_grad()
     def _paint(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,
-               reference_mask: np.ndarray | None, options: PaintOptions, ctx: RunContext) -> list[np.ndarray]:
+               reference_mask: np.ndarray | None, options: PaintOptions, ctx: RunContext,
+               task: str = "paint") -> list[np.ndarray]:
         c, dev, dt = self.c, self.device, self.dtype
         n = options.num_images
         generator = make_generator(ctx.seed)
@@ -88,6 +89,14 @@ class PaintByExampleEngine(DiffusionEngine):
         log.info("painting %dx%d, %d steps (%s)", image.shape[1], image.shape[0], options.steps, options.scheduler)
         latents = denoise(model, sched, latents, guidance_scale=options.guidance_scale, generator=generator,
                           guide_below_one=GUIDE_BELOW_ONE, eta=options.eta,
-                          progress=ctx.progress("paint", len(sched.timesteps)),
+                          progress=ctx.progress(task, len(sched.timesteps)),
                           preview=lambda z: codec.tensor_to_images(codec.decode(c.vae, z[:1]))[0])
         return codec.tensor_to_images(codec.decode(c.vae, latents).clamp(-1, 1))
+
+    def _insert(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,
+                reference_mask: np.ndarray | None, shape_mask: np.ndarray | None, options: PaintOptions,
+                ctx: RunContext) -> list[np.ndarray]:
+        """``insert`` is ``paint`` of the region (of the shape mask, when given: shape control)."""
+        hole = mask if shape_mask is None else shape_mask
+        return self._paint(image=image, mask=hole, reference=reference, reference_mask=reference_mask,
+                           options=options, ctx=ctx, task="insert")

@@ -46,7 +46,8 @@ class PaintOptions:
 DEFAULT_PBE = "Fantasy-Studio/Paint-by-Example"
 
 register(EngineInfo(
-    ENGINE, "diffcompose.methods.pbe.engine:PaintByExampleEngine", tasks={"paint": PaintOptions},
+    ENGINE, "diffcompose.methods.pbe.engine:PaintByExampleEngine",
+    tasks={"paint": PaintOptions, "insert": PaintOptions},  # insert = paint into the region (or the shape mask)
     priority=10, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_PBE,
     summary="Paint-by-Example: fill the mask with an object like the reference",
 ))

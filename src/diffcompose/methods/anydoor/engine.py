@@ -1,0 +1,157 @@
+"""The AnyDoor engine: insert a reference object into a target region, keeping its identity.
+
+Per request (:meth:`AnyDoorEngine._insert`), with the published pre- and post-processing of
+:mod:`.preprocess`:
+
+1. ratios: the ones given, else drawn the published way from ``numpy.random.default_rng(seed)``
+   (:func:`~.preprocess.draw_ratios`; the public scripts use the unseeded global state);
+2. reference on white, cropped, padded, squared, at 224 (:func:`~.preprocess.prepare_reference`)
+   -> ID tokens; the unconditional context = the extractor on an all-zeros image;
+3. hint: scene crop around the expanded target box with the reference's high-frequency map
+   stretched into the box, mask channel, padded to a square at the model's size (512 for the
+   published model; :func:`~.preprocess.build_hint`);
+4. DDIM (eta 0) on the shared loop, one batched ``[uncond, cond]`` call per step
+   (:func:`~.model.guided_model_fn`); noise from ``torch.Generator().manual_seed(seed)``;
+5. decode, resize back, unpad, put the crop into the scene (less a 3 px margin, as the demo:
+   this is what ``paste_back=False`` returns); the runner then restores the original pixels
+   outside the target region grown by the box expansion (:meth:`paste_band`), with a
+   feathered seam.
+
+The engine works on the whole image at its own pixels (its window policy): the crop, its
+square padding and the 512 resize are AnyDoor's own, exactly as the model was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import torch
+
+from diffcompose.errors import InputError, WeightsMissingError
+from diffcompose.methods.anydoor import model as M
+from diffcompose.methods.anydoor.options import NO_DEFAULT_MODEL, AnyDoorInsertOptions
+from diffcompose.methods.diffusion import DiffusionEngine
+from diffcompose.models import codec
+from diffcompose.models.device import make_generator
+from diffcompose.models.loader import TINY
+from diffcompose.models.sampling import denoise, initial_noise, is_guided, make_scheduler
+from diffcompose.progress import RunContext
+from diffcompose.regions import WindowPolicy
+
+log = logging.getLogger(__name__)
+
+#: Guidance at every scale but exactly 1, as the public DDIM sampler (``scale == 1.``: one pass).
+GUIDE_BELOW_ONE = True
+#: Pixels of the crop's border not taken from the result (the demo's ``crop_back`` margin).
+CROP_MARGIN = 3
+NO_WEIGHTS = ("no AnyDoor weights in diffusers layout are published: convert the public checkpoint "
+              "(diffcompose convert anydoor CKPT DIR) and pass --model DIR, or --model tiny for a smoke test; "
+              "or use --engine pbe or --engine classical")
+_PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "*/*.safetensors"]
+
+
+def resolve_anydoor(model: str | None):
+    """A complete local AnyDoor directory for ``model`` (a directory, a hub id, or ``tiny``)."""
+    from diffcompose.models.hub import resolve_model
+
+    if model in (None, "", NO_DEFAULT_MODEL):
+        raise WeightsMissingError(NO_WEIGHTS)
+    if model == TINY:
+        from diffcompose.methods.anydoor.tiny import ensure_tiny_anydoor
+
+        log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
+        return ensure_tiny_anydoor()
+    root = resolve_model(model, M.REQUIRED, what="AnyDoor model", allow_patterns=_PATTERNS, hint=M.WAYS_OUT)
+    return M.check_anydoor_dir(root)
+
+
+class AnyDoorEngine(DiffusionEngine):
+    """Object teleport with identity preservation (Chen et al., CVPR 2024)."""
+
+    name = "anydoor"
+    m: M.AnyDoorModel
+
+    def _load(self) -> None:
+        self._resolve_device()
+        root = resolve_anydoor(self.model)
+        self.m = M.load_anydoor(root, self.device, self.dtype)
+
+    @classmethod
+    def from_model(cls, model: M.AnyDoorModel, device: str = "cpu", dtype: torch.dtype = torch.float32
+                   ) -> "AnyDoorEngine":
+        """A loaded engine over a model already in memory (tests, benchmarks, a training run's model)."""
+        engine = cls(device=device, dtype=str(dtype).replace("torch.", ""))
+        engine.device, engine.dtype, engine.m, engine._loaded = torch.device(device), dtype, model, True
+        return engine
+
+    def modules(self) -> list[torch.nn.Module]:
+        return self.m.parts()
+
+    def window_policy(self, task: str, options: AnyDoorInsertOptions) -> WindowPolicy:
+        return WindowPolicy(size=None, whole_image=True)  # the engine crops as AnyDoor was trained
+
+    def paste_band(self, task: str, options: AnyDoorInsertOptions, mask: np.ndarray) -> int:
+        """The target box expansion: what the model redraws around the region (its mask channel
+        covers the expanded box); kept within the expanded box on every side."""
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            return 0
+        side = min(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+        ratio = options.box_ratio or 1.1
+        return max(0, int(math.floor((ratio - 1.0) / 2.0 * side)) - 1)
+
+    def native_size(self) -> int:
+        return codec.native_resolution(self.m.unet, self.m.vae)
+
+    @torch.no_grad()
+    def _insert(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,
+                reference_mask: np.ndarray | None, shape_mask: np.ndarray | None, options: AnyDoorInsertOptions,
+                ctx: RunContext) -> list[np.ndarray]:
+        from diffcompose.methods.anydoor import preprocess as P
+
+        if reference_mask is None:
+            raise InputError("the anydoor engine needs --reference-mask (white = the object in the reference; or "
+                             "a reference with a transparent background): its background is set to white")
+        if not np.asarray(reference_mask).any():
+            raise InputError("the reference mask is empty: it must mark the object in the reference")
+        m, dev, dt, n = self.m, self.device, self.dtype, options.num_images
+        drawn = P.draw_ratios(np.random.default_rng(ctx.seed), options.ratios)
+        ratios = P.Ratios(options.reference_ratio or drawn.reference, options.box_ratio or drawn.box,
+                          options.crop_ratio or drawn.crop)
+        ref = P.prepare_reference(reference, reference_mask, ratio=ratios.reference)
+        size = self.native_size()
+        hint = P.build_hint(image, mask, ref.hf_map, box_ratio=ratios.box, crop_ratio=ratios.crop,
+                            shape_mask=shape_mask, size=size, mask_padding=options.mask_padding)
+        log.info("anydoor: crop %s, target box %s, ratios %s, %d steps", hint.crop_box, hint.target_box, ratios,
+                 options.steps)
+        generator = make_generator(ctx.seed)
+        guided = is_guided(options.guidance_scale, below_one=GUIDE_BELOW_ONE)
+        hint_t = torch.from_numpy(hint.hint).permute(2, 0, 1)[None].to(dev, dt).expand(n, -1, -1, -1)
+        with M.Offload(m, dev, options.cpu_offload) as off:
+            M.set_attention_slicing(m, options.attention_slicing)
+            with off.stage(m.id_extractor):
+                cond = m.id_extractor(M.reference_to_tensor(ref.image, dev)).to(dt).expand(n, -1, -1)
+                uncond = m.id_extractor.uncond(1, dev).to(dt).expand(n, -1, -1) if guided else None
+            sched = make_scheduler("ddim", m.scheduler_config)
+            sched.set_timesteps(options.steps, device=dev)
+            stride = codec.vae_stride(m.vae)
+            latents = initial_noise(m.vae, n, size // stride, size // stride, generator).to(dev, dt)
+            latents = latents * sched.init_noise_sigma
+            fn = M.guided_model_fn(m, hint_t, cond, uncond, options.control_strength)
+            preview = None
+            if off.mode == "none":
+                def preview(z: torch.Tensor) -> np.ndarray:
+                    return codec.tensor_to_images(codec.decode(m.vae, z[:1]))[0]
+            with off.stage(m.controlnet, m.unet):
+                latents = denoise(fn, sched, latents, guidance_scale=options.guidance_scale, generator=generator,
+                                  guide_below_one=GUIDE_BELOW_ONE, eta=0.0,
+                                  progress=ctx.progress("insert", len(sched.timesteps)), preview=preview)
+            with off.stage(m.vae):
+                samples = codec.tensor_to_images(codec.decode(m.vae, latents).clamp(-1, 1))
+            if options.attention_slicing:
+                M.set_attention_slicing(m, False)
+        whole_crop = dataclasses.replace(hint, target_box=hint.crop_box)  # the runner keeps only the region
+        return [P.paste_result(s, image, whole_crop, margin=CROP_MARGIN) for s in samples]

@@ -1,0 +1,59 @@
+"""Options of the AnyDoor engine, and its registration (light: no heavy imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from diffcompose.methods.options import check_range, option
+from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
+
+ENGINE = "anydoor"
+#: The published weights are a Lightning checkpoint, not a diffusers directory: there is no
+#: hub default. ``--model DIR`` of ``diffcompose convert anydoor`` (or ``tiny``).
+NO_DEFAULT_MODEL = "none"
+
+
+@dataclass(frozen=True)
+class AnyDoorInsertOptions:
+    steps: int = option(50, "DDIM steps (eta 0, as published)")
+    guidance_scale: float = option(5.0, "classifier-free guidance scale: how closely the object follows the "
+                                        "reference (1 = no guidance; below 1 leans to the unconditional result)")
+    control_strength: float = option(1.0, "weight of the detail extractor's (ControlNet's) residuals")
+    num_images: int = option(1, "how many results to make, in one batch")
+    ratios: Literal["inference", "demo"] = option(
+        "inference", "how the expansion ratios are drawn (by the seed) when not given: as the public batch "
+                     "inference (reference 1.2, box 1.1, crop 1.5-2.9) or its demo and training (reference 1.1-1.4, "
+                     "box 1.1, crop 1.3-2.9)")
+    reference_ratio: float | None = option(None, "padding around the reference object before it is squared, as a "
+                                                 "ratio of its box (default: drawn per --ratios)")
+    box_ratio: float | None = option(None, "target box expansion (default: drawn per --ratios, 1.1)")
+    crop_ratio: float | None = option(None, "scene crop around the expanded target box, as a ratio of it (default: "
+                                            "drawn per --ratios)")
+    mask_padding: Literal["train", "inference"] = option(
+        "train", "mask channel in the square padding: -1 as the model was trained, or the public inference "
+                 "script's 1 (its uint8 wrap-around)")
+    cpu_offload: Literal["none", "model", "sequential"] = option(
+        "none", "keep parts on the CPU while unused: model (whole parts, per stage) or sequential (per layer, "
+                "least memory, slowest); no effect on a CPU device")
+    attention_slicing: bool = option(False, "compute attention in slices (less GPU memory, a little slower)")
+
+    def __post_init__(self) -> None:
+        check_range("steps", self.steps, 1, 1000)
+        check_range("guidance_scale", self.guidance_scale, 0.0, 50.0)
+        check_range("control_strength", self.control_strength, 0.0, 2.0)
+        check_range("num_images", self.num_images, 1, 64)
+        if self.reference_ratio is not None:
+            check_range("reference_ratio", self.reference_ratio, 1.0, 3.0)
+        if self.box_ratio is not None:
+            check_range("box_ratio", self.box_ratio, 1.0, 3.0)
+        if self.crop_ratio is not None:
+            check_range("crop_ratio", self.crop_ratio, 1.0, 10.0)
+
+
+register(EngineInfo(
+    ENGINE, "diffcompose.methods.anydoor.engine:AnyDoorEngine", tasks={"insert": AnyDoorInsertOptions},
+    priority=5, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=NO_DEFAULT_MODEL,
+    summary="AnyDoor: teleport the reference object into the target region, keeping its identity "
+            "(needs converted weights)",
+))
