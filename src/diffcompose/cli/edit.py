@@ -30,7 +30,7 @@ def run_harmonize(args: argparse.Namespace) -> None:
 
 def run_segment(args: argparse.Namespace) -> None:
     common.check_output_args(args, args.image)
-    out = api.segment(args.image, args.box, **common.run_kwargs(args))
+    out = api.run("segment", {"image": args.image, "box": args.box, "points": args.points}, **common.run_kwargs(args))
     common.write(out, args, args.image)
 
 
@@ -65,10 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_task_flags(p, "harmonize")
     p.set_defaults(func=run_harmonize)
 
-    p = sub.add_parser("segment", help="an object mask from a box around it (GrabCut)",
-                       description="Write a mask (white = object) of the object inside --box.")
+    p = sub.add_parser("segment", help="an object mask from a box around it (GrabCut) and/or clicks (SAM)",
+                       description="Write a mask (white = object) of the object inside --box and/or under --points "
+                                   "(--engine sam; the classical engine, GrabCut, needs --box and ignores points).")
     p.add_argument("image", type=Path, metavar="IMAGE")
-    p.add_argument("--box", required=True, help="box around the object: x0,y0,x1,y1 (end-exclusive; --box=... for a value "
-                        "starting with '-')")
-    common.add_task_flags(p, "segment", paste_back=False, runtime=False)
+    p.add_argument("--box", default=None, help="box around the object: x0,y0,x1,y1 (end-exclusive; --box=... for a "
+                        "value starting with '-')")
+    p.add_argument("--points", default=None, help="clicks x,y,label;x,y,label (label 1: on the object, 0: background; "
+                        "quote it for the shell)")
+    common.add_task_flags(p, "segment", paste_back=False)
     p.set_defaults(func=run_segment)

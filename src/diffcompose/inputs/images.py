@@ -22,10 +22,11 @@ Conversion rule for other modes (documented in the README):
 from __future__ import annotations
 
 import os
+import threading
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -53,21 +54,38 @@ def open_pil(source: str | os.PathLike, name: str = "image", max_pixels: int | N
     if not path.is_file():  # a FIFO, socket or device would block or never end: regular files only
         raise InputError(f"{name} is not a regular file: {path}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            old_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None  # our own limit below, checked before decoding
-            try:
-                im = Image.open(path)
-                _check_pixels(im.size, name, max_pixels)
-                im.load()
-            finally:
-                Image.MAX_IMAGE_PIXELS = old_limit
+        im = open_header(path, name, max_pixels)
+        im.load()
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read {name} {path}: not an image file or an unsupported/corrupt format") from exc
     return ImageOps.exif_transpose(im)
+
+
+#: Pillow's decompression-bomb limit is process-global: it is lifted only under this lock.
+_PIL_LIMIT = threading.Lock()
+
+
+def open_header(fp: Any, name: str, max_pixels: int | None, formats: list[str] | None = None) -> Image.Image:
+    """``Image.open`` (header only) with our pixel limit in place of Pillow's bomb check.
+
+    Pillow refuses images above twice its global ``MAX_IMAGE_PIXELS`` at open time; ours is
+    ``max_pixels`` (``--max-pixels``), checked here before anything is decoded. The global is
+    lifted only for the header read and under one lock, so a thread opening an image at the
+    same time (the server, a batch) never runs with Pillow's check switched off.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _PIL_LIMIT:  # open() reads the header only: held for microseconds
+            old_limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                im = Image.open(fp, formats=formats)
+            finally:
+                Image.MAX_IMAGE_PIXELS = old_limit
+    _check_pixels(im.size, name, max_pixels)
+    return im
 
 
 def load_pil(im: Image.Image, name: str = "image") -> None:

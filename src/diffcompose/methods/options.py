@@ -35,9 +35,19 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+class OptionRangeError(InputError):
+    """An option value outside its range; the range itself rides along (``name``, ``lo``, ``hi``,
+    ``lo_open``, ``hi_open``), so the HTTP schema can show the bounds the dataclass checks."""
+
+    def __init__(self, message: str, name: str, lo: float | None, hi: float | None, lo_open: bool,
+                 hi_open: bool) -> None:
+        super().__init__(message)
+        self.name, self.lo, self.hi, self.lo_open, self.hi_open = name, lo, hi, lo_open, hi_open
+
+
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
                 *, lo_open: bool = False, hi_open: bool = False) -> None:
-    """Raise a one-line :class:`InputError` for an out-of-range option value."""
+    """Raise a one-line :class:`OptionRangeError` for an out-of-range option value."""
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
     too_high = hi is not None and (value >= hi if hi_open else value > hi)
     if not (too_low or too_high):
@@ -47,7 +57,8 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
         parts.append(f"{'>' if lo_open else '>='} {lo}")
     if hi is not None:
         parts.append(f"{'<' if hi_open else '<='} {hi}")
-    raise InputError(f"{flag(name)} must be {' and '.join(parts)}, got {value}")
+    raise OptionRangeError(f"{flag(name)} must be {' and '.join(parts)}, got {value}", name, lo, hi, lo_open,
+                           hi_open)
 
 
 #: Seeds are 0 .. 2**63 - 1 (what every generator used here takes).

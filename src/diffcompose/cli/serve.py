@@ -1,0 +1,125 @@
+"""``diffcompose serve``: the HTTP API and the page on uvicorn (see :mod:`diffcompose.server.app`).
+
+Nothing heavy at import: FastAPI and uvicorn are imported when the command runs (so other
+commands' ``--help`` never pay for them), torch and models when a job first needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+from diffcompose.inputs import DEFAULT_MAX_PIXELS
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from diffcompose.errors import MissingExtraError
+    from diffcompose.methods.manager import parse_bytes
+    from diffcompose.server.settings import Settings, is_loopback
+
+    try:
+        import uvicorn  # noqa: F401
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(f"diffcompose serve needs {exc.name}, which is not installed; install it with: "
+                                "pip install 'diffcompose[server]'") from None
+    token = args.token
+    generated = False
+    if token is None and not is_loopback(args.host):
+        token, generated = secrets.token_urlsafe(24), True
+    settings = Settings(host=args.host, port=args.port, token=token, device=args.device, dtype=args.dtype,
+                        model_dir=args.model_dir.resolve() if args.model_dir else None, max_pixels=args.max_pixels,
+                        max_upload_mb=args.max_upload_mb, workers=args.workers, queue_size=args.queue_size,
+                        result_ttl=args.result_ttl,
+                        memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None).check()
+    serve(settings, generated_token=generated)
+
+
+def serve(settings: object, *, generated_token: bool = False) -> None:
+    """Run ``settings`` on uvicorn until SIGINT/SIGTERM; print the URL once the socket listens."""
+    import uvicorn
+
+    from diffcompose.server import create_app
+
+    app = create_app(settings)  # type: ignore[arg-type]
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            if not self.started:
+                return
+            port = settings.port  # type: ignore[attr-defined]
+            for server in getattr(self, "servers", []):
+                for sock in server.sockets:
+                    port = sock.getsockname()[1]
+                    break
+            host = settings.host  # type: ignore[attr-defined]
+            shown = f"[{host}]" if ":" in host else host
+            url = f"http://{shown}:{port}/"
+            if settings.token:  # type: ignore[attr-defined]
+                url += f"?token={settings.token}"  # type: ignore[attr-defined]
+            note = " (access token generated for this run)" if generated_token else ""
+            print(f"diffcompose serving at {url}{note}", flush=True)
+
+    sock = listen(settings.host, settings.port)  # type: ignore[attr-defined]
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,  # type: ignore[attr-defined]
+                            log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+    try:
+        Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM after uvicorn's own graceful shutdown: a normal end
+        pass
+    sys.stdout.flush()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound socket for uvicorn, or one line saying why not (port in use, unknown address)."""
+    from diffcompose.errors import InputError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from diffcompose.server.settings import DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT
+
+    p = sub.add_parser("serve", help="the local web app and HTTP API",
+                       description="Serve the page and the HTTP API (OpenAPI at /docs). Binds 127.0.0.1 by default; "
+                                   "any other --host requires an access token on every request (generated and "
+                                   "printed in the URL unless --token is given). Models load on first use.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0 = any free one)")
+    p.add_argument("--token", default=None,
+                   help="access token required on every request (default: none on loopback, generated otherwise)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu for diffusion engines (default: best)")
+    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"], help="compute dtype")
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="folder of local models: a request's model NAME (or org/NAME) loads from DIR/NAME when that "
+                        "folder exists; clients can never name other paths")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images with more pixels than this, before decoding (default: {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+                   help=f"largest request body in MiB, all files together (default: {DEFAULT_MAX_UPLOAD_MB:g})")
+    p.add_argument("--workers", type=int, default=2,
+                   help="job worker threads: jobs on different engines run side by side (a GrabCut mask while a "
+                        "diffusion job runs); each engine still runs one job at a time (default: 2)")
+    p.add_argument("--queue-size", type=int, default=16,
+                   help="waiting jobs beyond which requests get 429 with Retry-After (default: 16)")
+    p.add_argument("--result-ttl", type=float, default=3600.0,
+                   help="seconds a finished job and its results are kept (default: 3600)")
+    p.add_argument("--memory-budget", default=None,
+                   help="unload least recently used engines above this, e.g. 8GB (default: no limit)")
+    p.set_defaults(func=run_serve)

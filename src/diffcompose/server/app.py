@@ -1,0 +1,468 @@
+"""The HTTP API and the page: an ASGI app made by :func:`create_app` (``diffcompose serve`` runs it on uvicorn).
+
+Why FastAPI (on Starlette): the issue asks for an OpenAPI document served at ``/docs``;
+FastAPI writes it and serves Swagger UI, and we only add what it cannot see (the multipart
+body and one schema per engine options dataclass, from :mod:`diffcompose.server.schema`).
+Everything else is plain Starlette underneath (streaming responses for SSE, static files,
+pure ASGI middleware for the token and the body limit), so the extra dependency buys the
+documentation without a second framework. Its import costs about 0.3 s, paid only by ``serve``.
+
+HTTP API contract (the page in ``server/static`` uses it; change both together)
+================================================================================
+
+Auth
+    With a token (always when the server listens off loopback), every request (page, static
+    files, API, SSE, docs) carries ``Authorization: Bearer <token>`` or ``?token=<token>``
+    (the page reads it from its own URL ``/?token=...`` and adds it to every fetch and
+    EventSource). Missing or wrong: 401 ``{"error": "..."}``.
+Errors
+    Every 4xx/5xx body is JSON ``{"error": "<one line>"}``: for bad input, the same line the
+    CLI prints after ``diffcompose: error:``. 400 bad input; 401 token; 404 unknown job,
+    result or preview; 409 result not ready; 413 body above ``--max-upload-mb``; 429 queue
+    full (``Retry-After`` header, seconds); 503 missing weights or packages; 500 a bug.
+``GET /``, ``GET /static/<file>``
+    The page and its JS/CSS (package data ``diffcompose/server/static/``).
+``GET /api/health``
+    ``{"version", "device", "queued", "running", "jobs", "torch_loaded", "engines_loaded"}``;
+    ``device`` is ``--device`` or ``"auto"`` (resolved when a diffusion engine first loads).
+``GET /api/tasks``
+    ``[{"name", "summary", "inputs": [{"name", "kind": image|mask|box|text|points, "required", "help"}], "engines"}]``.
+``GET /api/engines``
+    ``[{"name", "summary", "available", "reason", "default_model", "tasks": {TASK: {"options":
+    [{"name", "type": int|float|bool|str|choice, "default", "min", "max", "min_exclusive",
+    "max_exclusive", "choices", "nullable", "help"}]}}}]``, generated from the options dataclasses.
+``POST /api/jobs`` (multipart/form-data)
+    File fields named like the task's inputs (``image``, ``mask``, ``reference``,
+    ``reference_mask``, ``object``, ``object_mask``, ``condition``, ``edited_condition``,
+    ``shape_mask``; ``paste``'s background is ``image``), each decoded as an image whatever its
+    name or type, and one text field ``request``: JSON ``{"task", "engine": "auto", "seed": 0,
+    "model": null, "options": {}, "box": [x0,y0,x1,y1]|null, "prompt": null,
+    "points": [[x,y,label],...]|null, "paste_back": true, "margin": null}`` plus the task's
+    other text inputs by name (``negative_prompt``, ``condition_type``). Everything is
+    validated before the job is queued. 202 ``{"id", "status": "queued"}``.
+``GET /api/jobs/{id}``
+    ``{"id", "task", "engine", "seed", "status": queued|running|done|error|cancelled, "step",
+    "total", "error", "results", "created", "expires"}`` (times: Unix seconds).
+``GET /api/jobs/{id}/events``
+    Server-Sent Events: ``progress`` ``{"step", "total", "task", "timestep", "elapsed",
+    "preview"}``; ``preview`` ``{"step", "url"}`` (the latest preview PNG); then exactly one of
+    ``done`` ``{"results"}``, ``error`` ``{"error"}``, ``cancelled`` ``{}``, and the stream
+    ends. A client that connects late gets the current state first (the last progress event,
+    the last preview, the end).
+``GET /api/jobs/{id}/preview``
+    The latest preview PNG (404 if none yet): the engine's working window around the region
+    (the crop it works on, at its working size), not the whole image.
+``POST /api/jobs/{id}/cancel``
+    ``{"id", "status"}``; a queued job is cancelled at once, a running one within one step.
+``GET /api/jobs/{id}/result?index=0``
+    ``image/png`` with headers ``X-Diffcompose-Seed``, ``X-Diffcompose-Engine``,
+    ``X-Diffcompose-Task`` and the same in the PNG's text chunks (``diffcompose:seed``, ...).
+    ``segment`` returns the mask (mode L, white = object). 409 while not done. Results are
+    kept until the job expires (``expires``), however often they are fetched.
+``POST /api/run``
+    Same multipart as ``/api/jobs``, waits for the result and returns the PNG (for quick
+    engines such as ``classical``); goes through the same queue and limits. With several
+    results (``num_images``) it returns the first; ``X-Diffcompose-Results`` says how many
+    there were (use ``/api/jobs`` to get them all).
+``GET /docs``, ``GET /openapi.json``
+    The OpenAPI document (with ``?token=`` when a token is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.staticfiles import StaticFiles
+
+from diffcompose import __version__
+from diffcompose.errors import Cancelled, DiffComposeError, InputError, MissingExtraError, WeightsMissingError
+from diffcompose.methods.manager import EngineManager
+from diffcompose.server import schema
+from diffcompose.server.jobs import FINISHED, JobManager, JobNotFound, QueueFull, Unavailable, result_metadata
+from diffcompose.server.settings import Settings
+from diffcompose.server.schema import FILE_FIELDS
+from diffcompose.server.uploads import BodyLimit, UploadTooLarge, parse_request
+from diffcompose.server.validate import build_submission
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(str(resources.files("diffcompose.server"))) / "static"
+#: How often an SSE stream looks for new events (seconds), and sends a keep-alive comment.
+SSE_POLL, SSE_PING = 0.05, 15.0
+MAX_FORM_PARTS = 32
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+class Gate:
+    """ASGI middleware in front of everything: the token, the Host header, the Origin of writes.
+
+    * With a token, every request must carry it (``Authorization: Bearer`` or ``?token=``).
+    * Without one (loopback), the ``Host`` header must name this machine (``allowed_hosts``):
+      a web page on another site that points its own domain at 127.0.0.1 (DNS rebinding)
+      gets 403 instead of the API.
+    * A request whose ``Origin`` header names another site than ``Host`` (a form another
+      site posts to the local server) gets 403 before anything runs.
+    """
+
+    def __init__(self, app: Any, token: str | None, allowed_hosts: tuple[str, ...] | None = None) -> None:
+        self.app = app
+        self.token = token
+        self.allowed_hosts = allowed_hosts if allowed_hosts is not None else (() if token else LOOPBACK_NAMES)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k: v for k, v in scope.get("headers") or []}
+        refusal = self._refusal(scope, headers)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            status, message = refusal
+            body = json.dumps({"error": message}).encode()
+            extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode()), *extra]})
+            await send({"type": "http.response.body", "body": body})
+
+    def _refusal(self, scope: dict, headers: dict) -> tuple[int, str] | None:
+        host = headers.get(b"host", b"").decode("latin-1")
+        if self.allowed_hosts and _hostname(host) not in self.allowed_hosts:
+            return 403, (f"host {host!r} is not allowed: this server answers to {', '.join(self.allowed_hosts)} "
+                         "only (serve others with --host and a --token)")
+        origin = headers.get(b"origin")
+        if origin is not None and scope.get("method", "GET") not in ("GET", "HEAD", "OPTIONS"):
+            netloc = origin.decode("latin-1").split("://", 1)[-1]
+            if netloc != host and origin != b"null":
+                return 403, f"cross-origin request from {origin.decode('latin-1')!r} refused"
+        if self.token and not self._has_token(scope, headers):
+            return 401, ("missing or wrong access token: add ?token=TOKEN to the URL or send "
+                         "'Authorization: Bearer TOKEN'")
+        return None
+
+    def _has_token(self, scope: dict, headers: dict) -> bool:
+        from urllib.parse import parse_qs
+
+        want = self.token.encode()  # type: ignore[union-attr]
+        value = headers.get(b"authorization", b"")
+        if value[:7].lower() == b"bearer " and secrets.compare_digest(value[7:].strip(), want):
+            return True
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        return any(secrets.compare_digest(t.encode("utf-8", "replace"), want) for t in query.get("token", []))
+
+
+def _hostname(host: str) -> str:
+    """``127.0.0.1:7860`` -> ``127.0.0.1``; ``[::1]:7860`` -> ``::1``."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _status_of(exc: DiffComposeError) -> int:
+    if isinstance(exc, UploadTooLarge):
+        return 413
+    if isinstance(exc, (WeightsMissingError, MissingExtraError)):
+        return 503
+    if isinstance(exc, Cancelled):
+        return 409
+    return 400
+
+
+def create_app(settings: Settings | None = None, *, engines: EngineManager | None = None,
+               jobs: JobManager | None = None) -> FastAPI:
+    """The ASGI app for ``settings`` (checked); ``engines``/``jobs`` may be passed in (tests)."""
+    settings = (settings or Settings()).check()
+    engines = engines or EngineManager(settings.memory_budget)
+    jobs = jobs or JobManager(engines, workers=settings.workers, queue_size=settings.queue_size,
+                              result_ttl=settings.result_ttl, preview_interval=settings.preview_interval)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        jobs.start()  # again, if an earlier lifespan stopped it
+        yield
+        await run_in_threadpool(jobs.shutdown)  # running jobs are cancelled, the results folder removed
+
+    app = FastAPI(title="diffcompose", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
+                  description="Object-level image editing over HTTP. See the contract in "
+                              "diffcompose/server/app.py and the README.")
+    app.state.settings, app.state.engines, app.state.jobs = settings, engines, jobs
+
+    # ------------------------------------------------------------------ errors: one JSON line each
+
+    @app.exception_handler(DiffComposeError)
+    async def _user_error(request: Request, exc: DiffComposeError) -> JSONResponse:
+        return _error(_status_of(exc), str(exc))
+
+    @app.exception_handler(JobNotFound)
+    async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(QueueFull)
+    async def _full(request: Request, exc: QueueFull) -> JSONResponse:
+        return _error(429, str(exc), {"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+        return _error(400, f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
+
+    # ------------------------------------------------------------------ page, docs
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Response:
+        index = STATIC / "index.html"
+        if not index.is_file():
+            return _error(404, "the page is not installed (diffcompose/server/static/index.html is missing)")
+        return FileResponse(index, media_type="text/html", headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        token = request.query_params.get("token")
+        url = "/openapi.json" + (f"?token={quote(token, safe='')}" if settings.token and token else "")
+        return get_swagger_ui_html(openapi_url=url, title="diffcompose API")
+
+    # ------------------------------------------------------------------ catalogue
+
+    @app.get("/api/health", summary="version and device")
+    def health() -> dict:
+        return {"version": __version__, "device": settings.device or "auto", **jobs.counts(),
+                "torch_loaded": "torch" in sys.modules, "engines_loaded": [e.name for e in engines.loaded()]}
+
+    @app.get("/api/tasks", summary="tasks, their inputs and engines")
+    def tasks() -> list:
+        return schema.tasks()
+
+    engines_cache: list = []
+
+    @app.get("/api/engines", summary="engines and their options per task (from the options dataclasses)")
+    def engine_list() -> list:
+        if not engines_cache:
+            engines_cache.extend(schema.engines())
+        return engines_cache
+
+    # ------------------------------------------------------------------ jobs
+
+    async def read_submission(request: Request) -> Any:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise InputError("send multipart/form-data: image files and a 'request' field holding JSON")
+        try:
+            form = await request.form(max_files=MAX_FORM_PARTS, max_fields=MAX_FORM_PARTS)
+        except InputError:
+            raise  # the body limit, raised while reading
+        except MultiPartException as exc:
+            raise InputError(f"bad multipart body: {exc.message}") from None
+        except (ValueError, KeyError, AssertionError) as exc:  # a body python-multipart cannot parse
+            raise InputError(f"bad multipart body: {exc}") from None
+        try:
+            files: dict[str, bytes] = {}
+            text: str | None = None
+            for key, value in form.multi_items():
+                if key in files or (key == "request" and text is not None):
+                    raise InputError(f"field '{key}' is given twice")
+                if key == "request":
+                    if isinstance(value, UploadFile):
+                        text = (await value.read()).decode("utf-8", "replace")
+                    else:
+                        text = value
+                elif key in FILE_FIELDS:
+                    if not isinstance(value, UploadFile):
+                        raise InputError(f"'{key}' must be an uploaded image file, not a text field")
+                    files[key] = await value.read()
+                else:
+                    raise InputError(f"unknown form field '{key}'; fields: request, {', '.join(FILE_FIELDS)}")
+            req = parse_request(text)
+        finally:
+            await form.close()
+        return await run_in_threadpool(build_submission, req, files, max_pixels=settings.max_pixels,
+                                       model_dir=settings.model_dir, device=settings.device, dtype=settings.dtype)
+
+    @app.post("/api/jobs", status_code=202, summary="submit a job (multipart: images + 'request' JSON)",
+              openapi_extra={"requestBody": _multipart_body()}, responses=_ERRORS)
+    async def submit(request: Request) -> JSONResponse:
+        sub = await read_submission(request)
+        rec = jobs.submit(sub)
+        return JSONResponse({"id": rec.id, "status": rec.status}, status_code=202)
+
+    @app.post("/api/run", summary="run a job and wait for its PNG (quick engines)",
+              openapi_extra={"requestBody": _multipart_body()},
+              responses={200: {"content": {"image/png": {}}}, **_ERRORS})
+    async def run(request: Request) -> Response:
+        sub = await read_submission(request)
+        rec = jobs.submit(sub)
+        try:
+            await run_in_threadpool(jobs.wait, rec.id)
+            if rec.status == "cancelled":
+                return _error(409, f"job {rec.id} was cancelled")
+            if rec.status != "done":
+                return _error(_job_error_status(rec.error_type), rec.error or rec.status)
+            return Response(rec.results[0].read_bytes(), media_type="image/png", headers=_result_headers(rec))
+        finally:
+            if rec.status in FINISHED:
+                jobs.discard(rec.id)
+
+    @app.get("/api/jobs/{job_id}", summary="job status", responses=_ERRORS)
+    def job_status(job_id: str) -> dict:
+        return jobs.get(job_id).public()
+
+    @app.post("/api/jobs/{job_id}/cancel", summary="cancel a job (within one step)", responses=_ERRORS)
+    def cancel(job_id: str) -> dict:
+        rec = jobs.cancel(job_id)
+        return {"id": rec.id, "status": rec.status}
+
+    @app.get("/api/jobs/{job_id}/preview", summary="latest preview PNG",
+             responses={200: {"content": {"image/png": {}}}, **_ERRORS})
+    def preview(job_id: str) -> Response:
+        rec = jobs.get(job_id)
+        if rec.preview_png is None:
+            return _error(404, f"job {job_id} has no preview (yet)")
+        return Response(rec.preview_png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/jobs/{job_id}/result", summary="a result PNG (seed, engine, task in headers and PNG text)",
+             responses={200: {"content": {"image/png": {}}}, **_ERRORS})
+    def result(job_id: str, index: int = 0) -> Response:
+        rec = jobs.get(job_id)
+        if rec.status != "done":
+            why = f": {rec.error}" if rec.error else ""
+            return _error(409, f"job {job_id} is {rec.status}, not done{why}")
+        if not 0 <= index < len(rec.results):
+            n = len(rec.results)
+            return _error(404, f"job {job_id} has {n} result(s); index must be 0..{n - 1}")
+        try:
+            data = rec.results[index].read_bytes()
+        except FileNotFoundError:
+            return _error(404, f"job {job_id} has expired")
+        return Response(data, media_type="image/png", headers=_result_headers(rec))
+
+    @app.get("/api/jobs/{job_id}/events", summary="progress as Server-Sent Events",
+             responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS})
+    async def events(job_id: str, request: Request) -> StreamingResponse:
+        rec = jobs.get(job_id)
+        return StreamingResponse(_event_stream(rec, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    original_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = original_openapi()
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(schema.openapi_components())
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    # the last added runs first: the gate before anything is read, then the body limit
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(Gate, token=settings.token, allowed_hosts=settings.allowed_hosts)
+    return app
+
+
+def _job_error_status(kind: type[Exception] | None) -> int:
+    if kind is not None and issubclass(kind, DiffComposeError):
+        return _status_of(kind())
+    return 500
+
+
+def _result_headers(rec: Any) -> dict[str, str]:
+    meta = result_metadata(rec.task, rec.engine, rec.seed)
+    headers = {"X-Diffcompose-" + k.split(":", 1)[1].capitalize(): v for k, v in meta.items()}
+    headers["X-Diffcompose-Results"] = str(len(rec.results))
+    headers["Content-Disposition"] = f'inline; filename="{rec.task}-{rec.engine}-seed{rec.seed}.png"'
+    headers["Cache-Control"] = "no-store"
+    return headers
+
+
+def _sse(name: str, data: dict) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _event_stream(rec: Any, request: Request) -> Any:
+    """Current state first (last progress, last preview, the end if ended), then new events until the end."""
+    seen = rec.seq
+    if rec.last_progress is not None:
+        yield _sse("progress", rec.last_progress)
+    if rec.preview_png is not None:
+        yield _sse("preview", {"step": rec.preview_step, "url": f"/api/jobs/{rec.id}/preview"})
+    end = rec.terminal_event()
+    if end is not None:
+        yield _sse(*end)
+        return
+    idle = 0.0
+    while True:
+        new = rec.events_after(seen)
+        for seq, name, data in new:
+            seen = seq
+            if name in ("queued", "running"):
+                continue
+            yield _sse(name, data)
+            if name in FINISHED:
+                return
+        if not new:
+            if await request.is_disconnected():
+                return  # the job goes on; its result waits for the client
+            await asyncio.sleep(SSE_POLL)
+            idle += SSE_POLL
+            if idle >= SSE_PING:
+                idle = 0.0
+                yield b": keep-alive\n\n"
+        else:
+            idle = 0.0
+
+
+_ERROR_BODY = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}},
+                                               "required": ["error"]}}}
+_ERRORS: dict[int | str, dict] = {code: {"description": why, "content": _ERROR_BODY} for code, why in (
+    (400, "bad input (the CLI's one-line message)"), (401, "missing or wrong token"), (404, "no such job"),
+    (409, "not done"), (413, "upload too large"), (429, "queue full; see Retry-After"),
+    (503, "weights or packages missing"))}
+
+
+def _multipart_body() -> dict:
+    props: dict[str, Any] = {"request": {"type": "string", "contentMediaType": "application/json",
+                                         "description": "JSON, see the JobRequest schema"}}
+    for name in FILE_FIELDS:
+        props[name] = {"type": "string", "format": "binary"}
+    return {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["request"], "properties": props, "additionalProperties": False}}}}

@@ -1,0 +1,226 @@
+"""What the HTTP API says about tasks, engines and options, generated from the registry.
+
+One source of truth: every option the server lists (name, type, default, range, choices,
+help) is read from the engines' options dataclasses (:mod:`diffcompose.methods.options`),
+and every input from the task's ``prepare`` signature (:data:`~diffcompose.methods.tasks.TASK_SPECS`).
+Ranges are not written twice either: they live in each dataclass's ``__post_init__``
+(``check_range``); :func:`option_range` provokes that check with an extreme value and reads
+the bounds off the :class:`~diffcompose.methods.options.OptionRangeError` it raises.
+
+No FastAPI here (plain dicts): the OpenAPI schema, ``/api/engines`` and the tests use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from diffcompose.errors import InputError
+from diffcompose.methods import all_engines, engines_for
+from diffcompose.methods.options import OptionRangeError, default_of, field_types, unwrap_optional
+from diffcompose.methods.tasks import TASK_SPECS
+
+#: Kind of each task input the page must collect (anything else is text).
+INPUT_KINDS = {
+    "image": "image", "background": "image", "obj": "image", "reference": "image", "condition": "image",
+    "edited_condition": "image", "mask": "mask", "object_mask": "mask", "reference_mask": "mask",
+    "shape_mask": "mask", "box": "box", "points": "points",
+}
+
+#: Upload field names that differ from the task's keyword (the page names images by role).
+FIELD_NAMES = {"obj": "object", "background": "image"}
+
+#: Upload fields a client may send (each is decoded as an image; nothing else is read from disk).
+FILE_FIELDS = ("image", "mask", "reference", "reference_mask", "object", "object_mask", "condition",
+               "edited_condition", "shape_mask")
+
+
+def field_name(keyword: str) -> str:
+    """The multipart/JSON name of a task keyword (``obj`` -> ``object``)."""
+    return FIELD_NAMES.get(keyword, keyword)
+
+
+def input_kind(keyword: str) -> str:
+    return INPUT_KINDS.get(keyword, "text")
+
+
+def task_inputs(task: str) -> list[dict[str, Any]]:
+    """Inputs of ``task`` in the order of its ``prepare`` signature; required = no default there."""
+    spec = TASK_SPECS[task]
+    params = inspect.signature(spec.prepare).parameters
+    out = []
+    for keyword in spec.inputs:
+        p = params.get(keyword)
+        required = p is not None and p.default is inspect.Parameter.empty
+        out.append({"name": field_name(keyword), "keyword": keyword, "kind": input_kind(keyword),
+                    "required": required, "help": _input_help(task, keyword)})
+    return out
+
+
+def _input_help(task: str, keyword: str) -> str:
+    kind = input_kind(keyword)
+    if kind == "mask":
+        return "white = " + ("the region to change" if keyword == "mask" else "the object")
+    if kind == "box":
+        return "x0,y0,x1,y1 in pixels, end-exclusive"
+    if kind == "points":
+        return "[[x, y, label], ...]: label 1 = on the object, 0 = background"
+    return _HELP.get(keyword, keyword.replace("_", " "))
+
+
+_HELP = {"image": "the image to edit", "background": "the background image", "obj": "the object photo",
+         "reference": "a photo of the object to paint in", "prompt": "text describing what to paint",
+         "condition": "the image's own condition map (edges or sketch, white on black)",
+         "edited_condition": "the edited condition map", "condition_type": "canny or sketch"}
+
+
+def tasks() -> list[dict[str, Any]]:
+    """``GET /api/tasks``: every task with its inputs and the engines that serve it."""
+    return [{"name": name, "summary": spec.summary,
+             "inputs": [{k: v for k, v in i.items() if k != "keyword"} for i in task_inputs(name)],
+             "engines": engines_for(name)}
+            for name, spec in TASK_SPECS.items() if engines_for(name)]
+
+
+def _probe(cls: type, name: str, value: Any) -> OptionRangeError | None:
+    """The range error the dataclass raises for ``name=value`` (``None``: accepted, or refused otherwise)."""
+    try:
+        cls(**{name: value})
+    except OptionRangeError as exc:
+        return exc if exc.name == name else None
+    except (InputError, TypeError, ValueError):
+        return None
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def option_range(cls: type, name: str) -> tuple[Any, Any, bool, bool]:
+    """``(min, max, min_exclusive, max_exclusive)`` of a numeric option as its dataclass checks
+    it (``None``: unbounded).
+
+    The check is the engine's own ``check_range`` in ``__post_init__``: a far-out value on
+    each side makes it raise an :class:`OptionRangeError` that carries the bounds, so a range
+    edited in the dataclass is what the schema shows.
+    """
+    tp, _ = unwrap_optional(field_types(cls)[name])
+    if tp not in (int, float):
+        return None, None, False, False
+    lo = hi = None
+    lo_open = hi_open = False
+    big = 10**15 if tp is int else 1e30
+    for value in (-big, big):
+        err = _probe(cls, name, value)
+        if err is None:
+            continue
+        if err.lo is not None:
+            lo, lo_open = (int(err.lo) if tp is int else err.lo), err.lo_open
+        if err.hi is not None:
+            hi, hi_open = (int(err.hi) if tp is int else err.hi), err.hi_open
+    return lo, hi, lo_open, hi_open
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def option_type(tp: Any) -> tuple[str, list[Any] | None]:
+    """``(type name, choices)`` of an option type for the API: int, float, bool, str or choice."""
+    inner, _ = unwrap_optional(tp)
+    if typing.get_origin(inner) is Literal:
+        return "choice", list(typing.get_args(inner))
+    return {int: "int", float: "float", bool: "bool"}.get(inner, "str"), None
+
+
+def options_of(cls: type) -> list[dict[str, Any]]:
+    """The options of one dataclass as the API lists them."""
+    hints = field_types(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        kind, choices = option_type(hints[f.name])
+        lo, hi, lo_open, hi_open = option_range(cls, f.name)
+        out.append({"name": f.name, "type": kind, "default": _json(default_of(f)), "min": lo, "max": hi,
+                    "min_exclusive": lo_open, "max_exclusive": hi_open, "choices": choices,
+                    "nullable": unwrap_optional(hints[f.name])[1],
+                    "help": f.metadata.get("help", "")})
+    return out
+
+
+def engines() -> list[dict[str, Any]]:
+    """``GET /api/engines``: each engine, whether it can run here (packages), and its options per task."""
+    out = []
+    for info in all_engines():
+        missing = info.missing_packages()
+        reason = None
+        if missing:
+            reason = f"needs {', '.join(missing)}" + (f" (pip install 'diffcompose[{info.extra}]')"
+                                                      if info.extra else "")
+        out.append({"name": info.name, "summary": info.summary, "available": not missing, "reason": reason,
+                    "default_model": info.default_model,
+                    "tasks": {task: {"options": options_of(cls)} for task, cls in info.tasks.items()}})
+    return out
+
+
+_JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
+
+
+def options_json_schema(cls: type) -> dict[str, Any]:
+    """A JSON schema (OpenAPI 3.1) of one options dataclass: what ``request.options`` may hold."""
+    props = {}
+    for opt in options_of(cls):
+        if opt["type"] == "choice":
+            prop: dict[str, Any] = {"enum": opt["choices"]}
+        else:
+            prop = {"type": _JSON_TYPES[opt["type"]]}
+        if opt["min"] is not None:
+            prop["exclusiveMinimum" if opt["min_exclusive"] else "minimum"] = opt["min"]
+        if opt["max"] is not None:
+            prop["exclusiveMaximum" if opt["max_exclusive"] else "maximum"] = opt["max"]
+        if opt["nullable"]:
+            prop = {"anyOf": [prop, {"type": "null"}]}
+        prop["default"] = opt["default"]
+        prop["description"] = opt["help"]
+        props[opt["name"]] = prop
+    return {"type": "object", "properties": props, "additionalProperties": False,
+            "title": f"{cls.__module__.rsplit('.', 2)[-2]}.{cls.__name__}"}
+
+
+def openapi_components() -> dict[str, Any]:
+    """Schemas added to the OpenAPI document: one per (engine, task) options class, and the job request."""
+    schemas: dict[str, Any] = {}
+    refs = []
+    for info in all_engines():
+        for task, cls in info.tasks.items():
+            key = f"Options_{info.name.replace('-', '_')}_{task}"
+            schemas[key] = options_json_schema(cls)
+            refs.append({"$ref": f"#/components/schemas/{key}"})
+    text_inputs = sorted({i["name"] for t in TASK_SPECS for i in task_inputs(t) if i["kind"] == "text"})
+    props: dict[str, Any] = {
+        "task": {"enum": [t["name"] for t in tasks()]},
+        "engine": {"type": "string", "default": "auto",
+                   "enum": ["auto"] + [e.name for e in all_engines()]},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "default": 0},
+        "model": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None,
+                  "description": "'tiny', a subfolder name of the server's --model-dir, or a hub id (never a path)"},
+        "options": {"anyOf": refs, "description": "options of the chosen engine for the task (see /api/engines)"},
+        "box": {"anyOf": [{"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+                          {"type": "null"}], "default": None},
+        "points": {"anyOf": [{"type": "array", "items": {"type": "array", "items": {"type": "number"},
+                                                           "minItems": 3, "maxItems": 3}}, {"type": "null"}],
+                   "default": None},
+        "paste_back": {"type": "boolean", "default": True},
+        "margin": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}], "default": None},
+    }
+    for name in text_inputs:
+        props[name] = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+    schemas["JobRequest"] = {"type": "object", "required": ["task"], "properties": props,
+                             "additionalProperties": False,
+                             "description": "the JSON text of the multipart field 'request'"}
+    return schemas

@@ -1,0 +1,113 @@
+"""A multipart request -> a :class:`~diffcompose.server.jobs.Submission`, or one-line ``InputError``.
+
+Everything a run needs is checked here, before the job is queued, with the same functions
+(and so the same messages) as the CLI and the Python API: the task's ``prepare`` for
+images, masks and boxes, :func:`~diffcompose.methods.registry.resolve_engine` for the
+engine, the engine's options dataclass for its options, ``check_seed``/``check_margin``.
+A queued job can then only fail on what cannot be known in advance (missing weights, a
+cancel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from diffcompose.errors import InputError
+from diffcompose.methods.engine import check_margin
+from diffcompose.methods.options import build_options, check_seed, field_types, unwrap_optional
+from diffcompose.methods.registry import get_engine_info, options_for, resolve_engine
+from diffcompose.methods.tasks import TASK_SPECS, prepare
+from diffcompose.server import schema
+from diffcompose.server.jobs import Submission
+from diffcompose.server.uploads import (
+    REQUEST_KEYS, decode_image, in_model_dir, parse_box, resolve_model_name,
+)
+
+
+def _names_weights(cls: type, name: str) -> bool:
+    """Options that name weights (a hub id or a directory): they go through the model-name rule."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    inner, _ = unwrap_optional(field_types(cls)[name])
+    text = f.metadata.get("help", "")
+    return inner is Path or (inner is str and ("directory" in text or ".safetensors" in text))
+
+
+def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels: int | None,
+                     model_dir: Path | None = None, device: str | None = None,
+                     dtype: str | None = None) -> Submission:
+    """Validate the ``request`` JSON and the uploaded ``files`` (field name -> bytes)."""
+    task = req["task"]
+    if task not in TASK_SPECS:
+        raise InputError(f"unknown task '{task}'; tasks: {', '.join(TASK_SPECS)}")
+    inputs = schema.task_inputs(task)
+    text_inputs = {i["name"] for i in inputs if i["kind"] == "text"}
+    unknown = sorted(k for k in req if k not in REQUEST_KEYS and k not in text_inputs)
+    if unknown:
+        raise InputError(f"unknown key(s) in the request: {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(set(REQUEST_KEYS) | text_inputs))}")
+    engine_name = req.get("engine", "auto")
+    if not isinstance(engine_name, str):
+        raise InputError(f"engine must be a name (see /api/engines), got {engine_name!r}")
+    if engine_name != "auto":
+        get_engine_info(engine_name)  # unknown engine: its own message
+    engine, _why = resolve_engine(engine_name, task)
+    info = get_engine_info(engine)
+    info.check_installed()
+    seed = check_seed(req.get("seed", 0), "seed")
+    paste_back = req.get("paste_back", True)
+    margin = req.get("margin")
+    check_margin(margin, paste_back)
+
+    model = req.get("model")
+    if model is not None:
+        if info.default_model is None:
+            raise InputError(f"engine '{engine}' takes no model")
+        model = resolve_model_name(model, model_dir)
+    elif info.default_model is not None and (local := in_model_dir(info.default_model, model_dir)) is not None:
+        model = str(local)  # the engine's default model, found in --model-dir
+
+    values = req.get("options") or {}
+    if not isinstance(values, dict):
+        raise InputError(f"options must be a JSON object of option names and values, got {values!r}")
+    cls = options_for(engine, task)
+    values = dict(values)
+    for name, value in values.items():
+        if name in {f.name for f in dataclasses.fields(cls)} and value is not None and _names_weights(cls, name):
+            values[name] = resolve_model_name(value, model_dir, what=f"option {name}")
+    options = build_options(cls, values, engine=engine, task=task)
+
+    kwargs: dict[str, Any] = {}
+    fields_of_task = {i["name"]: i for i in inputs}
+    for field_name in files:
+        i = fields_of_task.get(field_name)
+        if i is None or i["kind"] not in ("image", "mask"):
+            takes = ", ".join(n for n, i in fields_of_task.items() if i["kind"] in ("image", "mask"))
+            raise InputError(f"task {task} takes no '{field_name}' upload (it takes: {takes})")
+    for i in inputs:
+        name, keyword, kind = i["name"], i["keyword"], i["kind"]
+        if kind in ("image", "mask"):
+            if name in files:
+                kwargs[keyword] = decode_image(files[name], name.replace("_", " "), max_pixels)
+        elif kind == "box":
+            box = parse_box(req.get("box"))
+            if box is not None:
+                kwargs[keyword] = box
+        elif kind == "points":  # the task parses them (its messages, its limits)
+            if req.get("points") is not None:
+                kwargs[keyword] = req["points"]
+        elif req.get(name) is not None:
+            if not isinstance(req[name], str):
+                raise InputError(f"{name} must be text, got {req[name]!r}")
+            kwargs[keyword] = req[name]
+        if i["required"] and keyword not in kwargs:
+            where = "an uploaded file" if kind in ("image", "mask") else f"\"{name}\" in the request JSON"
+            raise InputError(f"{task} needs '{name}' ({where})")
+    for key, kind in (("box", "box"), ("points", "points"), ("prompt", "text")):
+        if req.get(key) is not None and key not in fields_of_task:
+            raise InputError(f"task {task} takes no {key}")
+    job = prepare(task, kwargs, max_pixels)
+    return Submission(task=task, engine=engine, job=job, options=options, seed=seed, model=model, device=device,
+                      dtype=dtype, paste_back=bool(paste_back), margin=margin)
+
