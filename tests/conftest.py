@@ -57,3 +57,16 @@ def ellipse_mask(photo: np.ndarray) -> np.ndarray:
     h, w = photo.shape[:2]
     yy, xx = np.mgrid[:h, :w]
     return ((xx - w * 0.55) / (w * 0.12)) ** 2 + ((yy - h * 0.45) / (h * 0.18)) ** 2 <= 1.0
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core CPU train faster on one torch thread (more only adds contention).
+
+    Module-scoped, so module-scoped fixtures that train (e.g. a model trained once for a file) can
+    depend on it too; the thread count comes back after the module."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

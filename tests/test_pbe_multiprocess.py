@@ -26,7 +26,7 @@ def _worker(config: str, records: str) -> None:
     import torch
     from accelerate import PartialState
 
-    from diffcompose.training import dataset, trainer
+    from diffcompose.training import dataset, loop, trainer
     from diffcompose.training.config import load_config
 
     torch.set_num_threads(1)
@@ -39,7 +39,7 @@ def _worker(config: str, records: str) -> None:
         return h.hexdigest()
 
     getitem, loss = dataset.SelfReferenceDataset.__getitem__, trainer._loss
-    save, export = trainer.save_checkpoint, trainer.export_model
+    save, export = loop.write_checkpoint, trainer.export_model
 
     def spy_getitem(self, k):
         rec["samples"].append(int(k))
@@ -59,7 +59,8 @@ def _worker(config: str, records: str) -> None:
         return export(out, *args, **kwargs)
 
     dataset.SelfReferenceDataset.__getitem__ = spy_getitem
-    trainer._loss, trainer.save_checkpoint, trainer.export_model = spy_loss, spy_save, spy_export
+    trainer._loss, trainer.export_model = spy_loss, spy_export
+    loop.write_checkpoint = spy_save  # the shared loop writes every trainer's checkpoints
     rec["losses"] = trainer.train(load_config(Path(config)))
     state = PartialState()  # the process-wide state train's Accelerator set up (read after: it must create it)
     rec.update(rank=state.process_index, world=state.num_processes, type=str(state.distributed_type),

@@ -15,18 +15,11 @@ pytest.importorskip("accelerate")
 from conftest import testdata_cases as cases_of  # noqa: E402
 from diffcompose.errors import InputError  # noqa: E402
 from diffcompose.training.config import TrainConfig, config_from_dict, load_config  # noqa: E402
-from diffcompose.training.trainer import condition_dropout, train, warmup_factor  # noqa: E402
+from diffcompose.training.loop import warmup_factor  # noqa: E402
+from diffcompose.training.trainer import condition_dropout, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add contention (conftest)
 
 
 @pytest.fixture

@@ -22,31 +22,19 @@ from diffcompose.models import codec  # noqa: E402
 from test_pbe_train import config, write_sd_init  # noqa: E402
 
 RES = 64
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add contention (conftest)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, photo_module):
+def trained(tmp_path_factory, photo_module, one_thread):
     """A tiny model trained 3 steps from a text-to-image init (so its mask channels are no longer zero)."""
     from diffcompose.training.trainer import train
 
     base = tmp_path_factory.mktemp("agree")
     Image.fromarray(photo_module).save(base / "photo.png")
     (base / "train.jsonl").write_text(json.dumps({"image": "photo.png", "boxes": [[150, 40, 340, 260]]}) + "\n")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(config(base / "train.jsonl", base / "run", write_sd_init(base / "init"), max_steps=3, batch_size=1,
-                     learning_rate=1e-3, warmup_steps=0, ema_decay=None))
-    finally:
-        torch.set_num_threads(before)
+    train(config(base / "train.jsonl", base / "run", write_sd_init(base / "init"), max_steps=3, batch_size=1,
+                 learning_rate=1e-3, warmup_steps=0, ema_decay=None))
     return base
 
 

@@ -32,12 +32,7 @@ SMALL_UNET = dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_grou
                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add contention (conftest)
 
 
 @pytest.fixture(autouse=True, scope="module")

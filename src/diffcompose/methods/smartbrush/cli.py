@@ -7,15 +7,12 @@ from pathlib import Path
 
 
 def run_train_smartbrush(args: argparse.Namespace) -> None:
+    from diffcompose.cli.train import check_run_folder, configured
     from diffcompose.methods.smartbrush.config import load_config
     from diffcompose.outdir import check_out_dir
     from diffcompose.progress import TqdmBar
 
-    cfg = load_config(args.config)
-    for key in ("max_steps", "output_dir", "resume"):
-        if getattr(args, key, None) is not None:
-            setattr(cfg, key, getattr(args, key))
-    cfg.__post_init__()
+    cfg = configured(args, load_config)
     if args.export is not None:
         checkpoint, out = (Path(p) for p in args.export)
         check_out_dir(out, [checkpoint], force=args.force)  # before torch is imported: a bad folder fails fast
@@ -23,10 +20,7 @@ def run_train_smartbrush(args: argparse.Namespace) -> None:
 
         print(export_checkpoint(cfg, checkpoint, out, force=args.force))
         return
-    out = Path(cfg.output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    check_out_dir(out, [Path(cfg.manifest)] + ([Path(cfg.image_root)] if cfg.image_root else []), force=False,
-                  reuse=True)
+    out = check_run_folder(cfg)
     from diffcompose.methods.smartbrush.train import train
 
     history = train(cfg, on_progress=TqdmBar(args.progress))
@@ -37,15 +31,14 @@ def run_train_smartbrush(args: argparse.Namespace) -> None:
 
 def add_parser(kinds: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The ``train smartbrush`` subcommand on ``kinds`` (the ``train`` command's subparsers)."""
+    from diffcompose.cli.train import add_run_flags
+
     q = kinds.add_parser("smartbrush", help="SmartBrush, text and shape-guided inpainting with a mask head",
                          description="Train SmartBrush from a YAML config (see configs/train_smartbrush.example.yaml) "
                                      "on object instances with masks and texts (COCO polygons/RLE or .jsonl). "
                                      "Multi-GPU / multi-node: 'accelerate launch -m diffcompose train smartbrush "
                                      "--config FILE'.")
-    q.add_argument("--config", type=Path, required=True, help="YAML file with data, model and train sections")
-    q.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
-    q.add_argument("--output-dir", default=None, help="override train.output_dir")
-    q.add_argument("--resume", default=None, help="'latest' or a checkpoint directory (overrides train.resume)")
+    add_run_flags(q, "configs/train_smartbrush.example.yaml")
     q.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT_DIR"), default=None,
                    help="instead of training: write the model directory of CHECKPOINT (its EMA weights if any) "
                         "to OUT_DIR, for inpaint --engine smartbrush --model OUT_DIR")
