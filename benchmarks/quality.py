@@ -17,6 +17,15 @@ Engines come from the registry: every engine of ``remove`` / ``harmonize``, one 
 per choice of its ``method`` option when it has one. Engines that need torch/weights run
 only when named in ``--engines``. Photos are worked at most ``--max-side`` pixels long.
 
+Every engine is measured one way, through the project's own tools: the composites, masks
+and true photos are written as PNG files with a ``diffcompose batch`` manifest (one line per
+engine x case, the case's truth as ``ground_truth``), run with :func:`diffcompose.batch.run_batch`
+and scored with :func:`diffcompose.evaluation.evaluate.evaluate` (the removal table's columns
+are its ``fpsnr``, ``fssim``, ``fmae`` and ``texture``; the harmonization table's ``mse``,
+``fmse`` and ``psnr``; seconds are the batch's per-item times). The baselines are not engines:
+their outputs are written as a folder of outputs with its manifest, which ``evaluate`` reads
+too. An LPIPS column is added when LPIPS's VGG16 weights load (``--vgg``).
+
     .venv/bin/python benchmarks/quality.py                 # all classical engines
     .venv/bin/python benchmarks/quality.py --engines classical:biharmonic,freecompose
     .venv/bin/python benchmarks/quality.py --tasks harmonize --opt strength=1.0
@@ -29,6 +38,7 @@ import dataclasses
 import json
 import math
 import sys
+import tempfile
 import time
 import typing
 from collections import defaultdict
@@ -39,8 +49,11 @@ import cv2
 import numpy as np
 
 import diffcompose as dc
-from diffcompose.evaluation import fmse, mae, mse, psnr, ssim, texture_distance
+from diffcompose.batch import read_results, run_batch
+from diffcompose.errors import WeightsMissingError
+from diffcompose.evaluation.evaluate import Models, evaluate
 from diffcompose.inputs import Box, dilate_mask, load_image, load_mask, mask_to_box, resize_mask
+from diffcompose.inputs.images import save_image
 from diffcompose.methods import engines_for, get_engine_info
 from diffcompose.methods.options import coerce
 from diffcompose.methods.classical.harmonize import from_lab, to_lab
@@ -51,13 +64,14 @@ DEFAULT_TESTDATA = REPO.parent / "shared" / "testdata"
 #: A perfect fill (e.g. a hole on a black letterbox bar) has infinite PSNR: per-image PSNR
 #: is capped here before averaging.
 PSNR_CAP = 60.0
-#: The removal table's metrics over the hole, in its column order: (name, header, format, metric).
-REMOVAL_METRICS: list[tuple[str, str, str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]]] = [
-    ("psnr", "PSNR (dB) ↑", ".2f", lambda out, truth, hole: min(PSNR_CAP, psnr(out, truth, hole))),
-    ("ssim", "SSIM ↑", ".4f", ssim),
-    ("mae", "MAE ↓", ".2f", mae),
-    ("texture", "texture dist. ↓", ".2f", texture_distance),
+#: The removal table's columns: (name, evaluate's metric, header, format, per-item value -> averaged value).
+REMOVAL_METRICS: list[tuple[str, str, str, str, Callable]] = [
+    ("psnr", "fpsnr", "PSNR (dB) ↑", ".2f", lambda v: min(PSNR_CAP, _value(v))),
+    ("ssim", "fssim", "SSIM ↑", ".4f", float),
+    ("mae", "fmae", "MAE ↓", ".2f", float),
+    ("texture", "texture", "texture dist. ↓", ".2f", float),
 ]
+LPIPS_COLUMN = ("lpips", "lpips", "LPIPS ↓", ".4f", float)
 
 
 # ----------------------------------------------------------------------------- data
@@ -127,8 +141,12 @@ def harmonization_cases(testdata: Path, max_side: int) -> list[tuple[str, np.nda
 
 @dataclasses.dataclass
 class Variant:
+    """One row of a table: an engine with its options (``engine`` None: a baseline computed here)."""
+
     name: str
-    run: Callable[..., np.ndarray]
+    engine: str | None
+    options: dict
+    run: Callable[..., np.ndarray] | None = None  # baselines only
 
 
 def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Iterator[Variant]:
@@ -136,7 +154,6 @@ def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Itera
 
     ``extra``: option values (``--opt KEY=VALUE``) given to every engine that has that option.
     """
-    api_call = getattr(dc, task)
     for engine in engines_for(task):
         info = get_engine_info(engine)
         hints = typing.get_type_hints(info.tasks[task])
@@ -154,29 +171,87 @@ def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Itera
                 if key in fields:
                     opts[key] = coerce(key, hints[key], text)
                     name += f" {key}={text}"
-
-            def run(image: np.ndarray, mask: np.ndarray, seed: int, _e: str = engine,
-                    _o: dict = opts) -> np.ndarray:
-                return np.asarray(api_call(image, mask, engine=_e, seed=seed, **_o))
-
-            yield Variant(name, run)
+            yield Variant(name, engine, opts)
 
 
-def score(runs: list[Variant], samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-          metrics: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]], seed: int) -> list[tuple]:
-    """Per variant: its name, the mean of each metric over ``(truth, composite, mask)`` samples, s / image."""
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:60]
+
+
+def write_cases(folder: Path, samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[dict[str, str]]:
+    """Each (truth, composite, mask) as PNG files (lossless: the engines see exactly these pixels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, (truth, composite, mask) in enumerate(samples):
+        f = {"image": f"cases/{k:04d}_composite.png", "mask": f"cases/{k:04d}_mask.png",
+             "truth": f"cases/{k:04d}_truth.png"}
+        save_image(composite, folder.parent / f["image"], force=True)
+        save_image(mask.astype(np.uint8) * 255, folder.parent / f["mask"], force=True)
+        save_image(truth, folder.parent / f["truth"], force=True)
+        files.append(f)
+    return files
+
+
+def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list, seed: int, metrics: str,
+                      models: Models) -> dict[str, list[dict]]:
+    """Engines via ``run_batch``, baselines as a folder of outputs; both scored by ``evaluate``.
+
+    Returns the evaluated items of each variant, by variant name.
+    """
+    files = write_cases(work / "cases", samples)
+    lines, base_lines = [], []
+    base_seconds: dict[str, float] = {}
+    (work / "baselines").mkdir(parents=True, exist_ok=True)
+    for v in runs:
+        for k, f in enumerate(files):
+            line = {"id": f"{_slug(v.name)}-{k:04d}", "task": task, "inputs": {"image": f["image"], "mask": f["mask"]},
+                    "ground_truth": f["truth"], "seed": seed}
+            if v.engine is None:
+                t0 = time.perf_counter()
+                out = v.run(load_image(work / f["image"]), load_mask(work / f["mask"]), seed)
+                base_seconds[line["id"]] = time.perf_counter() - t0
+                save_image(out, work / "baselines" / f"{line['id']}.png", force=True)
+                base_lines.append(line)
+            else:
+                lines.append({**line, "engine": v.engine, "options": v.options})
+    by_id: dict[str, str] = {f"{_slug(v.name)}-{k:04d}": v.name for v in runs for k in range(len(files))}
+    items: list[dict] = []
+    if lines:
+        (work / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        summary = run_batch(work / "manifest.jsonl", work / "batch", seed=seed, force=True)
+        print(f"(batch: {summary.line()})", file=sys.stderr)
+        evaluate(work / "batch", work / "evaluation", metrics=metrics, models=models, force=True)
+        items += json.loads((work / "evaluation" / "metrics.json").read_text())["items"]
+    if base_lines:
+        (work / "baselines.jsonl").write_text("".join(json.dumps(x) + "\n" for x in base_lines))
+        evaluate(work / "baselines", work / "evaluation-baselines", manifest=work / "baselines.jsonl",
+                 metrics=metrics, models=models, force=True)
+        items += [{**i, "seconds": base_seconds.get(i["id"])}
+                  for i in json.loads((work / "evaluation-baselines" / "metrics.json").read_text())["items"]]
+    out: dict[str, list[dict]] = defaultdict(list)
+    for item in items:
+        out[by_id[item["id"]]].append(item)
+    return out
+
+
+def table_rows(runs: list[Variant], scored: dict[str, list[dict]], columns: list[tuple[str, Callable]]) -> list[tuple]:
+    """Per variant: its name, the mean of each column's per-item value, s / image (batch-measured)."""
     rows = []
     for v in runs:
-        scores: dict[str, list[float]] = defaultdict(list)
-        secs = 0.0
-        for truth, composite, mask in samples:
-            t0 = time.perf_counter()
-            out = v.run(composite, mask, seed)
-            secs += time.perf_counter() - t0
-            for name, metric in metrics.items():
-                scores[name].append(metric(out, truth, mask))
-        rows.append((v.name, *(np.mean(scores[name]) for name in metrics), secs / len(samples)))
+        items = scored.get(v.name, [])
+        failed = [i for i in items if i["status"] != "ok"]
+        if failed:
+            print(f"({v.name}: {len(failed)} items failed, e.g. {failed[0]['error']})", file=sys.stderr)
+        ok = [i for i in items if i["status"] == "ok"]
+        means = [float(np.mean([fn(i["scores"][key]) for i in ok if key in i["scores"]] or [np.nan]))
+                 for key, fn in columns]
+        secs = [i["seconds"] for i in ok if isinstance(i.get("seconds"), (int, float))]
+        rows.append((v.name, *means, float(np.mean(secs)) if secs else float("nan")))
     return rows
+
+
+def _value(v) -> float:
+    return math.inf if v == "inf" else float(v)
 
 
 # ----------------------------------------------------------------------------- removal
@@ -203,7 +278,7 @@ def mean_fill(image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def bench_removal(args: argparse.Namespace, wanted: set[str] | None) -> None:
+def bench_removal(args: argparse.Namespace, wanted: set[str] | None, models: Models, lpips: bool) -> None:
     photos = real_photos(args.testdata, args.max_side)
     objects = objects_with_masks(args.testdata, args.max_side)
     samples = []
@@ -214,40 +289,53 @@ def bench_removal(args: argparse.Namespace, wanted: set[str] | None) -> None:
             composite, hole = random_paste(bg, obj, om, rng)
             if hole.any() and not hole.all():
                 samples.append((bg, composite, hole))
-    runs = [Variant("mean-fill (baseline)", mean_fill), *variants("remove", wanted, args.opt)]
-    rows = score(runs, samples, {name: metric for name, _, _, metric in REMOVAL_METRICS}, args.seed)
+    runs = [Variant("mean-fill (baseline)", None, {}, mean_fill), *variants("remove", wanted, args.opt)]
+    metrics = REMOVAL_METRICS + ([LPIPS_COLUMN] if lpips else [])
+    scored = run_through_batch(args.work_dir / "remove", "remove", runs, samples, args.seed,
+                               ",".join(key for _, key, _, _, _ in metrics), models)
+    rows = table_rows(runs, scored, [(key, fn) for _, key, _, _, fn in metrics])
     print(f"\nRemoval: {len(samples)} composites = {min(len(photos), args.limit or len(photos))} real photos x "
           f"{args.per_photo} real object cut-outs pasted at random (seed {args.seed}); metrics over the hole "
           f"(PSNR capped at {PSNR_CAP:.0f} dB per image; texture distance: gradient-magnitude distributions, "
-          f"0 = as sharp as the true background)\n")
-    print("| engine | " + " | ".join(header for _, header, _, _ in REMOVAL_METRICS) + " | s / image |")
-    print("|---|" + "---:|" * (len(REMOVAL_METRICS) + 1))
+          f"0 = as sharp as the true background){'; LPIPS over the whole image' if lpips else ''}; run with "
+          f"diffcompose batch, scored with diffcompose evaluate\n")
+    print("| engine | " + " | ".join(header for _, _, header, _, _ in metrics) + " | s / image |")
+    print("|---|" + "---:|" * (len(metrics) + 1))
     for name, *values, t in rows:
-        cells = [format(v, fmt) for v, (_, _, fmt, _) in zip(values, REMOVAL_METRICS)]
+        cells = [format(v, fmt) for v, (_, _, _, fmt, _) in zip(values, metrics)]
         print(f"| {name} | " + " | ".join(cells) + f" | {t:.2f} |")
-    speed_table(runs[1:], args.seed)
+    speed_table(args.work_dir / "speed", runs[1:], args.seed)
 
 
-def speed_table(runs: list[Variant], seed: int, repeats: int = 3) -> None:
-    """Seconds (wall and CPU, median of ``repeats``) for scikit-image's 512x512 astronaut with a 15% hole."""
+def speed_table(work: Path, runs: list[Variant], seed: int, repeats: int = 3) -> None:
+    """Seconds for scikit-image's 512x512 astronaut with a 15% hole: per engine, a one-item warm-up batch, then
+    a batch of ``repeats`` items; wall = the median of their ``seconds`` in results.jsonl (the engine call with
+    the item's image reading and output writing), CPU = this process's CPU time for that batch / ``repeats``."""
     from skimage import data
 
     image = data.astronaut()
     hole = np.zeros(image.shape[:2], bool)
     hole[200:398, 150:348] = True  # 198 x 198: 15% of the photo, over her arm and the background
+    work.mkdir(parents=True, exist_ok=True)
+    save_image(image, work / "astronaut.png", force=True)
+    save_image(hole.astype(np.uint8) * 255, work / "hole.png", force=True)
     print(f"\nSpeed: a 512x512 photo with a {hole.mean():.0%} hole (one part), median of {repeats} runs after a "
-          f"warm-up\n")
+          f"warm-up (through diffcompose batch)\n")
     print("| engine | s (wall) | s (CPU) |")
     print("|---|---:|---:|")
     for v in runs:
-        v.run(image, hole, seed)
-        walls, cpus = [], []
-        for _ in range(repeats):
-            w0, c0 = time.perf_counter(), time.process_time()
-            v.run(image, hole, seed)
-            walls.append(time.perf_counter() - w0)
-            cpus.append(time.process_time() - c0)
-        print(f"| {v.name} | {np.median(walls):.2f} | {np.median(cpus):.2f} |")
+        slug = _slug(v.name)
+        line = {"task": "remove", "engine": v.engine, "options": v.options, "seed": seed,
+                "inputs": {"image": "astronaut.png", "mask": "hole.png"}}
+        (work / f"{slug}-warmup.jsonl").write_text(json.dumps({**line, "id": "warmup"}) + "\n")
+        (work / f"{slug}.jsonl").write_text("".join(json.dumps({**line, "id": f"r{k}"}) + "\n"
+                                                    for k in range(repeats)))
+        run_batch(work / f"{slug}-warmup.jsonl", work / f"{slug}-warmup", seed=seed, force=True)
+        c0 = time.process_time()
+        run_batch(work / f"{slug}.jsonl", work / slug, seed=seed, force=True)
+        cpu = (time.process_time() - c0) / repeats
+        walls = [r["seconds"] for r in read_results(work / slug)]
+        print(f"| {v.name} | {np.median(walls):.2f} | {cpu:.2f} |")
 
 
 # ----------------------------------------------------------------------------- harmonization
@@ -271,7 +359,7 @@ def perturb(image: np.ndarray, mask: np.ndarray, kind: str, other: np.ndarray, r
     return out
 
 
-def bench_harmonization(args: argparse.Namespace, wanted: set[str] | None) -> None:
+def bench_harmonization(args: argparse.Namespace, wanted: set[str] | None, models: Models, lpips: bool) -> None:
     cases = harmonization_cases(args.testdata, args.max_side)[: args.limit]
     others = real_photos(args.testdata, 256)
     samples = []
@@ -280,18 +368,30 @@ def bench_harmonization(args: argparse.Namespace, wanted: set[str] | None) -> No
             rng = np.random.default_rng([args.seed, i, j])
             other = others[int(rng.integers(len(others)))][1]
             samples.append((img, perturb(img, m, kind, other, rng), m))
-    runs = [Variant("composite (baseline)", lambda image, mask, seed: image), *variants("harmonize", wanted, args.opt)]
-    rows = score(runs, samples, {
-        "mse": lambda out, truth, m: mse(out, truth),
-        "fmse": fmse,
-        "psnr": lambda out, truth, m: psnr(out, truth),
-    }, args.seed)
+    runs = [Variant("composite (baseline)", None, {}, lambda image, mask, seed: image),
+            *variants("harmonize", wanted, args.opt)]
+    columns = [("mse", float), ("fmse", float), ("psnr", _value)] + ([("lpips", float)] if lpips else [])
+    scored = run_through_batch(args.work_dir / "harmonize", "harmonize", runs, samples, args.seed,
+                               ",".join(key for key, _ in columns), models)
+    rows = table_rows(runs, scored, columns)
     print(f"\nHarmonization: {len(cases)} real photos with real object masks x 3 colour perturbations "
-          f"= {len(samples)} composites (seed {args.seed}); compared with the original photo\n")
-    print("| engine | MSE ↓ | fMSE ↓ | PSNR (dB) ↑ | s / image |")
-    print("|---|---:|---:|---:|---:|")
-    for name, a, f, p, t in rows:
-        print(f"| {name} | {a:.1f} | {f:.1f} | {p:.2f} | {t:.2f} |")
+          f"= {len(samples)} composites (seed {args.seed}); compared with the original photo (diffcompose batch "
+          f"+ evaluate)\n")
+    print("| engine | MSE ↓ | fMSE ↓ | PSNR (dB) ↑ |" + (" LPIPS ↓ |" if lpips else "") + " s / image |")
+    print("|---|---:|---:|---:|" + ("---:|" if lpips else "") + "---:|")
+    for name, a, f, p, *rest in rows:
+        lp = f" {rest[0]:.4f} |" if lpips else ""
+        print(f"| {name} | {a:.1f} | {f:.1f} | {p:.2f} |{lp} {rest[-1]:.2f} |")
+
+
+def lpips_available(models: Models) -> bool:
+    """Whether LPIPS's VGG16 weights load (locally or from the hub); the tables get an LPIPS column if so."""
+    try:
+        models.get("vgg")
+        return True
+    except WeightsMissingError as exc:
+        print(f"(no LPIPS column: {exc})", file=sys.stderr)
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,16 +406,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="at most this many photos per task")
     ap.add_argument("--per-photo", type=int, default=3, help="removal: object pastes per photo")
     ap.add_argument("--max-side", type=int, default=640, help="photos are shrunk to this long side first")
+    ap.add_argument("--work-dir", type=Path, default=None,
+                    help="where the cases, manifests, batch outputs and reports go (default: a temporary folder, "
+                         "removed at the end)")
+    ap.add_argument("--vgg", default=None, help="VGG16 for the LPIPS column (hub id or folder; default: "
+                                                "timm/vgg16.tv_in1k when cached or reachable)")
     args = ap.parse_args(argv)
     args.opt = dict(o.split("=", 1) for o in args.opt)
     wanted = None if args.engines is None else {e.strip() for e in args.engines.split(",") if e.strip()}
     if not (args.testdata / "manifest.json").exists():
         print(f"(no test data at {args.testdata}: scikit-image photos only)", file=sys.stderr)
     tasks = {t.strip() for t in args.tasks.split(",")}
-    if "remove" in tasks:
-        bench_removal(args, wanted)
-    if "harmonize" in tasks:
-        bench_harmonization(args, wanted)
+    models = Models(vgg=args.vgg)
+    lpips = lpips_available(models)
+    with tempfile.TemporaryDirectory(prefix="diffcompose-quality-") as tmp:
+        if args.work_dir is None:
+            args.work_dir = Path(tmp)
+        print(f"(work folder: {args.work_dir})", file=sys.stderr)
+        if "remove" in tasks:
+            bench_removal(args, wanted, models, lpips)
+        if "harmonize" in tasks:
+            bench_harmonization(args, wanted, models, lpips)
     return 0
 
 

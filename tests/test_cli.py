@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,8 +151,14 @@ def test_remove_every_testdata_removal_case_via_cli(capsys, testdata, tmp_path) 
 def test_demo_writes_its_outputs_and_refuses_to_overwrite(capsys, tmp_path) -> None:
     out_dir = tmp_path / "demo"
     code, stdout, _ = _run(capsys, ["demo", "--output-dir", str(out_dir), "--testdata", str(tmp_path / "none")])
-    written = stdout.split()
+    *written, report = stdout.split()
     assert code == 0 and len(written) == 23 and all(Path(p).exists() for p in written)  # 5 removal methods x 3
+    # The last line is the report: every output shown (as a thumbnail file, not inlined) beside its input.
+    assert Path(report) == out_dir / "report.html"
+    page = Path(report).read_text()
+    assert "data:image" not in page and page.count("<tr") == 23 + 2 + 11  # items, 2 headers, 11 task:method rows
+    for src in re.findall(r'src="([^"]+)"', page):
+        assert (out_dir / src).is_file()
     assert {Path(p).name for p in written} >= {"coffee_paste_chelsea_poisson.png", "astronaut_remove_biharmonic.png",
                                                  "astronaut_remove_patchmatch.png", "astronaut_remove_fsr-fast.png",
                                                  "coffee_harmonize_chelsea_reinhard.png", "chelsea_segment.png"}

@@ -1,0 +1,235 @@
+"""The batch manifest and the batch output folder: the contract between ``batch`` and ``evaluate``.
+
+Manifest: JSON lines, one job per line; paths are relative to the manifest's folder
+(absolute paths are kept)::
+
+    # blank lines and lines starting with '#' are skipped
+    {"id": "case-001", "task": "remove", "engine": "classical",
+     "inputs": {"image": "photos/a.jpg", "mask": "masks/a.png"},
+     "options": {"method": "patchmatch"}, "seed": 0, "ground_truth": "truth/a.png", "model": null}
+
+- ``task`` (required): one of the API's tasks (``remove``, ``paste``, ``harmonize``,
+  ``segment``, ``compose``, ``paint``, ``inpaint``, ``insert``).
+- ``inputs``: the task's keyword names as in the Python API (``image``, ``mask``,
+  ``reference``, ``obj``, ``box`` as ``[x0, y0, x1, y1]`` or ``"x0,y0,x1,y1"``, ``prompt``...).
+  Every input is a path except :data:`VALUE_INPUTS` (``box``, ``points``, ``prompt``,
+  ``negative_prompt``, ``condition_type``), which are taken as they are.
+- ``id`` (optional): letters, digits, ``.``, ``_``, ``-`` (at most 100, not starting with
+  ``.``); default: the 1-based line number in the file, as ``"000001"`` (blank and comment
+  lines count). Ids name the outputs, so an unusable or repeated id stops the whole batch
+  before any work (exit 2).
+- ``engine`` (default ``"auto"``), ``options`` (the engine's options, checked by its own
+  dataclass as on the CLI), ``seed`` (default: the batch's ``--seed``), ``ground_truth``
+  (a path: the image the output should be, for pixel metrics), ``model`` (default ``null``).
+
+A line that is not valid JSON (``NaN`` and ``Infinity`` are not), names an unknown task or
+input, misses a required input, or has a field of the wrong type is a *bad item*: its error
+is recorded in the results and the run goes on.
+
+Output folder ``OUT_DIR``:
+
+- ``results.jsonl``: one line per finished item (appended line by line while the run goes;
+  compacted at the end to one line per id in manifest order). Each line::
+
+      {"id", "task", "engine" (the engine that actually ran), "status": "ok" | "error",
+       "outputs": ["outputs/<id>.png", ...] (relative to OUT_DIR), "seed", "seconds",
+       "error": one line or null, "inputs": {name: absolute path or value},
+       "ground_truth": absolute path or null, "options": {...}, "rank": the process that ran it,
+       "model", "fingerprint" (hash of the job: a changed line is rerun), "finished" (unix time)}
+
+  Readers take the last line per id (:func:`read_results`).
+- ``outputs/<id>.png``, or ``outputs/<id>_<k>.png`` for several images; ``segment``
+  writes its mask.
+- ``results.rank<k>.jsonl``: under ``accelerate launch``, each process's own results of
+  the last run (rank 0 merges them into ``results.jsonl``).
+- ``batch.json``: ``{"manifest": absolute path, "created": ISO time, "version": ...}``;
+  the marker file of :mod:`diffcompose.outdir`; ``.batch.lock``, locked while a run writes
+  there (a second run into the folder meanwhile is refused).
+
+No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffcompose.errors import InputError
+
+#: Input names whose values are values, not paths.
+VALUE_INPUTS = frozenset({"box", "points", "prompt", "negative_prompt", "condition_type"})
+#: Keys a manifest line may have.
+KEYS = frozenset({"id", "task", "engine", "inputs", "options", "seed", "ground_truth", "model"})
+RESULTS = "results.jsonl"
+BATCH_INFO = "batch.json"
+LOCK = ".batch.lock"
+OUTPUTS = "outputs"
+_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass
+class Item:
+    """One manifest line: resolved, or bad (``error`` says why, in one line)."""
+
+    id: str
+    line: int
+    task: str | None = None
+    engine: str = "auto"
+    inputs: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    seed: Any = 0
+    ground_truth: str | None = None
+    model: str | None = None
+    error: str | None = None
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the output: a changed manifest line is run again on resume."""
+        blob = json.dumps([self.task, self.engine, self.inputs, self.options, self.seed, self.ground_truth,
+                           self.model, self.error], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
+def _task_inputs(task: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(all input names, required ones)`` of a task."""
+    from diffcompose.methods.tasks import TASK_SPECS
+
+    spec = TASK_SPECS[task]
+    params = inspect.signature(spec.prepare).parameters
+    required = tuple(n for n in spec.inputs if n in params and params[n].default is inspect.Parameter.empty)
+    return spec.inputs, required
+
+
+def _resolve(base: Path, value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a path (text), got {value!r}")
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _fill(item: Item, job: dict, base: Path) -> None:
+    """Check and resolve a parsed line into ``item`` (raises ``ValueError`` with the reason)."""
+    from diffcompose.methods.tasks import TASK_SPECS
+
+    unknown = sorted(set(job) - KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; keys: {', '.join(sorted(KEYS))}")
+    task = job.get("task")
+    if task not in TASK_SPECS:
+        raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASK_SPECS)}")
+    item.task = task
+    engine = job.get("engine", "auto")
+    if not isinstance(engine, str) or not engine:
+        raise ValueError(f"engine must be a name, got {engine!r}")
+    item.engine = engine
+    inputs = job.get("inputs", {})
+    options = job.get("options", {})
+    if not isinstance(inputs, dict) or not isinstance(options, dict):
+        raise ValueError("inputs and options must be JSON objects")
+    names, required = _task_inputs(task)
+    bad = sorted(set(inputs) - set(names))
+    if bad:
+        raise ValueError(f"{task} takes no input {', '.join(bad)}; its inputs: {', '.join(names)}")
+    missing = [n for n in required if inputs.get(n) is None]
+    if missing:
+        raise ValueError(f"{task} needs input(s) {', '.join(missing)}")
+    item.inputs = {k: (v if k in VALUE_INPUTS or v is None else _resolve(base, v, f"input {k}"))
+                   for k, v in inputs.items()}
+    if isinstance(item.inputs.get("box"), list):
+        item.inputs["box"] = tuple(item.inputs["box"])  # the API's box form (JSON has no tuples)
+    item.options = dict(options)
+    if "seed" in job:
+        item.seed = job["seed"]
+    gt = job.get("ground_truth")
+    item.ground_truth = None if gt is None else _resolve(base, gt, "ground_truth")
+    model = job.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise ValueError(f"model must be a hub id or a path, got {model!r}")
+    if model is not None and not Path(model).is_absolute() and (base / model).exists():
+        model = str((base / model).resolve())  # a local model folder beside the manifest
+    item.model = model
+
+
+def read_manifest(path: str | Path, *, seed: int = 0) -> list[Item]:
+    """The items of a manifest, in file order (bad lines included, with their error).
+
+    Raises :class:`InputError` (nothing run) when the file cannot be read, or when an id is
+    unusable as a file name or repeated (outputs are named by id).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read manifest {path}: {exc}") from None
+    base = path.resolve().parent
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        item = Item(id=f"{n:06d}", line=n, seed=seed)
+        try:
+            job = json.loads(line, parse_constant=_no_constants, parse_float=_finite_float)
+        except ValueError as exc:
+            item.error = f"line {n}: not valid JSON ({exc})"
+            job = None
+        if job is not None and not isinstance(job, dict):
+            item.error = f"line {n}: a job must be a JSON object"
+        elif isinstance(job, dict):
+            if job.get("id") is not None:
+                ident = job["id"]
+                if isinstance(ident, bool) or not isinstance(ident, (str, int)) or not _ID.fullmatch(str(ident)):
+                    raise InputError(f"manifest {path} line {n}: id {ident!r} cannot name a file (letters, digits, "
+                                     "'.', '_', '-'; at most 100; not starting with '.')")
+                item.id = str(ident)
+            try:
+                _fill(item, job, base)
+            except ValueError as exc:
+                item.error = f"line {n}: {exc}"
+        if item.id in seen:
+            raise InputError(f"manifest {path}: id {item.id!r} on line {n} is already used on line {seen[item.id]}")
+        seen[item.id] = n
+        items.append(item)
+    return items
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a results file in file order (a torn or foreign line is skipped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "id" in row:
+            rows.append(row)
+    return rows
+
+
+def read_results(out_dir: str | Path) -> list[dict]:
+    """The results of a batch folder: one dict per id (the last line per id wins), in file order."""
+    rows: dict[str, dict] = {}
+    for row in read_jsonl(Path(out_dir) / RESULTS):
+        rows.pop(str(row["id"]), None)
+        rows[str(row["id"])] = row
+    return list(rows.values())
