@@ -22,14 +22,15 @@ from diffcompose.cli.common import Parser
 from diffcompose.errors import Cancelled, DiffComposeError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ["edit", "compose", "paint", "inpaint", "convert", "train", "demo"]
+COMMAND_MODULES = ["edit", "compose", "paint", "inpaint", "insert", "convert", "train", "batch", "demo", "evaluate",
+                   "serve"]
 
 
 def build_parser() -> Parser:
     parser = Parser(
         prog="diffcompose",
-        description="Object-level image editing: remove, paste, harmonize, segment, compose, paint and inpaint objects. "
-                    "Masks are white where the image should change; boxes are x0,y0,x1,y1 in pixels (end-exclusive).",
+        description="Object-level image editing: remove, paste, harmonize, segment, compose, paint, inpaint and "
+                    "insert objects. Masks are white where the image should change; boxes are x0,y0,x1,y1 in pixels (end-exclusive).",
         epilog="Run 'diffcompose COMMAND --help' for a command's options. A path or value starting with '-' "
                "needs the = form (--box=-1,0,5,5) or a preceding '--' for positional paths.",
     )
