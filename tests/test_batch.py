@@ -293,7 +293,15 @@ def test_ctrl_c_exits_130_keeping_the_finished_items(folder: Path):
     import signal
     import time
 
-    write(folder / "m.jsonl", [remove_line(f"i{k:03d}", "ab"[k % 2]) for k in range(300)])
+    # Two quick items, then slow ones (FSR over a large hole of a 512x512 photo, about a second each), so the
+    # signal lands mid-run on a fast machine too.
+    big = np.tile(np.asarray(Image.open(folder / "photos/a.png")), (6, 4, 1))[:512, :512]
+    Image.fromarray(big).save(folder / "photos/c.png")
+    hole = np.zeros((512, 512), np.uint8)
+    hole[100:400, 120:420] = 255
+    Image.fromarray(hole).save(folder / "masks/c.png")
+    lines = [remove_line("i000", "a"), remove_line("i001", "b")]
+    write(folder / "m.jsonl", lines + [remove_line(f"i{k:03d}", "c", "fsr-fast") for k in range(2, 300)])
     proc = subprocess.Popen([sys.executable, "-m", "diffcompose", "batch", "m.jsonl", "-o", "out"], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = folder / "out/results.jsonl"
