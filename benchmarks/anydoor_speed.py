@@ -35,14 +35,14 @@ from diffcompose.models.sampling import guide, make_scheduler
 
 
 def build(device: torch.device, dtype: torch.dtype, shape: str) -> M.AnyDoorModel:
-    from diffusers import ControlNetModel, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     from diffcompose.methods.anydoor.tiny import tiny_anydoor_unet_config
 
     torch.manual_seed(0)
     cfg = M.sd21_unet_config() if shape == "sd21" else tiny_anydoor_unet_config()
     unet = UNet2DConditionModel(**cfg)
-    controlnet = M.zero_conv_in(ControlNetModel(**M.controlnet_config(dict(unet.config))))
+    controlnet = M.build_controlnet(unet, copy_unet_weights=False)
     with torch.no_grad():  # diffusers zero-initialises the output convs; random ones give real residual adds
         for conv in list(controlnet.controlnet_down_blocks) + [controlnet.controlnet_mid_block]:
             conv.weight.normal_(0, 0.01)

@@ -293,6 +293,21 @@ def test_missing_reference_mask_is_an_input_error(engine):
         engine.insert(image, mask, ref, steps=1)
 
 
+def test_masks_too_small_for_the_public_box_rule_are_input_errors(engine):
+    """Below 10 pixels the public box rule takes the whole image: the engine refuses such a region or cut-out."""
+    from diffcompose.errors import InputError
+
+    image, mask, ref, ref_mask = _scene()
+    speck = np.zeros(mask.shape, bool)
+    speck[100, 130:139] = True  # 9 pixels
+    with pytest.raises(InputError, match="target region"):
+        engine.insert(image, speck, ref, reference_mask=ref_mask, steps=1)
+    ref_speck = np.zeros(ref_mask.shape, bool)
+    ref_speck[50, 100:109] = True
+    with pytest.raises(InputError, match="reference mask"):
+        engine.insert(image, mask, ref, reference_mask=ref_speck, steps=1)
+
+
 def test_guidance_one_is_a_single_conditional_pass(engine, monkeypatch):
     """Scale 1 runs no unconditional branch (as the public sampler); any other scale runs it."""
     calls = []

@@ -229,6 +229,12 @@ def test_manifest_errors_are_one_line(tmp_path) -> None:
     (tmp_path / "c.json").write_text("{}")
     with pytest.raises(InputError, match="jsonl"):
         D.read_sources(tmp_path / "c.json")
+    (tmp_path / "yt").mkdir()
+    bad.write_text(json.dumps({"kind": "youtube-vos", "root": "yt"}) + "\n")
+    for meta in ("not json", '{"videos": {"v1": {}}}', '{"videos": [1]}'):  # a meta.json of another layout
+        (tmp_path / "yt" / "meta.json").write_text(meta)
+        with pytest.raises(InputError, match="not a YouTube-VOS meta.json"):
+            D.read_sources(bad)
 
 
 def test_config_example_and_cli_errors(tmp_path, capsys) -> None:

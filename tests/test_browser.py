@@ -340,6 +340,7 @@ def test_box_and_clicks_to_mask_then_edit_it(page: Any, tmp_path: Path) -> None:
             page.wait_for_function("document.getElementById('segment-info').textContent.startsWith('SAM unavailable')",
                                    timeout=60_000)
             page.wait_for_function("!document.getElementById('segment').disabled")
+            assert page.text_content("#segment-info").startswith("SAM unavailable")  # the page still says why
             assert np.array_equal(_mask_bits(page), grabcut)
 
         # clicks go to SAM (the tiny random one here: its mask means nothing, but it comes back at full size)

@@ -17,7 +17,7 @@ from skimage import data
 
 import diffcompose as dc
 from diffcompose.cli.main import main
-from diffcompose.inputs import load_image, load_mask
+from diffcompose.inputs import dilate_mask, load_image, load_mask
 from diffcompose.methods.registry import engines_for
 from diffcompose.methods.tasks import prepare
 from diffcompose.regions import changed_region, default_margin
@@ -172,6 +172,22 @@ def test_pbe_insert_is_paint_of_the_region() -> None:
     assert np.array_equal(a, b)
 
 
+def test_pbe_insert_with_a_shape_mask_paints_and_pastes_only_the_shape() -> None:
+    """Shape control in pbe: the shape is painted; the rest of the region keeps the scene's own pixels."""
+    pytest.importorskip("torch")
+    scene, ref = data.astronaut()[:97, :131], data.coffee()[:150, :200]
+    mask = np.zeros(scene.shape[:2], bool)
+    mask[30:70, 40:100] = True
+    shape = np.zeros_like(mask)
+    shape[40:60, 55:85] = True
+    kw = dict(engine="pbe", model="tiny", device="cpu", steps=1, resolution=64, seed=4, margin=0)
+    out = np.asarray(dc.insert(scene, mask, ref, shape_mask=shape, **kw))
+    # The tiny model works the window at 64 px: the shape comes back resampled, a pixel or two wider.
+    around = ~dilate_mask(shape, 2)
+    assert np.array_equal(out[around], scene[around])  # the rest of the region too: no VAE round trip
+    assert not np.array_equal(out[shape], scene[shape])
+
+
 # ----------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("case", ["no-reference", "mask-and-box", "no-region"])
@@ -211,6 +227,19 @@ def test_missing_weights_exit_3(capsys, files, tmp_path, monkeypatch) -> None:
                                  str(files["ref"]), "-o", str(tmp_path / "o.png"), "--engine", "pbe",
                                  "--model", str(tmp_path / "no-such-model")])
     assert code == 3 and err.count("\n") == 1, err
+
+
+def test_anydoor_without_model_exits_3_pointing_to_convert(capsys, files, tmp_path, monkeypatch) -> None:
+    """No AnyDoor weights are published in a loadable layout: without --model the one line says how to get them."""
+    if "anydoor" not in engines_for("insert"):
+        pytest.skip("the anydoor engine is not registered")
+    pytest.importorskip("torch")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = _run(capsys, ["insert", str(files["scene"]), "--mask", str(files["mask"]), "--reference",
+                                 str(files["ref"]), "--reference-mask", str(files["ref_mask"]),
+                                 "-o", str(tmp_path / "o.png"), "--engine", "anydoor"])
+    assert code == 3 and err.count("\n") == 1 and "convert anydoor" in err, err
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_existing_output_is_not_overwritten(capsys, files, tmp_path) -> None:

@@ -157,8 +157,22 @@ def test_an_existing_evaluation_is_replaced_only_with_force(capsys, batch_dir) -
     assert _run(capsys, ["evaluate", str(batch_dir), "--force"])[0] == 0
 
 
+def test_force_never_replaces_the_evaluated_folder_or_one_holding_its_inputs(capsys, batch_dir, tmp_path) -> None:
+    """``--force`` replaces an earlier evaluation only: not the batch being scored (it is marked as ours too),
+    nor a marked folder holding the items' inputs."""
+    before = sorted(p.name for p in batch_dir.iterdir())
+    code, _, err = _run(capsys, ["evaluate", str(batch_dir), "-o", str(batch_dir), "--force"])
+    assert code == 2 and err.count("\n") == 1 and "being evaluated" in err, err
+    (tmp_path / "inputs" / ".diffcompose-model").write_text("written by diffcompose batch\n")
+    code, _, err = _run(capsys, ["evaluate", str(batch_dir), "-o", str(tmp_path / "inputs"), "--force"])
+    assert code == 2 and err.count("\n") == 1 and "contains the input" in err, err
+    assert sorted(p.name for p in batch_dir.iterdir()) == before
+    assert (tmp_path / "inputs" / "photo.png").is_file()
+
+
 @pytest.mark.parametrize("argv, code, fragment", [
     (["--metrics", "psnr,nope"], 2, "unknown metric 'nope'"),
+    (["--metrics", "all", "--device", "gpu7"], 2, "--device must be"),
     (["--metrics", "lpips", "--vgg", "/nonexistent/vgg"], 3, "VGG16"),
     (["--metrics", "clip", "--clip-model", "nobody/no-clip"], 3, "CLIP model"),
     (["--metrics", "fid", "--model-dir", "/nonexistent"], 3, "FID Inception weights not found"),

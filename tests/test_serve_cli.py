@@ -76,13 +76,15 @@ def test_serve_starts_fast_on_loopback_without_torch_and_runs_a_classical_job() 
     assert "cancelled" not in proc.stderr.read()  # type: ignore[union-attr]
 
 
-def test_a_port_in_use_is_one_line_and_exit_2() -> None:
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """... and leaves no results folder behind (its own TMPDIR stays empty)."""
     proc, url, _ = _start()
     try:
         port = url.rsplit(":", 1)[1].strip("/")
         r = subprocess.run([sys.executable, "-m", "diffcompose", "serve", "--port", port], capture_output=True,
-                           text=True, timeout=60)
+                           text=True, timeout=60, env={**os.environ, "TMPDIR": str(tmp_path)})
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr
+        assert not any(tmp_path.iterdir())
     finally:
         _stop(proc)
 

@@ -326,6 +326,25 @@ def test_cancel_a_tiny_freecompose_run_within_one_step(server, inputs) -> None:
     assert s.client.get(f"/api/jobs/{job}/preview").status_code == 200  # freecompose emits previews
 
 
+def test_shutdown_ends_running_and_queued_jobs_so_no_waiter_hangs(server, inputs, gate_engine) -> None:
+    """A sync request waiting on a queued job must get an answer when the server stops."""
+    s = server()
+    running = s.client.post("/api/jobs", **multipart(inputs, task="remove", engine=GATE,
+                                                     options={"steps": 100000})).json()["id"]
+    assert gate_engine.started.wait(10)
+    queued = s.client.post("/api/jobs", **multipart(inputs, task="remove", engine=GATE)).json()["id"]
+    records = [s.jobs.get(running), s.jobs.get(queued)]
+    waited: list[str] = []
+    waiter = threading.Thread(target=lambda: waited.append(s.jobs.wait(queued).status), daemon=True)
+    waiter.start()
+    gate_engine.gate.set()
+    s.jobs.shutdown()
+    waiter.join(10)
+    assert waited == ["cancelled"]
+    assert [r.status for r in records] == ["cancelled", "cancelled"]
+    assert not s.jobs.root.exists()
+
+
 def test_queue_full_is_429_with_retry_after(server, inputs, gate_engine) -> None:
     s = server(queue_size=1)
     running = s.client.post("/api/jobs", **multipart(inputs, task="remove", engine=GATE)).json()["id"]
@@ -579,6 +598,8 @@ def test_without_a_token_only_this_machine_s_host_names_and_same_origin_writes_p
     r = c.get("/api/health", headers={"host": "evil.example:7860"})
     assert r.status_code == 403 and "not allowed" in r.json()["error"]
     r = c.post("/api/jobs", headers={"origin": "http://evil.example"}, **multipart(inputs, task="remove"))
+    assert r.status_code == 403 and "cross-origin" in r.json()["error"]
+    r = c.post("/api/jobs", headers={"origin": "null"}, **multipart(inputs, task="remove"))  # a sandboxed iframe
     assert r.status_code == 403 and "cross-origin" in r.json()["error"]
     ok = c.post("/api/run", headers={"origin": "http://127.0.0.1:7860"},
                 **multipart(inputs, task="remove", engine="classical", options={"method": "telea"}))

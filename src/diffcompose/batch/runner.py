@@ -144,6 +144,14 @@ def prepare_folder(out_dir: Path, manifest: Path, items: list[Item], force: bool
     return target
 
 
+def _finished_at(row: dict) -> float:
+    """A row's ``finished`` time (0 for a hand-edited line without a usable one: any real row is newer)."""
+    try:
+        return float(row.get("finished") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def merge_results(out_dir: Path, items: list[Item], *, keep_rank_files: bool) -> None:
     """Fold ``results.jsonl`` and every ``results.rank<k>.jsonl`` into one ``results.jsonl``: the newest line
     per id, in manifest order (ids no longer in the manifest after them), written atomically."""
@@ -153,7 +161,7 @@ def merge_results(out_dir: Path, items: list[Item], *, keep_rank_files: bool) ->
     for row in rows:
         key = str(row["id"])
         old = newest.get(key)
-        if old is None or float(row.get("finished") or 0) >= float(old.get("finished") or 0):
+        if old is None or _finished_at(row) >= _finished_at(old):
             newest[key] = row
     order = [it.id for it in items if it.id in newest]
     order += [k for k in newest if k not in set(order)]

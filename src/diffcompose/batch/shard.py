@@ -82,6 +82,8 @@ def current() -> Shard:
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
     state = PartialState(cpu=cpu)
     if state.num_processes <= 1:
-        raise RuntimeError(f"launched with a world size of {launched_world_size()} but accelerate set up "
-                           f"{state.num_processes} process ({state.distributed_type})")
+        from diffcompose.errors import InputError
+
+        raise InputError(f"launched with a world size of {launched_world_size()} but accelerate set up "
+                         f"{state.num_processes} process ({state.distributed_type})")
     return Shard(state.process_index, state.num_processes, state)

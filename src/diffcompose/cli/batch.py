@@ -11,14 +11,11 @@ a rerun resumes). Under ``accelerate launch`` only the main process prints and d
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from diffcompose.cli.common import add_limits, add_runtime
 from diffcompose.errors import DiffComposeError
-
-log = logging.getLogger(__name__)
 
 
 class BatchFailed(DiffComposeError):

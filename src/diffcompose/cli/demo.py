@@ -40,7 +40,6 @@ SKIMAGE_BOXES = {"astronaut": (140, 10, 360, 330), "coffee": (150, 10, 430, 310)
 PASTE_BOX = (400, 180, 590, 390)
 
 
-
 @dataclass
 class Step:
     """One demo output: its file name, how to make it, and what the report shows beside it.
@@ -55,9 +54,6 @@ class Step:
     task: str
     method: str
     shown: dict[str, Any] = field(default_factory=dict)
-
-    def __iter__(self):  # (name, run), as the steps were before they carried report fields
-        return iter((self.name, self.run))
 
 
 def _skimage_steps() -> list[Step]:

@@ -16,6 +16,10 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from diffcompose.evaluation.evaluate import Models, evaluate, parse_metrics
 
     parse_metrics(args.metrics)  # a typo fails before anything is read
+    if args.device is not None:  # so does a device that is not there (torch is imported only when one is named)
+        from diffcompose.models.device import pick_device
+
+        pick_device(args.device)
     source: Path = args.results
     out = args.output_dir
     if out is None:

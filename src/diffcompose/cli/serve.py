@@ -45,7 +45,13 @@ def serve(settings: object, *, generated_token: bool = False) -> None:
 
     from diffcompose.server import create_app
 
-    app = create_app(settings)  # type: ignore[arg-type]
+    # the socket first: a port in use must not leave the job manager's results folder behind
+    sock = listen(settings.host, settings.port)  # type: ignore[attr-defined]
+    try:
+        app = create_app(settings)  # type: ignore[arg-type]
+    except BaseException:
+        sock.close()
+        raise
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list | None = None) -> None:
@@ -65,7 +71,6 @@ def serve(settings: object, *, generated_token: bool = False) -> None:
             note = " (access token generated for this run)" if generated_token else ""
             print(f"diffcompose serving at {url}{note}", flush=True)
 
-    sock = listen(settings.host, settings.port)  # type: ignore[attr-defined]
     config = uvicorn.Config(app, host=settings.host, port=settings.port,  # type: ignore[attr-defined]
                             log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     try:

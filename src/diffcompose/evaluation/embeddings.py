@@ -147,6 +147,8 @@ def image_similarity(embedder, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def clip_score(embedder: ClipEmbedder, image: np.ndarray, text: str) -> float:
-    """CLIP score, torchmetrics' convention: ``100 * max(cos(image, text), 0)`` (0..100)."""
+    """CLIP score ``100 * max(cos(image, text), 0)`` (0..100): CLIPScore (Hessel et al., 2021) with
+    torchmetrics' weight 100 instead of 2.5. The clamp is per image as in the paper (torchmetrics
+    clamps the batch mean instead: the same whenever the cosines are positive, as they are in practice)."""
     cos = float((embedder.images([image])[0] * embedder.texts([text])[0]).sum())
     return 100.0 * min(1.0, max(cos, 0.0))

@@ -31,7 +31,6 @@ A metric named in ``metrics`` whose weights are missing raises
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -42,8 +41,6 @@ import numpy as np
 
 from diffcompose.errors import InputError, WeightsMissingError
 from diffcompose.evaluation import metrics as px
-
-log = logging.getLogger(__name__)
 
 PIXEL_METRICS = ("mse", "psnr", "ssim", "mae", "fmse", "fpsnr", "fssim", "fmae", "texture", "bg-mse", "bg-psnr")
 MODEL_METRICS = ("lpips", "clip", "clip-i", "dino", "fid", "local-fid")
@@ -73,29 +70,17 @@ def parse_metrics(text: str | None) -> tuple[list[str], bool]:
 
 # ----------------------------------------------------------------------------- items
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows: dict[str, dict] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            log.warning("%s:%d is not JSON; skipped", path, n)
-            continue
-        if isinstance(row, dict) and "id" in row:
-            rows.pop(str(row["id"]), None)
-            rows[str(row["id"])] = row  # the last line per id wins
-    return list(rows.values())
-
-
 def _from_results(results: Path) -> list[dict]:
-    """Items of a batch ``results.jsonl`` (paths made absolute)."""
-    from diffcompose.batch import read_results
+    """Items of a batch ``results.jsonl`` (paths made absolute; the last line per id wins, as in the batch)."""
+    from diffcompose.batch.manifest import read_jsonl
 
     root = results.parent
+    latest: dict[str, dict] = {}
+    for row in read_jsonl(results):  # a torn, foreign or undecodable line is skipped, not fatal
+        latest.pop(str(row["id"]), None)
+        latest[str(row["id"])] = row
     items = []
-    for row in (read_results(root) if results.name == "results.jsonl" else _read_jsonl(results)):
+    for row in latest.values():
         items.append({
             "id": str(row["id"]), "task": row.get("task"), "engine": row.get("engine"),
             "status": row.get("status", "ok"), "error": row.get("error"), "seconds": row.get("seconds"),
@@ -180,11 +165,10 @@ class Models:
         return got
 
     def _load(self, kind: str) -> Any:
-        source = self._source(kind)
-        if self.device is None:
-            from diffcompose.models.device import pick_device
+        from diffcompose.models.device import pick_device
 
-            self.device = str(pick_device())
+        source = self._source(kind)
+        self.device = str(pick_device(self.device))  # a named device is checked (InputError), not passed on raw
         if kind == "clip":
             from diffcompose.evaluation.embeddings import ClipEmbedder
             return ClipEmbedder.load(source, self.device)
@@ -458,12 +442,21 @@ def evaluate(source: str | Path, out_dir: str | Path, *, metrics: str | None = N
     (:mod:`diffcompose.outdir`); it is built beside and moved into place when complete.
     ``on_item(done, total)`` is called after each item. Returns the report's path.
     """
+    from diffcompose.batch.manifest import VALUE_INPUTS
     from diffcompose.evaluation.report import item_rows, write_report
     from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
 
     names, explicit = parse_metrics(metrics)
-    target = check_out_dir(Path(out_dir), [Path(source)], force=force)
     items = load_items(source, manifest)
+    src = Path(source).expanduser().resolve()
+    if Path(out_dir).expanduser().resolve() == src:  # --force would replace the very outputs being scored
+        raise InputError(f"output directory {out_dir} is the folder being evaluated; name another folder")
+    # Every file read is an input: --force may replace an earlier evaluation, never a folder holding them.
+    inputs = [src] + ([Path(manifest)] if manifest is not None else [])
+    inputs += [Path(p) for it in items for p in [*it["outputs"], it.get("ground_truth")] if isinstance(p, str)]
+    inputs += [Path(v) for it in items for k, v in (it.get("inputs") or {}).items()
+               if isinstance(v, str) and k not in VALUE_INPUTS]
+    target = check_out_dir(Path(out_dir), inputs, force=force)
     models = models or Models()
     scored, aggregates = evaluate_items(items, names, models, explicit, on_item)
     build = new_beside(target)

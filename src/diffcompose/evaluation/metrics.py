@@ -63,8 +63,9 @@ def mse(output: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None) 
 def fmse(output: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
     """Foreground MSE: the MSE over the object's pixels only.
 
-    This is iHarmony4's fMSE (the whole-image MSE x H W / mask area, i.e. the squared error
-    summed over the mask's pixels and channels, divided by the mask's area x channels).
+    This is iHarmony4's fMSE (the MSE of the two images multiplied by the mask, x H W / mask
+    area: the squared error summed over the mask's pixels and channels, divided by the mask's
+    area x channels; errors outside the mask do not count).
     """
     return mse(output, target, mask)
 

@@ -76,10 +76,11 @@ import json
 import logging
 import secrets
 import sys
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -119,8 +120,8 @@ class Gate:
     * Without one (loopback), the ``Host`` header must name this machine (``allowed_hosts``):
       a web page on another site that points its own domain at 127.0.0.1 (DNS rebinding)
       gets 403 instead of the API.
-    * A request whose ``Origin`` header names another site than ``Host`` (a form another
-      site posts to the local server) gets 403 before anything runs.
+    * A write whose ``Origin`` header names another site than ``Host``, or is ``null`` (a form
+      another site posts to the local server) gets 403 before anything runs.
     """
 
     def __init__(self, app: Any, token: str | None, allowed_hosts: tuple[str, ...] | None = None) -> None:
@@ -154,8 +155,9 @@ class Gate:
                          "only (serve others with --host and a --token)")
         origin = headers.get(b"origin")
         if origin is not None and scope.get("method", "GET") not in ("GET", "HEAD", "OPTIONS"):
+            # "null" is refused too: it is the Origin of a sandboxed iframe, which any site can make
             netloc = origin.decode("latin-1").split("://", 1)[-1]
-            if netloc != host and origin != b"null":
+            if netloc != host:
                 return 403, f"cross-origin request from {origin.decode('latin-1')!r} refused"
         if self.token and not self._has_token(scope, headers):
             return 401, ("missing or wrong access token: add ?token=TOKEN to the URL or send "
@@ -163,8 +165,6 @@ class Gate:
         return None
 
     def _has_token(self, scope: dict, headers: dict) -> bool:
-        from urllib.parse import parse_qs
-
         want = self.token.encode()  # type: ignore[union-attr]
         value = headers.get(b"authorization", b"")
         if value[:7].lower() == b"bearer " and secrets.compare_digest(value[7:].strip(), want):
@@ -184,12 +184,12 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def _status_of(exc: DiffComposeError) -> int:
-    if isinstance(exc, UploadTooLarge):
+def _status_of(kind: type[DiffComposeError]) -> int:
+    if issubclass(kind, UploadTooLarge):
         return 413
-    if isinstance(exc, (WeightsMissingError, MissingExtraError)):
+    if issubclass(kind, (WeightsMissingError, MissingExtraError)):
         return 503
-    if isinstance(exc, Cancelled):
+    if issubclass(kind, Cancelled):
         return 409
     return 400
 
@@ -217,7 +217,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
     @app.exception_handler(DiffComposeError)
     async def _user_error(request: Request, exc: DiffComposeError) -> JSONResponse:
-        return _error(_status_of(exc), str(exc))
+        return _error(_status_of(type(exc)), str(exc))
 
     @app.exception_handler(JobNotFound)
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
@@ -275,11 +275,13 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
         return schema.tasks()
 
     engines_cache: list = []
+    engines_lock = threading.Lock()  # sync endpoints run on a thread pool: fill the cache once
 
     @app.get("/api/engines", summary="engines and their options per task (from the options dataclasses)")
     def engine_list() -> list:
-        if not engines_cache:
-            engines_cache.extend(schema.engines())
+        with engines_lock:
+            if not engines_cache:
+                engines_cache.extend(schema.engines())
         return engines_cache
 
     # ------------------------------------------------------------------ jobs
@@ -401,7 +403,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
 def _job_error_status(kind: type[Exception] | None) -> int:
     if kind is not None and issubclass(kind, DiffComposeError):
-        return _status_of(kind())
+        return _status_of(kind)
     return 500
 
 

@@ -181,8 +181,8 @@ class JobManager:
                             engine=sub.engine, seed=sub.seed)
             self._jobs[rec.id] = rec
             self._pending.append(rec)
+            rec.emit("queued", {"position": len(self._pending)})  # before a worker can emit "running"
             self._cond.notify_all()
-        rec.emit("queued", {"position": len(self._pending)})
         return rec
 
     def get(self, job_id: str) -> JobRecord:
@@ -237,18 +237,20 @@ class JobManager:
             return {"queued": len(self._pending), "running": len(self._busy), "jobs": len(self._jobs)}
 
     def shutdown(self) -> None:
-        """Stop the workers (running jobs are cancelled) and delete the results folder."""
+        """Stop the workers (running jobs are cancelled, queued ones end cancelled: nobody waits
+        for them forever) and delete the results folder."""
         with self._cond:
             self._stopping = True
             self._stop.set()
             for rec in self._jobs.values():
                 rec.cancel.cancel()
+            while self._pending:
+                self._finish(self._pending.popleft(), "cancelled")
             self._cond.notify_all()
         for t in self._threads:
             t.join(timeout=10)
         with self._cond:
             self._jobs.clear()  # their files go with the folder
-            self._pending.clear()
         shutil.rmtree(self.root, ignore_errors=True)
 
     # ------------------------------------------------------------------ worker side
@@ -321,9 +323,9 @@ class JobManager:
             self._done(rec, "done")
 
     def _done(self, rec: JobRecord, status: str, error: str | None = None) -> None:
-        if rec.started is not None:
-            self._durations.append(time.monotonic() - rec.started)
-        with self._cond:
+        with self._cond:  # _retry_after iterates _durations under the same lock
+            if rec.started is not None:
+                self._durations.append(time.monotonic() - rec.started)
             rec.error = error
             self._finish(rec, status)
 

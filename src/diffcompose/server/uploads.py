@@ -31,6 +31,7 @@ from diffcompose.inputs.images import open_header
 #: programs (EPS runs Ghostscript) or are rarely audited parsers: not for bytes from the network.
 UPLOAD_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "TIFF", "GIF")
 
+
 def _formats() -> list[str]:
     """:data:`UPLOAD_FORMATS` this Pillow can open (its plugins registered: ``Image.init``)."""
     Image.init()

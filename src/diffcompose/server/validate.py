@@ -104,7 +104,7 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
         if i["required"] and keyword not in kwargs:
             where = "an uploaded file" if kind in ("image", "mask") else f"\"{name}\" in the request JSON"
             raise InputError(f"{task} needs '{name}' ({where})")
-    for key, kind in (("box", "box"), ("points", "points"), ("prompt", "text")):
+    for key in ("box", "points", "prompt"):
         if req.get(key) is not None and key not in fields_of_task:
             raise InputError(f"task {task} takes no {key}")
     job = prepare(task, kwargs, max_pixels)

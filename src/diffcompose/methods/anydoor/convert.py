@@ -190,8 +190,9 @@ def _configs(like: Path | None) -> dict[str, dict[str, Any]]:
 def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch
-        raise InputError(f"{what} weights do not fit its configuration: {str(exc).splitlines()[1:2]}") from None
+    except RuntimeError as exc:  # shape mismatch: torch's first line is a header, the second names the weight
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise InputError(f"{what} weights do not fit its configuration: {(lines[1:2] or lines or [''])[0]}") from None
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise InputError(f"{what} weights do not fit its configuration: {len(missing)} missing "

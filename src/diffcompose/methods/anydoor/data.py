@@ -116,15 +116,18 @@ def expand_youtube_vos(folder: Path, where: str) -> list[Source]:
     meta = folder / "meta.json"
     if not meta.is_file():
         raise InputError(f"{where}: {meta} not found (a YouTube-VOS folder has meta.json, JPEGImages/, Annotations/)")
-    videos = json.loads(meta.read_text(encoding="utf-8"))["videos"]
     sources = []
-    for vid in sorted(videos):
-        for oid in sorted(videos[vid]["objects"], key=lambda s: int(s)):
-            names = videos[vid]["objects"][oid]["frames"]
-            frames = tuple(Frame(folder / "JPEGImages" / vid / f"{n}.jpg", folder / "Annotations" / vid / f"{n}.png")
-                           for n in names)
-            if frames:
-                sources.append(Source("video", frames, int(oid)))
+    try:
+        videos = json.loads(meta.read_text(encoding="utf-8"))["videos"]
+        for vid in sorted(videos):
+            for oid in sorted(videos[vid]["objects"], key=lambda s: int(s)):
+                names = videos[vid]["objects"][oid]["frames"]
+                frames = tuple(Frame(folder / "JPEGImages" / vid / f"{n}.jpg",
+                                     folder / "Annotations" / vid / f"{n}.png") for n in names)
+                if frames:
+                    sources.append(Source("video", frames, int(oid)))
+    except (ValueError, LookupError, TypeError, AttributeError) as exc:  # not JSON, or not this layout
+        raise InputError(f"{where}: {meta} is not a YouTube-VOS meta.json ({type(exc).__name__}: {exc})") from None
     return sources
 
 
@@ -223,8 +226,7 @@ def pick_pair(n: int, kind: str, rng: np.random.Generator) -> tuple[int, int]:
         return 0, 0
     gap = n // MIN_GAP_DIVISOR[kind]
     i = int(rng.integers(0, n - gap))
-    j = i + int(rng.integers(gap, n - i))
-    return i, min(j, n - 1)
+    return i, i + int(rng.integers(gap, n - i))  # at most n - 1
 
 
 def sample_timestep(rng: np.random.Generator, kind: str, uniform_p: float = 0.3,

@@ -115,8 +115,12 @@ class AnyDoorEngine(DiffusionEngine):
         if reference_mask is None:
             raise InputError("the anydoor engine needs --reference-mask (white = the object in the reference; or "
                              "a reference with a transparent background): its background is set to white")
-        if not np.asarray(reference_mask).any():
-            raise InputError("the reference mask is empty: it must mark the object in the reference")
+        # the public box rule takes a mask of fewer pixels for the whole image: refuse instead
+        if np.count_nonzero(reference_mask) < P.MIN_MASK_PIXELS:
+            raise InputError(f"the reference mask marks fewer than {P.MIN_MASK_PIXELS} pixels: it must mark "
+                             "the object in the reference")
+        if np.count_nonzero(mask) < P.MIN_MASK_PIXELS:
+            raise InputError(f"the target region covers fewer than {P.MIN_MASK_PIXELS} pixels")
         m, dev, dt, n = self.m, self.device, self.dtype, options.num_images
         drawn = P.draw_ratios(np.random.default_rng(ctx.seed), options.ratios)
         ratios = P.Ratios(options.reference_ratio or drawn.reference, options.box_ratio or drawn.box,

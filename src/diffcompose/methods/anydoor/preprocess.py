@@ -50,6 +50,8 @@ HINT_SIZE = 512
 #: Side at which the Sobel filter runs, and the gradient threshold (8-bit), as published.
 HF_SIZE = 256
 HF_THRESHOLD = 50
+#: Below this many pixels the public ``get_bbox_from_mask`` gives the whole image (:func:`mask_box`).
+MIN_MASK_PIXELS = 10
 
 #: Where each published script draws its ratios: ``randint(lo, hi) / 10``, ``hi`` excluded.
 #: ``demo`` is also what training (``datasets/base.py``) draws.
@@ -92,7 +94,7 @@ def mask_box(mask: np.ndarray) -> YYXX:
     give an empty crop there) keep their one row/column.
     """
     h, w = mask.shape[:2]
-    if np.count_nonzero(mask) < 10:
+    if np.count_nonzero(mask) < MIN_MASK_PIXELS:
         return 0, h, 0, w
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     y1, y2, x1, x2 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])

@@ -55,7 +55,7 @@ def build_tiny_anydoor(seed: int = 0) -> AnyDoorModel:
 
 
 def write_tiny_anydoor(path: str | os.PathLike, *, seed: int = 0) -> Path:
-    """Write a tiny random AnyDoor directory to ``path`` (created; must not exist)."""
+    """Write a tiny random AnyDoor directory to ``path`` (created, or an empty folder)."""
     from diffcompose.models.loader import quiet_libraries
 
     quiet_libraries()

@@ -18,16 +18,15 @@ class ClassicalEngine(Engine):
     name = "classical"
 
     def window_policy(self, task: str, options: Any) -> WindowPolicy:
-        if task == "harmonize":  # colour statistics from a ring around the object (default 25% of its size)
+        # harmonize, and insert (a paste, then harmonize): colour statistics from a ring around the
+        # object (default 25% of its size)
+        if task in ("harmonize", "insert"):
             ring = options.ring if options.ring is not None else 0
             return WindowPolicy(context=0.3, min_context=ring + 8, square=True)
         if task == "remove":  # each part of the mask is filled from its own surroundings (0.5 of its size)
             return WindowPolicy(context=0.5, min_context=max(16, 2 * options.radius))
         if task == "segment":  # GrabCut's background samples around the box
             return WindowPolicy(context=0.25, min_context=16)
-        if task == "insert":  # paste, then harmonize: the harmonization ring around the object
-            ring = options.ring if options.ring is not None else 0
-            return WindowPolicy(context=0.3, min_context=ring + 8, square=True)
         return WindowPolicy(context=0.1, min_context=8)  # paste: the seam's surroundings
 
     def _remove(self, *, image: np.ndarray, mask: np.ndarray, options: Any, ctx: Any) -> np.ndarray:

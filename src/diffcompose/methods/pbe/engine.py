@@ -95,8 +95,13 @@ class PaintByExampleEngine(DiffusionEngine):
 
     def _insert(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,
                 reference_mask: np.ndarray | None, shape_mask: np.ndarray | None, options: PaintOptions,
-                ctx: RunContext) -> list[np.ndarray]:
-        """``insert`` is ``paint`` of the region (of the shape mask, when given: shape control)."""
+                ctx: RunContext) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
+        """``insert`` is ``paint`` of the region (of the shape mask, when given: shape control).
+
+        With a shape mask only the shape is painted, so only the shape is pasted back: the rest
+        of the region keeps the scene's own pixels, not their trip through the VAE.
+        """
         hole = mask if shape_mask is None else shape_mask
-        return self._paint(image=image, mask=hole, reference=reference, reference_mask=reference_mask,
-                           options=options, ctx=ctx, task="insert")
+        images = self._paint(image=image, mask=hole, reference=reference, reference_mask=reference_mask,
+                             options=options, ctx=ctx, task="insert")
+        return images if shape_mask is None else (images, [shape_mask] * len(images))

@@ -85,7 +85,7 @@ class SamEngine(DiffusionEngine):
         dev, dt = self.device, self.dtype
         pixels, geo = self.prep.pixels(image)
         embeddings = self._embed(image, pixels)
-        progress.step(0)
+        progress.step()
 
         kw: dict[str, Any] = {}
         n_points = 0
@@ -107,9 +107,8 @@ class SamEngine(DiffusionEngine):
             mask &= inside
         if not mask.any():
             log.warning("segment: SAM found no object for these prompts")
-        progress.step(1)
+        progress.step()
         return mask
-
 
     def _embed(self, image: np.ndarray, pixels: np.ndarray) -> torch.Tensor:
         """The image encoder's output for this window, from the cache when the same pixels were seen."""

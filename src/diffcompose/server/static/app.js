@@ -14,8 +14,7 @@ const S = {
   tool: "brush", brush: 24, drawing: false, last: null,
   undo: [], redo: [],
   box: null, boxStart: null, points: [],
-  job: null, events: null,
-  results: [], current: null, extra: {},
+  job: null, current: null, extra: {},
 };
 window.diffcompose = S; // for debugging in the console
 
@@ -172,11 +171,10 @@ function buildExtraInputs(task) {
       el.type = "file";
       el.accept = "image/*";
       el.addEventListener("change", () => { S.extra[inp.name] = el.files[0] || null; });
-      if (S.extra[inp.name]) S.extra[inp.name] = null;
+      S.extra[inp.name] = null; // the new file input is empty
     } else if (inp.kind === "text") {
-      el = document.createElement(inp.name.endsWith("prompt") ? "textarea" : "input");
-      if (el.tagName === "INPUT") el.type = "text";
-      el.rows = 2;
+      if (inp.name.endsWith("prompt")) { el = document.createElement("textarea"); el.rows = 2; }
+      else { el = document.createElement("input"); el.type = "text"; }
     } else if (inp.kind === "box") {
       el = document.createElement("span");
       el.className = "hint";
@@ -516,7 +514,6 @@ async function run() {
 
 function listen(job) {
   const es = new EventSource(url(`/api/jobs/${job.id}/events`));
-  S.events = es;
   let ended = false;
   es.addEventListener("progress", (ev) => {
     const d = JSON.parse(ev.data);
@@ -559,7 +556,6 @@ function finish(state, message) {
   if (state === "error") showError(message);
   $("run").disabled = false;
   $("cancel").disabled = true;
-  S.events = null;
 }
 
 async function cancel() {
@@ -579,7 +575,6 @@ async function fetchResult(job, index) {
     seed: res.headers.get("X-Diffcompose-Seed") || job.seed,
   };
   if (job.task === "segment") await loadMaskFromBlob(blob);
-  S.results.push(entry);
   addThumb(entry);
   showResult(entry);
 }
@@ -621,6 +616,7 @@ async function segmentMask() {
   const sam = S.engines.sam;
   const clicks = S.points.length > 0;
   let engine = clicks && sam && sam.available ? "sam" : "classical";
+  let fellBack = false;
   if (!S.box && engine !== "sam") {
     showError(clicks ? "clicks need the sam engine, which this server lacks: draw a box for GrabCut"
                      : "draw a box around the object (Box tool) or click on it (Clicks tool)");
@@ -640,11 +636,12 @@ async function segmentMask() {
       if (engine === "sam" && S.box && e.status === 503) {
         info.textContent = `SAM unavailable (${e.message}); using GrabCut with the box`;
         engine = "classical";
+        fellBack = true;
         blob = await once(engine);
       } else throw e;
     }
     await loadMaskFromBlob(blob);
-    if (engine === "classical" || !info.textContent.startsWith("SAM unavailable")) info.textContent = `mask from ${engine}`;
+    if (!fellBack) info.textContent = `mask from ${engine}`; // else keep saying why SAM was not used
   } catch (e) {
     info.textContent = "";
     showError(e.message);
