@@ -306,12 +306,22 @@ def test_ctrl_c_exits_130_keeping_the_finished_items(folder: Path):
     import signal
     import time
 
-    # Many quick items (each reads, fills and writes a small photo: milliseconds, never one long C call), so the
-    # signal lands mid-run on a fast machine and is answered within one item on a loaded one.
-    n = 3000
-    write(folder / "m.jsonl", [remove_line(f"i{k:04d}", "ab"[k % 2]) for k in range(n)])
+    # Two small items, then 400 of about 0.1 s each (Telea over a 300x300 hole of a 512x512 photo: many short C
+    # calls, never one long one), so the run lasts far longer than the wait for the first two lines on any
+    # machine, and the signal is answered within one item on a loaded one.
+    big = np.tile(np.asarray(Image.open(folder / "photos/a.png")), (6, 4, 1))[:512, :512]
+    Image.fromarray(big).save(folder / "photos/c.png")
+    hole = np.zeros((512, 512), np.uint8)
+    hole[100:400, 120:420] = 255
+    Image.fromarray(hole).save(folder / "masks/c.png")
+    n = 402
+    write(folder / "m.jsonl", [remove_line("i000", "a"), remove_line("i001", "b")]
+          + [remove_line(f"i{k:03d}", "c") for k in range(2, n)])
+    # A test run started in the background (``cmd &``) has SIGINT ignored, and children inherit that: give the
+    # batch the default disposition, as a terminal's Ctrl-C would find it.
     proc = subprocess.Popen([sys.executable, "-m", "diffcompose", "batch", "m.jsonl", "-o", "out"], cwd=folder,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     results = folder / "out/results.jsonl"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and proc.poll() is None and \
