@@ -24,7 +24,11 @@ from diffcompose.errors import InputError
 
 
 def option(default: Any, help: str, *, default_factory: Callable[[], Any] | None = None, **extra: Any) -> Any:
-    """A dataclass field with help text for the CLI (``choices`` are read from ``Literal``)."""
+    """A dataclass field with help text for the CLI (``choices`` are read from ``Literal``).
+
+    ``extra`` goes into the field's metadata; ``weights=True`` marks an option that names
+    weights (a hub id or a folder), which the HTTP server resolves by its model-name rule.
+    """
     meta = {"help": help, **extra}
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)

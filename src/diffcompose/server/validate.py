@@ -27,11 +27,10 @@ from diffcompose.server.uploads import (
 
 
 def _names_weights(cls: type, name: str) -> bool:
-    """Options that name weights (a hub id or a directory): they go through the model-name rule."""
+    """Options that name weights (``option(..., weights=True)``, or any path): they go through the model-name rule."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     inner, _ = unwrap_optional(field_types(cls)[name])
-    text = f.metadata.get("help", "")
-    return inner is Path or (inner is str and ("directory" in text or ".safetensors" in text))
+    return inner is Path or bool(f.metadata.get("weights"))
 
 
 def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels: int | None,

@@ -63,7 +63,7 @@ class RemoveOptions(_Common):
     background_weight: float = option(0.2, "DDS weight outside the mask (1 inside)")
     perceptual_weight: float = option(0.3, "weight of the perceptual loss on the background")
     perceptual_model: str | None = option(None, "VGG16 weights: hub id, directory or .safetensors "
-                                                "(default: the model's vgg/ folder, else timm/vgg16.tv_in1k)")
+                                                "(default: the model's vgg/ folder, else timm/vgg16.tv_in1k)", weights=True)
 
     def __post_init__(self) -> None:
         self._check_common((self.t_min, self.t_max))
@@ -84,7 +84,7 @@ class HarmonizeOptions(_Common):
     background_weight: float = option(0.3, "weight of the perceptual loss on the background")
     object_weight: float = option(0.1, "weight of the perceptual loss on the object")
     perceptual_model: str | None = option(None, "VGG16 weights: hub id, directory or .safetensors "
-                                                "(default: the model's vgg/ folder, else timm/vgg16.tv_in1k)")
+                                                "(default: the model's vgg/ folder, else timm/vgg16.tv_in1k)", weights=True)
 
     def __post_init__(self) -> None:
         self._check_common((self.t_min, self.t_max))
@@ -110,7 +110,7 @@ class ComposeOptions(_Common):
     final_iters: int = option(50, "the last N iterations draw timesteps from [50, final-t-max]")
     final_t_max: int = option(148, "largest timestep of the final iterations")
     adapter: str | None = option(None, "T2I-Adapter: hub id or directory (default: the model's t2i_adapter_TYPE/ "
-                                       "folder, else TencentARC/t2iadapter_TYPE_sd15v2)")
+                                       "folder, else TencentARC/t2iadapter_TYPE_sd15v2)", weights=True)
     adapter_scale: float = option(0.9, "conditioning scale of the adapter features")
     attn_layer: int = option(10, "first decoder self-attention layer (execution index of 16) with K/V injection")
     attn_start: int = option(0, "iteration from which K/V injection applies")
