@@ -325,3 +325,19 @@ def test_force_never_deletes_what_the_tool_did_not_write(tmp_path, converted, mo
 
     assert again.stat().st_mode & 0o777 == 0o777 & ~current_umask()
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_weights_that_do_not_fit_are_one_line_naming_the_weight() -> None:
+    """The converters' loading check (PbE and AnyDoor share it): misshapen, missing or unexpected weights."""
+    import torch
+
+    from diffcompose.methods.pbe.convert import strict_load
+
+    module = torch.nn.Linear(3, 2)
+    with pytest.raises(InputError, match=r"^unet weights do not fit its configuration: .*weight") as exc:
+        strict_load(module, {"weight": torch.zeros(5, 3), "bias": torch.zeros(2)}, "unet")
+    assert "\n" not in str(exc.value)
+    with pytest.raises(InputError, match=r"1 missing .*'bias'.*1 unexpected .*'extra'"):
+        strict_load(module, {"weight": torch.zeros(2, 3), "extra": torch.zeros(1)}, "unet")
+    strict_load(module, {"weight": torch.ones(2, 3), "bias": torch.ones(2)}, "unet")
+    assert module.weight.sum().item() == 6.0

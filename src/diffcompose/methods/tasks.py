@@ -216,6 +216,18 @@ def prepare_paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, ref
     return Job("paint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m, output="images")
 
 
+def _mask_or_box(mask: MaskLike | None, box: Box | str | tuple[int, int, int, int] | None, size: tuple[int, int],
+                 max_pixels: int | None, neither_or_both: str) -> np.ndarray:
+    """The region as a bool mask, from exactly one of ``mask`` or ``box`` (a box is its filled rectangle)."""
+    if (mask is None) == (box is None):
+        raise InputError(neither_or_both)
+    if mask is not None:
+        return load_mask(mask, size, max_pixels=max_pixels)
+    m = np.zeros((size[1], size[0]), dtype=bool)
+    m[parse_box(box, size).slices] = True  # type: ignore[arg-type]
+    return m
+
+
 def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
                     box: Box | str | tuple[int, int, int, int] | None = None, prompt: str = "",
                     negative_prompt: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
@@ -226,14 +238,8 @@ def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
         raise InputError(f"--negative-prompt must be text, got {negative_prompt!r}")
     img = load_image(image, "image", max_pixels)
     size = (img.shape[1], img.shape[0])
-    if (mask is None) == (box is None):
-        raise InputError("inpaint needs exactly one of --mask (the region's shape) or --box (a rough region)")
-    if mask is not None:
-        m = load_mask(mask, size, max_pixels=max_pixels)
-    else:
-        target = parse_box(box, size)  # type: ignore[arg-type]
-        m = np.zeros((size[1], size[0]), dtype=bool)
-        m[target.slices] = True
+    m = _mask_or_box(mask, box, size, max_pixels,
+                     "inpaint needs exactly one of --mask (the region's shape) or --box (a rough region)")
     check_mask_coverage(m, operation="inpainting")
     arrays = {"image": img, "mask": m, "prompt": prompt, "negative_prompt": negative_prompt}
     return Job("inpaint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m, output="images")
@@ -265,13 +271,8 @@ def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference:
         raise InputError("insert needs --reference: a photo of the object to insert")
     img = load_image(image, "image", max_pixels)
     size = (img.shape[1], img.shape[0])
-    if (mask is None) == (box is None):
-        raise InputError("insert needs exactly one of --mask (the target region) or --box x0,y0,x1,y1")
-    if mask is not None:
-        m = load_mask(mask, size, max_pixels=max_pixels)
-    else:
-        m = np.zeros((size[1], size[0]), dtype=bool)
-        m[parse_box(box, size).slices] = True  # type: ignore[arg-type]
+    m = _mask_or_box(mask, box, size, max_pixels,
+                     "insert needs exactly one of --mask (the target region) or --box x0,y0,x1,y1")
     check_mask_coverage(m, operation="insertion")
     shape = None
     if shape_mask is not None:

@@ -25,7 +25,6 @@ module is filled. ``.safetensors`` files are read key by key, only the prefixes 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 
 from diffcompose.errors import InputError
+from diffcompose.methods.pbe.convert import _torch_load, configs_like, strict_load
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,6 @@ def load_anydoor_checkpoint(path: Path) -> dict[str, torch.Tensor]:
                 return {k: f.get_tensor(k) for k in f.keys() if k.startswith(PREFIXES)}
         except Exception as exc:  # not a safetensors file, truncated
             raise InputError(f"cannot read {path} as safetensors: {str(exc).splitlines()[0]}") from None
-    from diffcompose.methods.pbe.convert import _torch_load
-
     # zip checkpoints are memory-mapped: the optimizer state inside is never read
     state: Any = _torch_load(path, mmap=True)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -177,26 +175,8 @@ def _configs(like: Path | None) -> dict[str, dict[str, Any]]:
 
     if like is None:
         return {"unet": sd21_unet_config(), "vae": VAE_CONFIG, "scheduler": SCHEDULER_CONFIG}
-    out = {}
-    for part, rel in (("unet", "unet/config.json"), ("vae", "vae/config.json"),
-                      ("scheduler", "scheduler/scheduler_config.json")):
-        p = like / rel
-        if not p.is_file():
-            raise InputError(f"--like {like}: missing {rel}")
-        out[part] = {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")}
-    return out
-
-
-def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    try:
-        missing, unexpected = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatch: torch's first line is a header, the second names the weight
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise InputError(f"{what} weights do not fit its configuration: {(lines[1:2] or lines or [''])[0]}") from None
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise InputError(f"{what} weights do not fit its configuration: {len(missing)} missing "
-                         f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    return configs_like(like, {"unet": "unet/config.json", "vae": "vae/config.json",
+                               "scheduler": "scheduler/scheduler_config.json"})
 
 
 def convert_state(state: dict[str, torch.Tensor], like: Path | None = None, *, dinov2_heads: int | None = None):
@@ -211,19 +191,19 @@ def convert_state(state: dict[str, torch.Tensor], like: Path | None = None, *, d
 
     cfg = _configs(like)
     unet = UNet2DConditionModel(**cfg["unet"])
-    _strict_load(unet, convert_ldm_unet_checkpoint(state, dict(unet.config)), "UNet")
+    strict_load(unet, convert_ldm_unet_checkpoint(state, dict(unet.config)), "UNet")
     controlnet = ControlNetModel(**controlnet_config(dict(unet.config)))
     control_state = {k: v for k, v in state.items() if k.startswith(CONTROL_PREFIX)}
-    _strict_load(controlnet, convert_controlnet_checkpoint(control_state, dict(controlnet.config)), "ControlNet")
+    strict_load(controlnet, convert_controlnet_checkpoint(control_state, dict(controlnet.config)), "ControlNet")
     zero_conv_in(controlnet)  # input_blocks.0 is skipped by the public ControlNet
     vae = AutoencoderKL(**cfg["vae"])
-    _strict_load(vae, convert_ldm_vae_checkpoint(state, dict(vae.config)), "VAE")
+    strict_load(vae, convert_ldm_vae_checkpoint(state, dict(vae.config)), "VAE")
     dino_cfg, dino_state = convert_dinov2_state(
         {k[len(DINO_PREFIX):]: v for k, v in state.items() if k.startswith(DINO_PREFIX)}, dinov2_heads)
     dinov2 = Dinov2Model(Dinov2Config(**dino_cfg))
-    _strict_load(dinov2, dino_state, "DINOv2")
+    strict_load(dinov2, dino_state, "DINOv2")
     extractor = IDExtractor(dinov2, int(state[PROJ_PREFIX + "weight"].shape[0]))
-    _strict_load(extractor.projector, {k[len(PROJ_PREFIX):]: v for k, v in state.items() if k.startswith(PROJ_PREFIX)},
+    strict_load(extractor.projector, {k[len(PROJ_PREFIX):]: v for k, v in state.items() if k.startswith(PROJ_PREFIX)},
                  "ID projector")
     if extractor.projector.out_features != unet.config.cross_attention_dim:
         raise InputError(f"the ID projector gives {extractor.projector.out_features}-d tokens, the UNet expects "

@@ -214,12 +214,8 @@ def convert_encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def _configs(like: Path | None) -> dict[str, dict[str, Any]]:
-    if like is None:
-        return {"unet": PBE_UNET_CONFIG, "vae": PBE_VAE_CONFIG, "image_encoder": PBE_VISION_CONFIG,
-                "scheduler": PBE_SCHEDULER_CONFIG}
-    files = {"unet": "unet/config.json", "vae": "vae/config.json", "image_encoder": "image_encoder/config.json",
-             "scheduler": "scheduler/scheduler_config.json"}
+def configs_like(like: Path, files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``--like DIR``: each part's config (``files``: part -> path in DIR), without diffusers' ``_`` keys."""
     out = {}
     for part, rel in files.items():
         p = like / rel
@@ -229,8 +225,22 @@ def _configs(like: Path | None) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
+def _configs(like: Path | None) -> dict[str, dict[str, Any]]:
+    if like is None:
+        return {"unet": PBE_UNET_CONFIG, "vae": PBE_VAE_CONFIG, "image_encoder": PBE_VISION_CONFIG,
+                "scheduler": PBE_SCHEDULER_CONFIG}
+    return configs_like(like, {"unet": "unet/config.json", "vae": "vae/config.json",
+                               "image_encoder": "image_encoder/config.json",
+                               "scheduler": "scheduler/scheduler_config.json"})
+
+
+def strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``module``; any missing, unexpected or misshapen weight is one :class:`InputError` line."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatch: torch's first line is a header, the second names the weight
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise InputError(f"{what} weights do not fit its configuration: {(lines[1:2] or lines or [''])[0]}") from None
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise InputError(f"{what} weights do not fit its configuration: {len(missing)} missing "
@@ -256,14 +266,14 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     cfg = _configs(like)
 
     unet = UNet2DConditionModel(**cfg["unet"])
-    _strict_load(unet, convert_ldm_unet_checkpoint(state, dict(unet.config)), "UNet")
+    strict_load(unet, convert_ldm_unet_checkpoint(state, dict(unet.config)), "UNet")
     vae = AutoencoderKL(**cfg["vae"])
-    _strict_load(vae, convert_ldm_vae_checkpoint(state, dict(vae.config)), "VAE")
+    strict_load(vae, convert_ldm_vae_checkpoint(state, dict(vae.config)), "VAE")
     enc_state = convert_encoder_state(state)
     mapper_layers = len({k.split(".")[2] for k in enc_state if k.startswith("mapper.blocks.")})
     vision = {k: v for k, v in cfg["image_encoder"].items() if k not in ("mapper_layers", "architectures")}
     encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers)
-    _strict_load(encoder, enc_state, "image encoder")
+    strict_load(encoder, enc_state, "image encoder")
 
     tmp = new_beside(out_dir)
     try:
