@@ -130,12 +130,17 @@ def test_clicks_on_the_same_image_reuse_its_embedding(engine, monkeypatch) -> No
     calls: list[tuple] = []
     encode = engine.sam.get_image_embeddings
     monkeypatch.setattr(engine.sam, "get_image_embeddings", lambda px, **kw: calls.append(px.shape) or encode(px, **kw))
+    from diffcompose.methods.sam.preprocess import Preprocessor
+
+    prepared: list[tuple] = []  # nor is the image resized and normalised again
+    pixels = Preprocessor.pixels
+    monkeypatch.setattr(Preprocessor, "pixels", lambda self, im: prepared.append(im.shape) or pixels(self, im))
     engine.embeddings.clear()
     img = _image()
     first = np.asarray(engine.run("segment", image=img, points="75,47,1"))
     engine.run("segment", image=img, points="75,47,1;5,5,0")
     again = np.asarray(engine.run("segment", image=img, points="75,47,1"))
-    assert len(calls) == 1 and np.array_equal(first, again)
+    assert len(calls) == len(prepared) == 1 and np.array_equal(first, again)
     other = img.copy()
     other[0, 0] += 1  # one pixel differs: a new image
     engine.run("segment", image=other, points="75,47,1")

@@ -28,7 +28,7 @@ from diffcompose.errors import WeightsMissingError
 from diffcompose.inputs.boxes import Box
 from diffcompose.methods.diffusion import DiffusionEngine
 from diffcompose.methods.sam.options import DEFAULT_SAM, SegmentOptions
-from diffcompose.methods.sam.preprocess import Preprocessor, logits_to_mask
+from diffcompose.methods.sam.preprocess import Geometry, Preprocessor, logits_to_mask
 from diffcompose.models.hub import resolve_model
 from diffcompose.models.loader import TINY, load_component
 from diffcompose.progress import RunContext
@@ -83,8 +83,8 @@ class SamEngine(DiffusionEngine):
                  points: Any = None, points_frame: Box | None = None) -> np.ndarray:
         progress = ctx.progress("segment", 2)
         dev, dt = self.device, self.dtype
-        pixels, geo = self.prep.pixels(image)
-        embeddings = self._embed(image, pixels)
+        geo = Geometry.of((image.shape[1], image.shape[0]), self.prep.square)
+        embeddings = self._embed(image)
         progress.step()
 
         kw: dict[str, Any] = {}
@@ -110,12 +110,14 @@ class SamEngine(DiffusionEngine):
         progress.step()
         return mask
 
-    def _embed(self, image: np.ndarray, pixels: np.ndarray) -> torch.Tensor:
-        """The image encoder's output for this window, from the cache when the same pixels were seen."""
+    def _embed(self, image: np.ndarray) -> torch.Tensor:
+        """The image encoder's output for this window, from the cache when the same pixels were seen
+        (then nothing is resized or normalised either)."""
         key = hashlib.blake2b(image.tobytes(), digest_size=16, key=repr(image.shape).encode()).digest()
         if key in self.embeddings:
             self.embeddings.move_to_end(key)
             return self.embeddings[key]
+        pixels, _ = self.prep.pixels(image)
         emb = self.sam.get_image_embeddings(torch.from_numpy(pixels)[None].to(self.device, self.dtype))
         self.embeddings[key] = emb
         while len(self.embeddings) > EMBEDDING_CACHE:
