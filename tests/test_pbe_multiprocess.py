@@ -21,9 +21,14 @@ import pytest
 
 def _worker(config: str, records: str) -> None:
     """One rank: run ``train`` with spies on the data, the weights and the writers."""
+    import faulthandler
     import hashlib
 
     import torch
+
+    # A rank still running after 120 s prints every thread's stack and exits, so a hang fails the test with
+    # where each rank was, not with the parent's bare timeout.
+    faulthandler.dump_traceback_later(120, exit=True)
     from accelerate import PartialState
 
     from diffcompose.training import dataset, loop, trainer
