@@ -559,6 +559,10 @@ def _worker(config: str, records: str) -> None:
     from diffcompose.methods.smartbrush.config import load_config
 
     torch.set_num_threads(1)
+    import faulthandler
+
+    # a hung rank prints its stacks and exits (see test_pbe_multiprocess)
+    faulthandler.dump_traceback_later(120, exit=True)
     rec: dict = {"samples": [], "weights": []}
     getitem, losses = data_mod.SmartBrushDataset.__getitem__, train_mod.losses
 
