@@ -3,10 +3,15 @@
 Not a test. The cases are ``benchmarks/quality.py``'s removal cases (real object cut-outs
 pasted at seeded random places on real photos, the hole compared with the photo's true
 pixels). Each photo's fills by ``patchmatch``, ``ns`` and ``fsr-fast`` are computed once, then
-mixed inside the hole: ``a * smooth + (1 - a) * patchmatch`` for a few weights ``a``. The
-table shows that on these photos every step toward SSIM is a step away from texture: no
-blend beats Navier-Stokes on SSIM while keeping most of PatchMatch's texture, because SSIM
-scores a plausible texture that is not the true one below a flat fill.
+mixed inside the hole: ``a * smooth + (1 - a) * patchmatch`` for a few weights ``a``, and
+gated: PatchMatch kept where its own fill is textured (local standard deviation of the luma,
+Gaussian sigma 6 px, above ``t``), Navier-Stokes where it is smooth, with a linear ramp from
+``t / 2`` to ``3 t / 2``. The table shows that on these photos every step toward SSIM is a
+step away from texture: no blend beats Navier-Stokes on SSIM while keeping most of
+PatchMatch's texture, because SSIM scores a plausible texture that is not the true one below
+a flat fill. The gate is the better trade (it reaches Navier-Stokes' SSIM keeping about half
+of PatchMatch's gain in texture distance) but it smears grass and foliage whose contrast is
+below the threshold, which PatchMatch alone rebuilds.
 
     .venv/bin/python benchmarks/removal_tradeoff.py [--limit N] [--per-photo 3] [--seed 0]
 """
@@ -26,6 +31,17 @@ import diffcompose as dc  # noqa: E402
 from diffcompose.evaluation import psnr, ssim, texture_distance  # noqa: E402
 
 WEIGHTS = (0.3, 0.5, 0.7)
+GATES = (16.0, 24.0, 32.0)
+
+
+def texture_gate(fill: np.ndarray, threshold: float, sigma: float = 6.0) -> np.ndarray:
+    """Per pixel, 0 where ``fill`` is smooth and 1 where it is textured: (H, W, 1) float32."""
+    import cv2
+
+    luma = cv2.cvtColor(np.clip(fill, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    mean = cv2.GaussianBlur(luma, (0, 0), sigma)
+    std = np.sqrt(np.maximum(cv2.GaussianBlur(luma * luma, (0, 0), sigma) - mean * mean, 0.0))
+    return np.clip((std - threshold / 2) / threshold, 0.0, 1.0)[..., None]
 
 
 def main() -> None:
@@ -55,6 +71,9 @@ def main() -> None:
                 for a in WEIGHTS:
                     mixed = a * fills[smooth] + (1 - a) * fills["patchmatch"]
                     variants[f"{a:.1f} {smooth} + {1 - a:.1f} patchmatch"] = mixed
+            for t in GATES:
+                gate = texture_gate(fills["patchmatch"], t)
+                variants[f"patchmatch gated to ns, t {t:g}"] = gate * fills["patchmatch"] + (1 - gate) * fills["ns"]
             for name, v in variants.items():
                 out = composite.copy()
                 out[hole] = np.clip(np.rint(v[hole]), 0, 255).astype(np.uint8)
