@@ -176,3 +176,27 @@ def test_config_errors(tmp_path):
         config_from_dict({"train": {}})
     with pytest.raises(InputError, match="cond.dropout.per"):
         config_from_dict({"data": {"manifest": "x"}, "train": {"cond_dropout_per": "epoch"}})
+
+
+def test_checkpoints_are_replaced_whole_and_unfinished_ones_are_never_resumed(tmp_path):
+    import torch
+
+    from diffcompose.training.loop import latest_checkpoint, write_checkpoint
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.AdamW([p])
+    write_checkpoint(tmp_path / "checkpoint-0000002", {"w": torch.ones(3)}, opt, None, {"step": 2})
+    # A newer step whose writing stopped after state.json but before the swap (the .tmp beside it) and
+    # a leftover of another name are not checkpoints to resume from.
+    write_checkpoint(tmp_path / "checkpoint-0000004", {"w": torch.ones(3)}, opt, None, {"step": 4})
+    (tmp_path / "checkpoint-0000004").rename(tmp_path / "checkpoint-0000009.tmp")
+    (tmp_path / "checkpoint-0000007-copy").mkdir()
+    (tmp_path / "checkpoint-0000007-copy" / "state.json").write_text("{}")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-0000002"
+    # Writing the same step again replaces the old folder only once the new one is complete.
+    write_checkpoint(tmp_path / "checkpoint-0000002", {"w": torch.full((3,), 2.0)}, opt, None, {"step": 2})
+    from safetensors.torch import load_file
+
+    assert load_file(str(tmp_path / "checkpoint-0000002" / "model.safetensors"))["w"].tolist() == [2.0] * 3
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["checkpoint-0000002", "checkpoint-0000007-copy",
+                                                           "checkpoint-0000009.tmp"]

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from diffcompose.errors import InputError
-from diffcompose.outdir import check_out_dir, mark
+from diffcompose.outdir import check_out_dir, mark, swap_in
 from diffcompose.progress import CancelToken, Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,9 @@ def export_copy(module: torch.nn.Module, shadow: dict[str, torch.Tensor] | None 
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    ckpts = sorted(p for p in output_dir.glob(CKPT_PREFIX + "*") if (p / "state.json").is_file())
+    """The newest finished checkpoint folder (``checkpoint-NNNNNNN``; never one still being written)."""
+    ckpts = sorted(p for p in output_dir.glob(CKPT_PREFIX + "*")
+                   if p.name[len(CKPT_PREFIX):].isdigit() and (p / "state.json").is_file())
     return ckpts[-1] if ckpts else None
 
 
@@ -144,8 +146,7 @@ def write_checkpoint(path: Path, weights: dict[str, torch.Tensor], optimizer: to
     if scaler is not None:
         state = {**state, "grad_scaler": scaler.state_dict()}
     (tmp / "state.json").write_text(json.dumps(state))
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    swap_in(tmp, path)  # an older checkpoint of the same step goes only once this one is in place
 
 
 def read_checkpoint(path: Path, optimizer: torch.optim.Optimizer, ema: EMA | None,
