@@ -90,6 +90,8 @@ def test_manifest_lines_comments_defaults_and_bad_lines(folder: Path, monkeypatc
     ([remove_line("a", "a"), remove_line(None, "b"), remove_line("000002", "b")], "already used on line 2"),
     ([remove_line("../evil", "a")], "cannot name a file"),
     ([remove_line(".hidden", "a")], "cannot name a file"),
+    ([remove_line("Dog", "a"), remove_line("dog", "b")], "already used on line 1"),  # one file on macOS
+    ([remove_line("p_1", "a"), remove_line("p", "b")], "share its output with image 1 of id 'p' on line 2"),
 ])
 def test_ids_that_would_collide_or_escape_stop_the_batch_before_any_work(folder: Path, lines, why):
     with pytest.raises(InputError, match=why):

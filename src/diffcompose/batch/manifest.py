@@ -16,8 +16,9 @@ Manifest: JSON lines, one job per line; paths are relative to the manifest's fol
   ``negative_prompt``, ``condition_type``), which are taken as they are.
 - ``id`` (optional): letters, digits, ``.``, ``_``, ``-`` (at most 100, not starting with
   ``.``); default: the 1-based line number in the file, as ``"000001"`` (blank and comment
-  lines count). Ids name the outputs, so an unusable or repeated id stops the whole batch
-  before any work (exit 2).
+  lines count). Ids name the outputs, so an unusable id, an id repeated (ignoring case), or
+  an id ``<other id>_<k>`` (the name of that item's k-th image) stops the whole batch before
+  any work (exit 2).
 - ``engine`` (default ``"auto"``), ``options`` (the engine's options, checked by its own
   dataclass as on the CLI), ``seed`` (default: the batch's ``--seed``), ``ground_truth``
   (a path: the image the output should be, for pixel metrics), ``model`` (default ``null``).
@@ -170,7 +171,8 @@ def read_manifest(path: str | Path, *, seed: int = 0) -> list[Item]:
     """The items of a manifest, in file order (bad lines included, with their error).
 
     Raises :class:`InputError` (nothing run) when the file cannot be read, or when an id is
-    unusable as a file name or repeated (outputs are named by id).
+    unusable as a file name, repeated (ignoring case), or ``<other id>_<k>``, the name of
+    another item's k-th image (outputs are named by id).
     """
     path = Path(path)
     if not path.is_file():
@@ -204,10 +206,16 @@ def read_manifest(path: str | Path, *, seed: int = 0) -> list[Item]:
                 _fill(item, job, base)
             except ValueError as exc:
                 item.error = f"line {n}: {exc}"
-        if item.id in seen:
-            raise InputError(f"manifest {path}: id {item.id!r} on line {n} is already used on line {seen[item.id]}")
-        seen[item.id] = n
+        key = item.id.casefold()  # one file on a case-insensitive file system (macOS, Windows)
+        if key in seen:
+            raise InputError(f"manifest {path}: id {item.id!r} on line {n} is already used on line {seen[key]}")
+        seen[key] = n
         items.append(item)
+    for item in items:  # an item with several images writes <id>_<k>.png: no other id may be one of those
+        stem, _, k = item.id.rpartition("_")
+        if k.isdigit() and stem.casefold() in seen:
+            raise InputError(f"manifest {path}: id {item.id!r} on line {item.line} would share its output with "
+                             f"image {k} of id {stem!r} on line {seen[stem.casefold()]} ({stem}_{k}.png); rename one")
     return items
 
 
