@@ -229,6 +229,35 @@ def test_fid_of_a_group_is_the_frechet_distance_of_its_outputs_and_truths(batch_
     assert agg[0]["local-fid"] == pytest.approx(fid_from_features(lfake, lreal), rel=1e-6)
 
 
+def test_an_item_with_several_images_scores_their_mean_and_each_counts_in_fid(batch_dir) -> None:
+    from diffcompose.evaluation.fid import FIDInceptionV3, fid_from_features, inception_features
+
+    import torch
+
+    items = {i["id"]: i for i in load_items(batch_dir)}
+    both = {**items["rm-good"], "id": "rm-both",
+            "outputs": [str(batch_dir / "outputs" / "rm-good.png"), str(batch_dir / "outputs" / "rm-flat.png")]}
+    torch.manual_seed(2)
+    models = Models()
+    models._cache["inception"] = FIDInceptionV3().eval()
+    scored, agg = evaluate_items([both, items["rm-good"]], ["fmse", "psnr", "fid"], models, explicit=True)
+    photo = np.asarray(Image.open(batch_dir.parent / "inputs" / "photo.png"))
+    mask = np.asarray(Image.open(batch_dir.parent / "inputs" / "mask.png")) > 127
+    outs = [np.asarray(Image.open(batch_dir / "outputs" / f"{i}.png")) for i in ("rm-good", "rm-flat")]
+    assert scored[0]["scores"]["fmse"] == pytest.approx(np.mean([fmse(o, photo, mask) for o in outs]))
+    assert scored[0]["scores"]["psnr"] == pytest.approx(np.mean([psnr(o, photo) for o in outs]))
+    with torch.no_grad():
+        fake = inception_features(models.get("inception"), outs + outs[:1])  # rm-both's two, then rm-good's one
+        real = np.repeat(inception_features(models.get("inception"), [photo]), 3, axis=0)
+    assert agg[0]["fid_n"] == 3 and agg[0]["fid"] == pytest.approx(fid_from_features(fake, real), rel=1e-6)
+    # Images of different sizes in one item are that item's error, not a crash.
+    odd = batch_dir / "outputs" / "small.png"
+    Image.fromarray(outs[0][:50, :60]).save(odd)
+    bad = {**both, "outputs": both["outputs"][:1] + [str(odd)]}
+    scored, _ = evaluate_items([bad], ["fmse"], models)
+    assert "output 1 is 60x50" in scored[0]["skipped"]["fmse"]
+
+
 def test_a_folder_of_outputs_with_its_manifest_is_evaluated_too(capsys, batch_dir, tmp_path) -> None:
     inputs = batch_dir.parent / "inputs"
     manifest = inputs / "manifest.jsonl"

@@ -6,6 +6,8 @@ of outputs plus the manifest that produced them (``<id>.png`` or ``<id>_<k>.png`
 
 Per item, every metric that can run does; one that cannot (no ground truth, no prompt, no
 reference, output of another size) is skipped for that item with the reason, never fatal.
+An item with several images (``num_images``) scores the mean over them, and each of them
+counts as one output in the set metrics.
 What each metric compares (``region``: the item's mask, else its box; ``base``: its input
 image, ``image`` or ``background``; ``reference``: ``reference`` or ``obj``):
 
@@ -225,7 +227,10 @@ class Loaded:
         return image[mask_to_box(self.region).slices]
 
 
-def _load_item(item: dict) -> Loaded:
+def _load_item(item: dict) -> list[Loaded]:
+    """One :class:`Loaded` per output image of ``item`` (several for ``num_images``), sharing its inputs."""
+    from dataclasses import replace
+
     from diffcompose.inputs import load_image, load_mask, parse_box
 
     output = load_image(Path(item["outputs"][0]), f"{item['id']} output", max_pixels=None)
@@ -253,7 +258,15 @@ def _load_item(item: dict) -> Loaded:
     ref_path = inputs.get("reference") or inputs.get("obj")
     reference = load_image(ref_path, f"{item['id']} reference", max_pixels=None) if isinstance(ref_path, str) else None
     prompt = inputs.get("prompt") if isinstance(inputs.get("prompt"), str) and inputs.get("prompt") else None
-    return Loaded(output, base, truth, region, reference, prompt)
+    first = Loaded(output, base, truth, region, reference, prompt)
+    loaded = [first]
+    for k, more in enumerate(item["outputs"][1:], start=1):
+        image = load_image(Path(more), f"{item['id']} output {k}", max_pixels=None)
+        if image.shape != output.shape:
+            raise InputError(f"{item['id']}: output {k} is {image.shape[1]}x{image.shape[0]}, output 0 "
+                             f"{size[0]}x{size[1]}")
+        loaded.append(replace(first, output=image))
+    return loaded
 
 
 def _pixel(name: str, d: Loaded) -> float:
@@ -295,14 +308,15 @@ def score_item(item: dict, metrics: list[str], models: Models, explicit: bool) -
             skipped[m] = "the item failed" if item.get("status") != "ok" else "no output"
         return item
     try:
-        d = _load_item(item)
+        outputs = _load_item(item)
     except InputError as exc:
         for m in metrics:
             skipped[m] = str(exc)
         return item
-    for m in metrics:
+    for m in metrics:  # an item with several images scores their mean
         try:
-            scores[m] = _pixel(m, d) if m in PIXEL_METRICS else _model_metric(m, d, models)
+            values = [_pixel(m, d) if m in PIXEL_METRICS else _model_metric(m, d, models) for d in outputs]
+            scores[m] = float(np.mean(values))
         except Skip as exc:
             skipped[m] = str(exc)
         except WeightsMissingError as exc:
@@ -357,15 +371,16 @@ def evaluate_items(items: list[dict], metrics: list[str], models: Models, explic
     for i, item in enumerate(items):
         feats = groups[(item.get("task"), variant(item))]
         s = score_item(item, [m for m in metrics if m not in SET_METRICS], models, explicit)
-        loaded: list[Loaded] = []  # read once for both set metrics
+        loaded: list[Loaded] = []  # read once for both set metrics; every image of the item counts
         for m in (m for m in metrics if m in SET_METRICS):
             if s.get("status") != "ok" or not s.get("outputs"):
                 s["skipped"][m] = "the item failed" if s.get("status") != "ok" else "no output"
                 continue
             try:
                 if not loaded:
-                    loaded.append(_load_item(s))
-                _collect(m, loaded[0], models, feats[m])
+                    loaded.extend(_load_item(s))
+                for d in loaded:
+                    _collect(m, d, models, feats[m])
             except Skip as exc:
                 s["skipped"][m] = str(exc)
             except WeightsMissingError as exc:
