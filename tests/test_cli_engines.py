@@ -176,6 +176,11 @@ def test_a_predicted_mask_is_where_pixels_are_pasted_back_and_can_be_written(fil
         argv = ["inpaint", str(files["image"]), "--mask", str(files["mask"]), "--prompt", "a ball", "-o", str(o),
                 "--mask-output", str(mo), "--engine", "fakehead"]
         assert main(argv) == 0 and o.exists() and np.array_equal(np.asarray(Image.open(mo)) > 0, pred)
+        # The engine object gives the same pair, and one without a mask head refuses in one line.
+        eout, epred = dc.get_engine("fakehead").inpaint(image, user, prompt="a ball", return_masks=True, margin=0)
+        assert np.array_equal(np.asarray(eout), out) and np.array_equal(np.asarray(epred) > 0, pred)
+        with pytest.raises(dc.InputError, match="engine 'classical' predicts no object mask"):
+            dc.get_engine("classical").run("remove", image=image, mask=user, masks=[])
     finally:
         unregister("fakehead")
     assert main(["inpaint", str(files["image"]), "--mask", str(files["mask"]), "--prompt", "x",

@@ -18,7 +18,6 @@ from typing import Any
 
 from PIL import Image
 
-from diffcompose.errors import InputError
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, Box, ImageLike, MaskLike
 from diffcompose.methods.engine import Engine, check_margin, finish
 from diffcompose.methods.manager import default_manager
@@ -55,9 +54,6 @@ def run(task: str, inputs: dict[str, Any], *, engine: str = "auto", device: str 
     # Say which engine "auto" picked (after validation, so bad input still ends in one line).
     log.log(logging.INFO if engine == "auto" else logging.DEBUG, "engine: %s (%s)", name, why)
     loaded = get_engine(name, device=device, dtype=dtype, model=model)
-    if masks is not None and not loaded.predicts_mask:
-        raise InputError(f"engine '{name}' predicts no object mask; --mask-output needs an engine with a mask head "
-                         "(smartbrush)")
     result = loaded.execute(job, opts, RunContext(seed, on_progress, cancel), paste_back=paste_back,
                             margin=margin, masks=masks)
     return finish(result)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from diffcompose.errors import InputError
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, dilate_mask, to_pil
 from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import EngineInfo, get_engine_info, options_for
@@ -109,8 +110,12 @@ class Engine:
 
         An engine may return ``(images, masks)``: the object mask it predicts per image (a
         mask head). Each image's paste-back region is then its predicted mask (within the
-        user's), and the full-size masks are appended to ``masks`` when a list is given.
+        user's), and the full-size masks are appended to ``masks`` when a list is given (an
+        engine without a mask head refuses one: :class:`InputError`).
         """
+        if masks is not None and not self.predicts_mask:
+            raise InputError(f"engine '{self.name}' predicts no object mask; --mask-output needs an engine with a "
+                             "mask head (smartbrush)")
         with self.lock:
             self.load()
             ctx.check()
@@ -155,12 +160,14 @@ class Engine:
 
     def run(self, task: str, *, seed: int = 0, on_progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None, paste_back: bool = True, margin: int | None = None,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS, **kwargs: Any) -> Image.Image | list[Image.Image]:
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, masks: list | None = None,
+            **kwargs: Any) -> Image.Image | list[Image.Image]:
         """Run ``task`` on user inputs (paths, PIL images or arrays) with options as keywords.
 
         Returns PIL images of the input's size: one, or a list for ``paint`` with
         ``num_images`` > 1. Bad inputs and options raise :class:`~diffcompose.InputError`;
-        a cancel raises :class:`~diffcompose.Cancelled`.
+        a cancel raises :class:`~diffcompose.Cancelled`. ``masks``: a list that receives the
+        full-size object masks of an engine with a mask head (:meth:`execute`).
         """
         spec = TASK_SPECS[task]
         inputs = {k: v for k, v in kwargs.items() if k in spec.inputs}
@@ -168,7 +175,7 @@ class Engine:
         job = prepare(task, inputs, max_pixels)
         check_margin(margin, paste_back)
         result = self.execute(job, options, RunContext(check_seed(seed), on_progress, cancel),
-                              paste_back=paste_back, margin=margin)
+                              paste_back=paste_back, margin=margin, masks=masks)
         return finish(result)
 
     # One method per task, for readable calls: ``engine.remove(image, mask, seed=1)``.
@@ -190,8 +197,13 @@ class Engine:
     def paint(self, image: Any, mask: Any, reference: Any, **kw: Any) -> Image.Image | list[Image.Image]:
         return self.run("paint", image=image, mask=mask, reference=reference, **kw)
 
-    def inpaint(self, image: Any, mask: Any = None, **kw: Any) -> Image.Image | list[Image.Image]:
-        return self.run("inpaint", image=image, mask=mask, **kw)
+    def inpaint(self, image: Any, mask: Any = None, *, return_masks: bool = False, **kw: Any) -> Any:
+        """As :func:`diffcompose.inpaint`: with ``return_masks``, ``(images, masks)``."""
+        if not return_masks:
+            return self.run("inpaint", image=image, mask=mask, **kw)
+        masks: list = []
+        images = self.run("inpaint", image=image, mask=mask, masks=masks, **kw)
+        return images, finish(masks)
 
     def insert(self, image: Any, mask: Any = None, reference: Any = None, **kw: Any) -> Image.Image | list[Image.Image]:
         return self.run("insert", image=image, mask=mask, reference=reference, **kw)
@@ -203,7 +215,6 @@ MAX_MARGIN = 100_000
 
 def check_margin(margin: int | None, paste_back: bool = True) -> None:
     """``margin`` (and ``paste_back``) as the CLI would accept them."""
-    from diffcompose.errors import InputError
 
     if not isinstance(paste_back, (bool, np.bool_)):
         raise InputError(f"paste_back must be True or False, got {paste_back!r}")
