@@ -105,6 +105,9 @@ def test_serve_refuses_bad_settings_in_one_line() -> None:
     r = subprocess.run([sys.executable, "-m", "diffcompose", "serve", "--host", "0.0.0.0", "--token", "short"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--token" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "diffcompose", "serve", "--max-results", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--max-results must be 1..1000000" in r.stderr
 
 
 def test_help_of_other_commands_does_not_import_the_server_stack() -> None:

@@ -71,7 +71,7 @@ class Server:
         clock = settings.pop("clock", None)
         s = Settings(**settings)
         self.jobs = JobManager(EngineManager(), workers=s.workers, queue_size=s.queue_size,
-                               result_ttl=s.result_ttl, preview_interval=s.preview_interval,
+                               result_ttl=s.result_ttl, max_finished=s.max_results, preview_interval=s.preview_interval,
                                clock=clock or time.time)
         self.app = create_app(s, jobs=self.jobs)
         self.client = TestClient(self.app, base_url="http://127.0.0.1:7860")
@@ -402,6 +402,21 @@ def test_results_live_in_a_private_folder_and_expire(server, inputs) -> None:
     assert gone.status_code == 404 and "expired" in gone.json()["error"]
     assert not files[0].exists()
     assert s.client.get(f"/api/jobs/{job}/result").status_code == 404
+
+
+def test_past_max_results_the_oldest_ended_job_goes_with_its_files(server, inputs) -> None:
+    s = server(max_results=2)
+    jobs = []
+    for k in range(3):
+        jobs.append(s.client.post("/api/jobs", **multipart(inputs, task="remove", engine="classical",
+                                                           options={"method": "telea"})).json()["id"])
+        s.wait(jobs[-1])
+        time.sleep(0.01)  # distinct end times
+    gone = s.client.get(f"/api/jobs/{jobs[0]}")
+    assert gone.status_code == 404 and not list(s.jobs.root.glob(f"{jobs[0]}-*.png"))
+    for job in jobs[1:]:
+        assert s.client.get(f"/api/jobs/{job}/result").status_code == 200
+    assert s.jobs.counts()["jobs"] == 2
 
 
 def test_missing_weights_end_the_job_with_the_one_line_error(server, inputs, monkeypatch) -> None:

@@ -34,7 +34,7 @@ def run_serve(args: argparse.Namespace) -> None:
     settings = Settings(host=args.host, port=args.port, token=token, device=args.device, dtype=args.dtype,
                         model_dir=args.model_dir.resolve() if args.model_dir else None, max_pixels=args.max_pixels,
                         max_upload_mb=args.max_upload_mb, workers=args.workers, queue_size=args.queue_size,
-                        result_ttl=args.result_ttl,
+                        result_ttl=args.result_ttl, max_results=args.max_results,
                         memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None).check()
     serve(settings, generated_token=generated)
 
@@ -125,6 +125,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="waiting jobs beyond which requests get 429 with Retry-After (default: 16)")
     p.add_argument("--result-ttl", type=float, default=3600.0,
                    help="seconds a finished job and its results are kept (default: 3600)")
+    p.add_argument("--max-results", type=int, default=256,
+                   help="finished jobs kept at most: past this, the oldest ended job and its results go before "
+                        "their expiry, so the results folder stays bounded (default: 256)")
     p.add_argument("--memory-budget", default=None,
                    help="unload least recently used engines above this, e.g. 8GB (default: no limit)")
     p.set_defaults(func=run_serve)

@@ -58,7 +58,8 @@ Errors
     ``image/png`` with headers ``X-Diffcompose-Seed``, ``X-Diffcompose-Engine``,
     ``X-Diffcompose-Task`` and the same in the PNG's text chunks (``diffcompose:seed``, ...).
     ``segment`` returns the mask (mode L, white = object). 409 while not done. Results are
-    kept until the job expires (``expires``), however often they are fetched.
+    kept until the job expires (``expires``), however often they are fetched, or until
+    ``--max-results`` later jobs have ended (the oldest ended job is forgotten first).
 ``POST /api/run``
     Same multipart as ``/api/jobs``, waits for the result and returns the PNG (for quick
     engines such as ``classical``); goes through the same queue and limits. With several
@@ -200,7 +201,8 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
     settings = (settings or Settings()).check()
     engines = engines or EngineManager(settings.memory_budget)
     jobs = jobs or JobManager(engines, workers=settings.workers, queue_size=settings.queue_size,
-                              result_ttl=settings.result_ttl, preview_interval=settings.preview_interval)
+                              result_ttl=settings.result_ttl, max_finished=settings.max_results,
+                              preview_interval=settings.preview_interval)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:

@@ -11,7 +11,8 @@ its memory budget.
 The worker is the only owner of a running job: a client that disconnects (an SSE stream,
 a sync request) loses nothing; the result is written as PNG into a private folder (mode
 0700, made with :func:`tempfile.mkdtemp`) and kept until the job expires (``result_ttl``
-seconds after it ended). Progress events come from the run's
+seconds after it ended), or until more than ``max_finished`` jobs have ended since (the
+oldest ended go first), which bounds the folder's size whatever the request rate. Progress events come from the run's
 :class:`~diffcompose.progress.RunContext`; previews are rendered at most every
 ``preview_interval`` seconds (a VAE decode is not free). Cancel sets the run's
 :class:`~diffcompose.progress.CancelToken`: the engine raises ``Cancelled`` within one step.
@@ -136,11 +137,12 @@ class JobManager:
     """Jobs of one server. ``clock`` (seconds) is injectable so expiry is testable without sleeping."""
 
     def __init__(self, engines: EngineManager, *, workers: int = 1, queue_size: int = 16,
-                 result_ttl: float = 3600.0, preview_interval: float = 1.0,
+                 result_ttl: float = 3600.0, max_finished: int = 256, preview_interval: float = 1.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.engines = engines
         self.queue_size = queue_size
         self.result_ttl = result_ttl
+        self.max_finished = max_finished
         self.preview_interval = preview_interval
         self.clock = clock
         self.workers = workers
@@ -222,10 +224,13 @@ class JobManager:
             self._delete_files(rec)
 
     def sweep(self) -> int:
-        """Remove finished jobs past their expiry (their files too); returns how many."""
+        """Remove finished jobs past their expiry, and the oldest ended beyond ``max_finished`` (their
+        files too); returns how many."""
         now = self.clock()
         with self._cond:
-            old = [r for r in self._jobs.values() if r.status in FINISHED and r.expires <= now]
+            finished = sorted((r for r in self._jobs.values() if r.status in FINISHED), key=lambda r: r.ended)
+            extra = len(finished) - self.max_finished
+            old = [r for k, r in enumerate(finished) if k < extra or r.expires <= now]
             for r in old:
                 del self._jobs[r.id]
         for r in old:
@@ -328,6 +333,7 @@ class JobManager:
                 self._durations.append(time.monotonic() - rec.started)
             rec.error = error
             self._finish(rec, status)
+        self.sweep()  # past max_finished, the oldest ended job goes now, not at the janitor's next round
 
     def _finish(self, rec: JobRecord, status: str) -> None:
         """(Under ``_cond``.) Mark ``rec`` ended, drop its inputs, start its expiry clock, tell waiters."""

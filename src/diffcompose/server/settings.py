@@ -41,6 +41,7 @@ class Settings:
     workers: int = 2
     queue_size: int = 16
     result_ttl: float = 3600.0
+    max_results: int = 256
     preview_interval: float = 1.0
     memory_budget: int | None = None
     #: Host names the ``Host`` header may carry (``None``: 127.0.0.1, localhost, ::1 without a
@@ -64,6 +65,8 @@ class Settings:
             raise InputError(f"--max-pixels must be a whole number from 1 to {10**12}, got {self.max_pixels}")
         if not self.result_ttl > 0:
             raise InputError(f"result expiry must be positive, got {self.result_ttl}")
+        if not 1 <= self.max_results <= 10**6:
+            raise InputError(f"--max-results must be 1..1000000, got {self.max_results}")
         if self.model_dir is not None and not Path(self.model_dir).is_dir():
             raise InputError(f"--model-dir is not a folder: {self.model_dir}")
         return self
