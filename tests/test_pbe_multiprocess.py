@@ -63,6 +63,19 @@ def _worker(config: str, records: str) -> None:
         rec["writes"].append(Path(out).name)
         return export(out, *args, **kwargs)
 
+    from accelerate import Accelerator
+
+    end_training = Accelerator.end_training
+
+    def spy_end_training(self):  # the DDP wrapper (its reducer holds the group) must be gone before the teardown
+        import gc
+
+        from torch.nn.parallel import DistributedDataParallel
+
+        rec["ddp_at_teardown"] = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+        return end_training(self)
+
+    Accelerator.end_training = spy_end_training
     dataset.SelfReferenceDataset.__getitem__ = spy_getitem
     trainer._loss, trainer.export_model = spy_loss, spy_export
     loop.write_checkpoint = spy_save  # the shared loop writes every trainer's checkpoints
@@ -119,6 +132,9 @@ def test_two_cpu_processes_share_weights_split_data_and_one_writes(tmp_path, pho
     assert len(r0["weights"]) == 3 and r0["weights"] == r1["weights"]
     assert len(set(r0["weights"])) == 3
     assert r0["losses"] == pytest.approx(r1["losses"])  # the logged loss is the mean over ranks
+    # No rank still holds a DDP wrapper when the process group is destroyed (see training/loop.py: a
+    # reducer freeing the group's last reference could deadlock with gloo's worker threads).
+    assert r0["ddp_at_teardown"] == r1["ddp_at_teardown"] == 0
     # only the main process writes
     assert r0["writes"] == ["checkpoint-0000002", "checkpoint-0000003", "final"] and r1["writes"] == []
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == \

@@ -21,6 +21,7 @@ checkpoint holds, the export); this module owns the rest, the same for all:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -301,5 +302,14 @@ def fit(cfg: Any, acc: Any, out: Path, recipe: Recipe, *, on_progress: ProgressC
     if acc.is_main_process and start < cfg.max_steps:
         path = recipe.export(ema)
         log.info("%s: trained model written to %s", recipe.task, path)
+    # The DDP wrapper goes first, while the process group is still registered. Its C++ reducer
+    # holds a reference to the group and is freed with the GIL held; were its reference the last,
+    # the group's destructor would join gloo's worker threads under the GIL, and a worker freeing
+    # a finished collective's Python tensors waits for the GIL: a deadlock (rare, timing-bound;
+    # seen on rank 0 after rank 1 had exited). Freed here, the group's last reference goes in
+    # ``destroy_process_group``, whose binding releases the GIL while the workers are joined.
+    del model, optimizer, batches, loader
+    acc.free_memory()  # accelerate's own references to them
+    gc.collect()  # and any cycle through the wrapper (free_memory collects before it lets go)
     acc.end_training()
     return curves
