@@ -214,6 +214,22 @@ def test_saved_model_loads_to_the_same_predictions(tmp_path, tiny):
         M.load_anydoor(root)
 
 
+
+@pytest.mark.parametrize("path, text, fragment", [
+    ("id_projector/config.json", "{not json", "AnyDoor ID projector config .* is not readable JSON"),
+    ("id_projector/config.json", "{}", "needs a positive whole out_features, got None"),
+    ("scheduler/scheduler_config.json", "[1, 2]", "AnyDoor scheduler config .* is not a JSON object"),
+])
+def test_a_malformed_model_folder_is_one_line(tmp_path, tiny, path, text, fragment):
+    from diffcompose.errors import InputError
+
+    root = M.save_anydoor(tiny, tmp_path / "m")
+    (root / path).write_text(text)
+    with pytest.raises(InputError, match=fragment) as err:
+        M.load_anydoor(root)
+    assert "\n" not in str(err.value)
+
+
 def test_reference_to_tensor_scales_to_unit_range():
     img = np.full((224, 224, 3), 255, np.uint8)
     img[0, 0] = (0, 51, 102)

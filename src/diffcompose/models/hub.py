@@ -8,6 +8,7 @@ is announced only once the hub has answered, so offline runs fail in one line).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -37,6 +38,19 @@ def read_safetensors(path: str | os.PathLike, what: str = "weights file") -> dic
     except Exception as exc:  # SafetensorError, OSError, ...: the file is not what its name says
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(f"{what} {path} is not a readable safetensors file ({first})") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "config file") -> dict:
+    """A JSON object from ``path``, or one line saying the file is missing or not one."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WeightsMissingError(f"{what} not found: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{what} {path} is not readable JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{what} {path} is not a JSON object")
+    return value
 
 
 def check_complete(root: Path, required: Iterable[str], what: str) -> Path:

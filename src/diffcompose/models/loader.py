@@ -31,7 +31,7 @@ import torch
 
 from diffcompose.errors import WeightsMissingError
 from diffcompose.models import codec
-from diffcompose.models.hub import resolve_model
+from diffcompose.models.hub import read_json, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def _class_for(root: Path, component: str) -> type:
     name = defaults.get(component)
     index = root / "model_index.json"
     if index.is_file():
-        entry = json.loads(index.read_text()).get(component)
+        entry = read_json(index, "model index").get(component)
         if isinstance(entry, list) and len(entry) == 2 and entry[1]:
             name = entry[1]
     if name is None:

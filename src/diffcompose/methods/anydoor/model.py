@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffcompose.errors import WeightsMissingError
-from diffcompose.models.hub import check_complete, read_safetensors
+from diffcompose.errors import InputError, WeightsMissingError
+from diffcompose.models.hub import check_complete, read_json, read_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -370,8 +370,11 @@ def load_anydoor(root: str | Path, device: Any = "cpu", dtype: torch.dtype = tor
     controlnet = load_component(root, "controlnet", device, dtype, cls=ControlNetModel)
     vae = load_component(root, "vae", device, dtype, cls=AutoencoderKL)
     dinov2 = load_component(root, "image_encoder", device, dtype, cls=Dinov2Model)
-    proj_cfg = json.loads((root / "id_projector" / "config.json").read_text())
-    extractor = IDExtractor(dinov2, int(proj_cfg["out_features"]))
+    width = read_json(root / "id_projector" / "config.json", "AnyDoor ID projector config").get("out_features")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise InputError(f"AnyDoor model {root}: id_projector/config.json needs a positive whole out_features, "
+                         f"got {width!r}")
+    extractor = IDExtractor(dinov2, width)
     state = read_safetensors(root / "id_projector" / "model.safetensors", "ID projector weights")
     try:
         extractor.projector.load_state_dict(state)
@@ -386,7 +389,7 @@ def load_anydoor(root: str | Path, device: Any = "cpu", dtype: torch.dtype = tor
         raise WeightsMissingError(f"{root}: the ID projector gives {extractor.projector.out_features}-d tokens, "
                                   f"the UNet expects {unet.config.cross_attention_dim}")
     zero_conv_in(controlnet)
-    sched = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    sched = read_json(root / "scheduler" / "scheduler_config.json", "AnyDoor scheduler config")
     sched = {k: v for k, v in sched.items() if not k.startswith("_")}
     return AnyDoorModel(unet, controlnet, extractor, vae, sched).eval()
 
