@@ -215,7 +215,6 @@ MAX_MARGIN = 100_000
 
 def check_margin(margin: int | None, paste_back: bool = True) -> None:
     """``margin`` (and ``paste_back``) as the CLI would accept them."""
-
     if not isinstance(paste_back, (bool, np.bool_)):
         raise InputError(f"paste_back must be True or False, got {paste_back!r}")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, np.integer))

@@ -335,7 +335,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
               responses={200: {"content": {"image/png": {}}}, **_ERRORS})
     async def run(request: Request) -> Response:
         sub = await read_submission(request)
-        rec = jobs.submit(sub)
+        rec = jobs.submit(sub, held=True)  # not swept while this request reads it
         try:
             await run_in_threadpool(jobs.wait, rec.id)
             if rec.status == "cancelled":
@@ -346,6 +346,8 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
         finally:
             if rec.status in FINISHED:
                 jobs.discard(rec.id)
+            else:  # the request went away first: nobody reads it now, so it expires like any other job
+                rec.held = False
 
     @app.get("/api/jobs/{job_id}", summary="job status", responses=_ERRORS)
     def job_status(job_id: str) -> dict:

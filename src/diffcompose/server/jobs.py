@@ -12,8 +12,8 @@ The worker is the only owner of a running job: a client that disconnects (an SSE
 a sync request) loses nothing; the result is written as PNG into a private folder (mode
 0700, made with :func:`tempfile.mkdtemp`) and kept until the job expires (``result_ttl``
 seconds after it ended), or until more than ``max_finished`` jobs have ended since (the
-oldest ended go first), which bounds the folder's size whatever the request rate. Progress events come from the run's
-:class:`~diffcompose.progress.RunContext`; previews are rendered at most every
+oldest ended go first), which bounds the folder's size whatever the request rate. Progress
+events come from the run's :class:`~diffcompose.progress.RunContext`; previews are rendered at most every
 ``preview_interval`` seconds (a VAE decode is not free). Cancel sets the run's
 :class:`~diffcompose.progress.CancelToken`: the engine raises ``Cancelled`` within one step.
 """
@@ -108,6 +108,7 @@ class JobRecord:
     engine: str = ""
     seed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    held: bool = False  # a synchronous request is waiting to read it: never swept, it discards the job itself
 
     def emit(self, name: str, data: dict) -> None:
         with self.lock:
@@ -171,7 +172,8 @@ class JobManager:
 
     # ------------------------------------------------------------------ client side
 
-    def submit(self, sub: Submission) -> JobRecord:
+    def submit(self, sub: Submission, *, held: bool = False) -> JobRecord:
+        """Queue ``sub``; ``held``: the caller reads the result, then forgets the job (:meth:`discard`)."""
         self.sweep()
         now = self.clock()
         with self._cond:
@@ -180,7 +182,7 @@ class JobManager:
             if len(self._pending) >= self.queue_size:
                 raise QueueFull(self._retry_after(), len(self._pending))
             rec = JobRecord(secrets.token_urlsafe(12), sub, now, now + self.result_ttl, task=sub.task,
-                            engine=sub.engine, seed=sub.seed)
+                            engine=sub.engine, seed=sub.seed, held=held)
             self._jobs[rec.id] = rec
             self._pending.append(rec)
             rec.emit("queued", {"position": len(self._pending)})  # before a worker can emit "running"
@@ -228,7 +230,8 @@ class JobManager:
         files too); returns how many."""
         now = self.clock()
         with self._cond:
-            finished = sorted((r for r in self._jobs.values() if r.status in FINISHED), key=lambda r: r.ended)
+            finished = sorted((r for r in self._jobs.values() if r.status in FINISHED and not r.held),
+                              key=lambda r: r.ended)
             extra = len(finished) - self.max_finished
             old = [r for k, r in enumerate(finished) if k < extra or r.expires <= now]
             for r in old:
