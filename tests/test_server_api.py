@@ -19,6 +19,7 @@ import time
 import types
 import zlib
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -200,7 +201,40 @@ def test_openapi_documents_every_options_dataclass(server) -> None:
     assert lr["exclusiveMinimum"] == 0.0  # check_range(..., lo_open=True)
     body = doc["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["required"] == ["request"] and body["properties"]["mask"]["format"] == "binary"
-    assert c.get("/docs").status_code == 200
+
+
+def test_docs_is_the_whole_reference_offline_and_swagger_is_one_link_away(server) -> None:
+    """/docs is rendered by the server from its own OpenAPI document: every endpoint and schema, option
+    help and ranges, and nothing loaded from elsewhere (Swagger UI, at /docs/swagger, needs a CDN)."""
+    c = server().client
+    doc = c.get("/openapi.json").json()
+    r = c.get("/docs")
+    page = r.text
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    for path, item in doc["paths"].items():
+        for method in item:
+            assert f'id="{method}{path}"' in page, (method, path)
+    for name in doc["components"]["schemas"]:
+        assert f'id="schema-{name}"' in page, name
+    help_text = doc["components"]["schemas"]["Options_classical_remove"]["properties"]["patch"]["description"]
+    assert escape(help_text) in page and "&gt;= 1, &lt;= 15" in page
+    assert '<a href="#schema-Options_classical_remove">' in page  # the job request's options link to each schema
+    assert "swagger-ui" in c.get("/docs/swagger").text
+
+
+def test_the_reference_escapes_what_it_shows() -> None:
+    from diffcompose.server.reference import render_reference
+
+    doc = {"openapi": "3.1.0", "info": {"title": "<t>", "version": "1"},
+           "paths": {"/x/{id}": {"get": {"summary": "<script>alert(1)</script>",
+                                         "parameters": [{"name": "id", "in": "path", "required": True,
+                                                         "schema": {"type": "string"}}],
+                                         "responses": {"200": {"description": "ok"}}}}},
+           "components": {"schemas": {"S": {"properties": {"a": {"enum": ["<b>"], "default": "<b>"}}}}}}
+    page = render_reference(doc, swagger_href="/docs/swagger?token=a&b", openapi_href="/openapi.json")
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<b>" not in page
+    assert 'href="/docs/swagger?token=a&amp;b"' in page and "id *" in page
 
 
 def test_page_and_static_files_are_served_when_present(server) -> None:
@@ -607,6 +641,8 @@ def test_token_required_off_loopback_and_not_on_loopback(server, inputs) -> None
     assert c.get("/api/health", params={"token": "wrong"}).status_code == 401
     assert c.get("/api/health", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert c.get("/api/health", params={"token": TOKEN}).status_code == 200
+    docs = c.get("/docs", params={"token": TOKEN}).text  # its links carry the token on
+    assert f'href="/openapi.json?token={TOKEN}"' in docs and f'href="/docs/swagger?token={TOKEN}"' in docs
     r = c.post("/api/run", params={"token": TOKEN}, **multipart(inputs, task="remove", engine="classical",
                                                                 options={"method": "telea"}))
     assert r.status_code == 200

@@ -1,7 +1,7 @@
 """The HTTP API and the page: an ASGI app made by :func:`create_app` (``diffcompose serve`` runs it on uvicorn).
 
 Why FastAPI (on Starlette): the issue asks for an OpenAPI document served at ``/docs``;
-FastAPI writes it and serves Swagger UI, and we only add what it cannot see (the multipart
+FastAPI writes it (and serves Swagger UI), and we only add what it cannot see (the multipart
 body and one schema per engine options dataclass, from :mod:`diffcompose.server.schema`).
 Everything else is plain Starlette underneath (streaming responses for SSE, static files,
 pure ASGI middleware for the token and the body limit), so the extra dependency buys the
@@ -65,8 +65,10 @@ Errors
     engines such as ``classical``); goes through the same queue and limits. With several
     results (``num_images``) it returns the first; ``X-Diffcompose-Results`` says how many
     there were (use ``/api/jobs`` to get them all).
-``GET /docs``, ``GET /openapi.json``
-    The OpenAPI document (with ``?token=`` when a token is set).
+``GET /docs``, ``GET /docs/swagger``, ``GET /openapi.json``
+    The OpenAPI document (with ``?token=`` when a token is set); ``/docs`` renders it as one
+    plain HTML page that works offline (:mod:`diffcompose.server.reference`), ``/docs/swagger``
+    is Swagger UI (its assets come from a CDN).
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -98,6 +100,7 @@ from diffcompose.errors import Cancelled, DiffComposeError, InputError, MissingE
 from diffcompose.methods.manager import EngineManager
 from diffcompose.server import schema
 from diffcompose.server.jobs import FINISHED, JobManager, JobNotFound, QueueFull, Unavailable, result_metadata
+from diffcompose.server.reference import render_reference
 from diffcompose.server.settings import Settings
 from diffcompose.server.schema import FILE_FIELDS
 from diffcompose.server.uploads import BodyLimit, UploadTooLarge, parse_request
@@ -259,11 +262,19 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
 
+    def with_token(request: Request, path: str) -> str:
+        token = request.query_params.get("token")
+        return path + (f"?token={quote(token, safe='')}" if settings.token and token else "")
+
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
-        token = request.query_params.get("token")
-        url = "/openapi.json" + (f"?token={quote(token, safe='')}" if settings.token and token else "")
-        return get_swagger_ui_html(openapi_url=url, title="diffcompose API")
+        page = render_reference(app.openapi(), swagger_href=with_token(request, "/docs/swagger"),
+                                openapi_href=with_token(request, "/openapi.json"))
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    @app.get("/docs/swagger", include_in_schema=False)
+    async def swagger(request: Request) -> Response:
+        return get_swagger_ui_html(openapi_url=with_token(request, "/openapi.json"), title="diffcompose API")
 
     # ------------------------------------------------------------------ catalogue
 
