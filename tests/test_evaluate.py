@@ -229,7 +229,7 @@ def test_fid_of_a_group_is_the_frechet_distance_of_its_outputs_and_truths(batch_
     assert agg[0]["local-fid"] == pytest.approx(fid_from_features(lfake, lreal), rel=1e-6)
 
 
-def test_an_item_with_several_images_scores_their_mean_and_each_counts_in_fid(batch_dir) -> None:
+def test_an_item_with_several_images_scores_their_mean_and_each_counts_in_fid_once(batch_dir) -> None:
     from diffcompose.evaluation.fid import FIDInceptionV3, fid_from_features, inception_features
 
     import torch
@@ -248,7 +248,7 @@ def test_an_item_with_several_images_scores_their_mean_and_each_counts_in_fid(ba
     assert scored[0]["scores"]["psnr"] == pytest.approx(np.mean([psnr(o, photo) for o in outs]))
     with torch.no_grad():
         fake = inception_features(models.get("inception"), outs + outs[:1])  # rm-both's two, then rm-good's one
-        real = np.repeat(inception_features(models.get("inception"), [photo]), 3, axis=0)
+        real = np.repeat(inception_features(models.get("inception"), [photo]), 2, axis=0)  # once per item
     assert agg[0]["fid_n"] == 3 and agg[0]["fid"] == pytest.approx(fid_from_features(fake, real), rel=1e-6)
     # Images of different sizes in one item are that item's error, not a crash.
     odd = batch_dir / "outputs" / "small.png"
@@ -272,6 +272,21 @@ def test_a_folder_of_outputs_with_its_manifest_is_evaluated_too(capsys, batch_di
     assert code == 0, err
     items = {i["id"]: i for i in json.loads((tmp_path / "ev" / "metrics.json").read_text())["items"]}
     assert items["rm-good"]["scores"]["fpsnr"] > 30 and items["missing"]["error"] == "no output file"
+
+
+def test_numbered_outputs_are_an_items_own_in_the_order_of_k(tmp_path) -> None:
+    """With a manifest, ``<id>_<k>.png`` (k digits) are the item's images, sorted by k; a file that only
+    starts like one (``p_1x.png``, ``q_1.5.png``) is never taken."""
+    out = tmp_path / "outs"
+    out.mkdir()
+    for name in ("p_2.png", "p_10.png", "p_1x.png", "q_1.5.png"):
+        (out / name).write_bytes(b"")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": i, "task": "remove", "inputs": {"image": "a.png", "mask": "a.png"}})
+                                + "\n" for i in ("p", "q")))
+    items = {i["id"]: i for i in load_items(out, manifest)}
+    assert [Path(o).name for o in items["p"]["outputs"]] == ["p_2.png", "p_10.png"]
+    assert items["q"]["outputs"] == [] and items["q"]["error"] == "no output file"
 
 
 def test_pixel_metrics_never_import_torch(batch_dir, tmp_path) -> None:

@@ -6,8 +6,8 @@ of outputs plus the manifest that produced them (``<id>.png`` or ``<id>_<k>.png`
 
 Per item, every metric that can run does; one that cannot (no ground truth, no prompt, no
 reference, output of another size) is skipped for that item with the reason, never fatal.
-An item with several images (``num_images``) scores the mean over them, and each of them
-counts as one output in the set metrics.
+An item with several images (``num_images``) scores the mean over them; in the set metrics
+each of them is one output, and the item's real image counts once.
 What each metric compares (``region``: the item's mask, else its box; ``base``: its input
 image, ``image`` or ``background``; ``reference``: ``reference`` or ``obj``):
 
@@ -32,8 +32,10 @@ A metric named in ``metrics`` whose weights are missing raises
 
 from __future__ import annotations
 
+import glob
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,12 +105,20 @@ def _from_manifest(outputs: Path, manifest: Path) -> list[dict]:
 
     items = []
     for item in read_manifest(manifest):
-        found = sorted(outputs.glob(f"{item.id}.png")) or sorted(outputs.glob(f"{item.id}_[0-9]*.png"))
+        found = sorted(outputs.glob(f"{item.id}.png")) or _numbered(outputs, item.id)
         error = item.error or (None if found else "no output file")
         items.append({"id": item.id, "task": item.task, "engine": item.engine, "status": "error" if error else "ok",
                       "error": error, "seconds": None, "outputs": [str(p) for p in found], "inputs": item.inputs,
                       "ground_truth": item.ground_truth, "options": item.options})
     return items
+
+
+def _numbered(outputs: Path, ident: str) -> list[Path]:
+    """``<ident>_<k>.png`` in ``outputs`` (k digits only: never another id's file), in the order of k."""
+    pattern = re.compile(re.escape(ident) + r"_(\d+)\.png")
+    found = [(int(m.group(1)), p) for p in outputs.glob(f"{glob.escape(ident)}_*.png")
+             if (m := pattern.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def load_items(source: str | Path, manifest: str | Path | None = None) -> list[dict]:
@@ -328,8 +338,9 @@ def score_item(item: dict, metrics: list[str], models: Models, explicit: bool) -
     return item
 
 
-def _collect(name: str, d: Loaded, models: Models, features: dict[str, list]) -> None:
-    """Inception features of this item's output and real image for the set metric ``name``."""
+def _collect(name: str, d: Loaded, models: Models, features: dict[str, list], real_too: bool = True) -> None:
+    """Inception features of this item's output (and, with ``real_too``, its real image) for the set
+    metric ``name``."""
     from diffcompose.evaluation.fid import inception_features
 
     real = d.truth if d.truth is not None else d.base
@@ -340,9 +351,10 @@ def _collect(name: str, d: Loaded, models: Models, features: dict[str, list]) ->
         pair = [d.crop(d.output), d.crop(real)]
     else:
         pair = [d.output, real]
-    f = inception_features(models.get("inception"), pair)
+    f = inception_features(models.get("inception"), pair if real_too else pair[:1])
     features.setdefault("fake", []).append(f[0])
-    features.setdefault("real", []).append(f[1])
+    if real_too:
+        features.setdefault("real", []).append(f[1])
 
 
 # ----------------------------------------------------------------------------- the whole set
@@ -379,8 +391,8 @@ def evaluate_items(items: list[dict], metrics: list[str], models: Models, explic
             try:
                 if not loaded:
                     loaded.extend(_load_item(s))
-                for d in loaded:
-                    _collect(m, d, models, feats[m])
+                for k, d in enumerate(loaded):  # each image is one fake; the item's real image counts once
+                    _collect(m, d, models, feats[m], real_too=k == 0)
             except Skip as exc:
                 s["skipped"][m] = str(exc)
             except WeightsMissingError as exc:
@@ -405,7 +417,8 @@ def evaluate_items(items: list[dict], metrics: list[str], models: Models, explic
 
                 f = groups[key][m]
                 n = len(f.get("fake", []))
-                agg[m] = fid_from_features(np.array(f["fake"]), np.array(f["real"])) if n >= 2 else None
+                enough = n >= 2 and len(f.get("real", [])) >= 2  # a covariance needs two of each
+                agg[m] = fid_from_features(np.array(f["fake"]), np.array(f["real"])) if enough else None
                 agg[f"{m}_n"] = n
             else:
                 agg[m] = _mean([r["scores"][m] for r in rows if m in r["scores"]])
