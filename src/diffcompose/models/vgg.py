@@ -11,7 +11,6 @@ hub repository ``timm/vgg16.tv_in1k`` (torchvision's ImageNet VGG16 weights in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -61,7 +60,7 @@ class VGG16Features(nn.Module):
 def load_vgg16_file(path: Path) -> VGG16Features:
     """Build a VGG16 from a safetensors file (or a directory with ``model.safetensors``)."""
     from diffcompose.errors import WeightsMissingError
-    from diffcompose.models.hub import read_safetensors
+    from diffcompose.models.hub import read_json, read_safetensors
 
     path = Path(path)
     file = path / "model.safetensors" if path.is_dir() else path
@@ -70,7 +69,7 @@ def load_vgg16_file(path: Path) -> VGG16Features:
     widths = (64, 128, 256, 512, 512)
     cfg = file.parent / "config.json"
     if cfg.is_file():
-        widths = tuple(json.loads(cfg.read_text()).get("widths", widths))
+        widths = tuple(read_json(cfg, "VGG16 config").get("widths", widths))
     state = {k: v for k, v in read_safetensors(file, "VGG16 weights").items() if k.startswith("features.")}
     model = VGG16Features(widths)
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -7,7 +7,6 @@ vision + mapper, :class:`~.encoder.ExemplarEncoder`), ``scheduler/``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from diffcompose.errors import WeightsMissingError
 from diffcompose.methods.pbe.encoder import ExemplarEncoder
 from diffcompose.methods.pbe.options import DEFAULT_PBE
-from diffcompose.models.hub import check_complete, resolve_model
+from diffcompose.models.hub import check_complete, read_json, resolve_model
 from diffcompose.models.loader import TINY, load_component
 
 log = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ def check_weights(root: Path) -> Path:
 
 
 def scheduler_config(root: Path) -> dict[str, Any]:
-    raw = json.loads((Path(root) / "scheduler" / "scheduler_config.json").read_text())
+    raw = read_json(Path(root) / "scheduler" / "scheduler_config.json", "Paint-by-Example scheduler config")
     return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 

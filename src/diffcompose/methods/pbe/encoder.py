@@ -23,6 +23,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from diffcompose.errors import WeightsMissingError
+from diffcompose.models.hub import read_json
 
 WEIGHTS_NAME = "model.safetensors"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
@@ -142,7 +143,7 @@ class ExemplarEncoder(nn.Module):
         cfg_path = root / "config.json"
         if not cfg_path.exists():
             raise WeightsMissingError(f"image encoder config not found: {cfg_path}")
-        raw = json.loads(cfg_path.read_text())
+        raw = read_json(cfg_path, "image encoder config")
         mapper_layers = raw.pop("mapper_layers", None)
         config = CLIPVisionConfig.from_dict(raw)
         state = load_state_file(root, "image encoder")

@@ -11,7 +11,6 @@ post-process: upsample, crop, upsample, threshold).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image
+
+from diffcompose.models.hub import read_json
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,7 +64,7 @@ class Preprocessor:
         path = Path(root) / "preprocessor_config.json"
         if not path.is_file():
             return cls(square)
-        cfg = json.loads(path.read_text())
+        cfg = read_json(path, "SAM preprocessor config")
         size = cfg.get("size") or {}
         edge = size.get("longest_edge", square) if isinstance(size, dict) else square
         return cls(int(edge), tuple(cfg.get("image_mean", IMAGENET_MEAN)), tuple(cfg.get("image_std", IMAGENET_STD)))
