@@ -193,7 +193,7 @@ def test_checkpoints_are_replaced_whole_and_unfinished_ones_are_never_resumed(tm
     (tmp_path / "checkpoint-0000007-copy").mkdir()
     (tmp_path / "checkpoint-0000007-copy" / "state.json").write_text("{}")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-0000002"
-    # Writing the same step again replaces the old folder only once the new one is complete.
+    # Writing the same step again replaces its folder, and leaves the other names alone.
     write_checkpoint(tmp_path / "checkpoint-0000002", {"w": torch.full((3,), 2.0)}, opt, None, {"step": 2})
     from safetensors.torch import load_file
 

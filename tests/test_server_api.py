@@ -231,9 +231,11 @@ def test_the_reference_escapes_what_it_shows() -> None:
                                          "parameters": [{"name": "id", "in": "path", "required": True,
                                                          "schema": {"type": "string"}}],
                                          "responses": {"200": {"description": "ok"}}}}},
-           "components": {"schemas": {"S": {"properties": {"a": {"enum": ["<b>"], "default": "<b>"}}}}}}
+           "components": {"schemas": {"S": {"properties": {"a": {"enum": ["<b>"], "default": "<b>"},
+                                                           "r": {"$ref": '#/components/schemas/x"><i>'}}},
+                                      'x"><i>': {"type": "string"}}}}
     page = render_reference(doc, swagger_href="/docs/swagger?token=a&b", openapi_href="/openapi.json")
-    assert "<script>" not in page and "&lt;script&gt;" in page and "<b>" not in page
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<b>" not in page and "<i>" not in page
     assert 'href="/docs/swagger?token=a&amp;b"' in page and "id *" in page
 
 

@@ -11,8 +11,9 @@ its memory budget.
 The worker is the only owner of a running job: a client that disconnects (an SSE stream,
 a sync request) loses nothing; the result is written as PNG into a private folder (mode
 0700, made with :func:`tempfile.mkdtemp`) and kept until the job expires (``result_ttl``
-seconds after it ended), or until more than ``max_finished`` jobs have ended since (the
-oldest ended go first), which bounds the folder's size whatever the request rate. Progress
+seconds after it ended), or until ``max_finished`` later jobs have ended (at most that many
+finished jobs are kept, the oldest ended going first; a synchronous run's job, discarded as
+soon as it is answered, is not counted), which bounds the folder's size whatever the request rate. Progress
 events come from the run's :class:`~diffcompose.progress.RunContext`; previews are rendered at most every
 ``preview_interval`` seconds (a VAE decode is not free). Cancel sets the run's
 :class:`~diffcompose.progress.CancelToken`: the engine raises ``Cancelled`` within one step.

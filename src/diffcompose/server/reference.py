@@ -31,7 +31,8 @@ pre { white-space: pre-wrap; background: #f8f8f8; padding: .5rem; }
 
 
 def _anchor(ref: str) -> str:
-    return "schema-" + ref.rsplit("/", 1)[-1]
+    """The page's id for a schema (a name or a ``$ref``), escaped for an attribute."""
+    return escape("schema-" + ref.rsplit("/", 1)[-1], quote=True)
 
 
 def type_text(s: dict[str, Any]) -> str:
