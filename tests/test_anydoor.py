@@ -22,13 +22,8 @@ from diffcompose.methods.anydoor import model as M  # noqa: E402
 from diffcompose.methods.anydoor.tiny import build_tiny_anydoor  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads on the shared 2-core machine (as the contract suite)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Tiny models gain nothing from intra-op threads on the shared 2-core machine (conftest's fixture).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -240,13 +240,8 @@ def reference_control(state, control_module, hint, t, context):
 
 # ----------------------------------------------------------------------------- tests
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads on the shared 2-core machine (as the contract suite)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Tiny models gain nothing from intra-op threads on the shared 2-core machine (conftest's fixture).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
