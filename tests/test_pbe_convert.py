@@ -341,3 +341,21 @@ def test_weights_that_do_not_fit_are_one_line_naming_the_weight() -> None:
         strict_load(module, {"weight": torch.zeros(2, 3), "extra": torch.zeros(1)}, "unet")
     strict_load(module, {"weight": torch.ones(2, 3), "bias": torch.ones(2)}, "unet")
     assert module.weight.sum().item() == 6.0
+
+
+def test_a_folder_built_beside_its_target_goes_in_whole_or_not_at_all(tmp_path) -> None:
+    """outdir.building, which every converter, exporter, batch and evaluate write through."""
+    from diffcompose.outdir import MARKER, building
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with building(target, "test") as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("stopped mid-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (target / "old.txt").read_text() == "old"
+    with building(target, "test") as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == sorted([MARKER, "new.txt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from diffcompose.errors import InputError, OutputExistsError
 
@@ -61,6 +63,21 @@ def new_beside(target: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     os.chmod(tmp, 0o777 & ~current_umask())
     return tmp
+
+
+@contextmanager
+def building(target: Path, what: str | None = None) -> Iterator[Path]:
+    """An empty folder beside ``target`` to write into; when the block ends cleanly it is marked as
+    written by ``what`` (when given) and swapped in at ``target`` (:func:`swap_in`). On an error it is
+    removed and ``target`` stays as it was."""
+    tmp = new_beside(target)
+    try:
+        yield tmp
+        if what is not None:
+            mark(tmp, what)
+        swap_in(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already once swapped in
 
 
 def current_umask() -> int:

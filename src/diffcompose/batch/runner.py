@@ -120,7 +120,7 @@ def prepare_folder(out_dir: Path, manifest: Path, items: list[Item], force: bool
     write, one holding an input, the working directory); without ``force``, a folder we
     wrote for something else (another manifest, a model).
     """
-    from diffcompose.outdir import check_out_dir, new_beside, swap_in
+    from diffcompose.outdir import building, check_out_dir
 
     inputs = [manifest] + [Path(v) for it in items for k, v in it.inputs.items()
                            if k not in VALUE_INPUTS and isinstance(v, str)]
@@ -135,9 +135,8 @@ def prepare_folder(out_dir: Path, manifest: Path, items: list[Item], force: bool
                                         "or name a new folder")
             (target / OUTPUTS).mkdir(exist_ok=True)
             return target
-        new = new_beside(target)
-        _write_info(new, manifest)
-        swap_in(new, target)
+        with building(target) as new:  # _write_info marks it
+            _write_info(new, manifest)
         return target
     target.mkdir(exist_ok=True)
     _write_info(target, manifest)

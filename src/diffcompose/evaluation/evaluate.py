@@ -472,7 +472,7 @@ def evaluate(source: str | Path, out_dir: str | Path, *, metrics: str | None = N
     """
     from diffcompose.batch.manifest import VALUE_INPUTS
     from diffcompose.evaluation.report import item_rows, write_report
-    from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
+    from diffcompose.outdir import building, check_out_dir
 
     names, explicit = parse_metrics(metrics)
     items = load_items(source, manifest)
@@ -487,15 +487,7 @@ def evaluate(source: str | Path, out_dir: str | Path, *, metrics: str | None = N
     target = check_out_dir(Path(out_dir), inputs, force=force)
     models = models or Models()
     scored, aggregates = evaluate_items(items, names, models, explicit, on_item)
-    build = new_beside(target)
-    try:
+    with building(target, "evaluate") as build:
         write_tables(build, scored, aggregates, names)
         write_report(build, item_rows(scored), aggregates, names, title=title or f"diffcompose evaluate: {source}")
-        mark(build, "evaluate")
-        swap_in(build, target)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     return target / "report.html"

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from diffcompose.errors import InputError
 from diffcompose.methods.pbe.components import masked_condition
 from diffcompose.models import codec
-from diffcompose.outdir import mark, new_beside, swap_in
+from diffcompose.outdir import building
 from diffcompose.progress import CancelToken, ProgressCallback
 from diffcompose.training.config import TrainConfig
 from diffcompose.training.loop import EMA, Recipe, export_copy, fit, start_run, warmup_factor, weight_dtype
@@ -63,14 +63,12 @@ def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: 
     from diffcompose.methods.pbe.tiny import model_index
 
     final = export_copy(model, ema.shadow if ema is not None else None)
-    tmp = new_beside(out)
-    final.unet.save_pretrained(tmp / "unet", safe_serialization=True)
-    vae.save_pretrained(tmp / "vae", safe_serialization=True)
-    final.encoder.save_pretrained(tmp / "image_encoder")
-    PNDMScheduler.from_config({**sched_config, "skip_prk_steps": True}).save_pretrained(tmp / "scheduler")
-    (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
-    mark(tmp, "train pbe")
-    swap_in(tmp, out)
+    with building(out, "train pbe") as tmp:
+        final.unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        vae.save_pretrained(tmp / "vae", safe_serialization=True)
+        final.encoder.save_pretrained(tmp / "image_encoder")
+        PNDMScheduler.from_config({**sched_config, "skip_prk_steps": True}).save_pretrained(tmp / "scheduler")
+        (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
     return out
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -215,19 +214,14 @@ def convert_anydoor(checkpoint: Path, out_dir: Path, *, like: Path | None = None
                     dinov2_heads: int | None = None) -> Path:
     """Write the AnyDoor directory ``out_dir`` (see :mod:`~.model`) from the public ``checkpoint``."""
     from diffcompose.methods.anydoor.model import save_anydoor
-    from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
+    from diffcompose.outdir import building, check_out_dir
 
     out_dir = check_out_dir(Path(out_dir), [Path(checkpoint)] + ([Path(like)] if like else []), force=force)
     state = load_anydoor_checkpoint(Path(checkpoint))
     check_public_layout(state, checkpoint)
     model = convert_state(state, like, dinov2_heads=dinov2_heads)
     del state
-    tmp = new_beside(out_dir)
-    try:
+    with building(out_dir, "convert anydoor") as tmp:
         save_anydoor(model, tmp)
-        mark(tmp, "convert anydoor")
-        swap_in(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted %s -> %s", checkpoint, out_dir)
     return out_dir

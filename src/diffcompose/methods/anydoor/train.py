@@ -27,7 +27,6 @@ of training writes ``output_dir/final/``, an AnyDoor model directory ``insert --
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from diffcompose.errors import InputError
 from diffcompose.methods.anydoor.config import AnyDoorTrainConfig
 from diffcompose.methods.anydoor.model import AnyDoorModel, save_anydoor, set_trainable
 from diffcompose.models import codec
-from diffcompose.outdir import mark, new_beside, swap_in
+from diffcompose.outdir import building
 from diffcompose.progress import CancelToken, ProgressCallback
 from diffcompose.training.loop import Recipe, export_copy, fit, start_run, warmup_factor, weight_dtype
 
@@ -166,13 +165,8 @@ def load_weights(model: AnyDoorModel, weights: dict[str, torch.Tensor], where: P
 def export_model(out: Path, model: AnyDoorModel, shadow: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``model`` (with the EMA weights ``shadow`` when given) as an AnyDoor directory at ``out``."""
     final = export_copy(model, shadow)
-    tmp = new_beside(out)
-    try:
-        built = save_anydoor(final, tmp / "model")
-        mark(built, "train anydoor")
-        swap_in(built, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with building(out, "train anydoor") as tmp:
+        save_anydoor(final, tmp)
     return out
 
 

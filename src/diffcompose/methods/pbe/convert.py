@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ import torch
 
 from diffcompose.errors import InputError
 from diffcompose.models.hub import read_safetensors
-from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
+from diffcompose.outdir import building, check_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -275,16 +274,11 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers)
     strict_load(encoder, enc_state, "image encoder")
 
-    tmp = new_beside(out_dir)
-    try:
+    with building(out_dir, "convert pbe") as tmp:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         encoder.save_pretrained(tmp / "image_encoder")
         PNDMScheduler.from_config(cfg["scheduler"]).save_pretrained(tmp / "scheduler")
         (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
-        mark(tmp, "convert pbe")
-        swap_in(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted %s -> %s", checkpoint, out_dir)
     return out_dir

@@ -41,7 +41,7 @@ from diffcompose.methods.smartbrush.model import (
     target_mask, to_smartbrush,
 )
 from diffcompose.models import codec
-from diffcompose.outdir import check_out_dir, mark, new_beside, swap_in
+from diffcompose.outdir import building, check_out_dir
 from diffcompose.progress import CancelToken, ProgressCallback
 from diffcompose.training.loop import Recipe, check_checkpoint, export_copy, fit, start_run, weight_dtype
 
@@ -161,15 +161,13 @@ def export_model(out: Path, unet: Any, parts: Parts, init: str, shadow: dict[str
     from diffusers import DDIMScheduler
 
     final = export_copy(unet, shadow)
-    tmp = new_beside(out)
-    final.save_pretrained(tmp / "unet", safe_serialization=True)
-    copy.deepcopy(parts.vae).float().save_pretrained(tmp / "vae", safe_serialization=True)
-    copy.deepcopy(parts.text_encoder).float().save_pretrained(tmp / "text_encoder", safe_serialization=True)
-    parts.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    DDIMScheduler.from_config(parts.scheduler_config).save_pretrained(tmp / "scheduler")
-    (tmp / "model_index.json").write_text(json.dumps(model_index(init=init, init_kind=parts.kind), indent=2))
-    mark(tmp, "train smartbrush")
-    swap_in(tmp, out)
+    with building(out, "train smartbrush") as tmp:
+        final.save_pretrained(tmp / "unet", safe_serialization=True)
+        copy.deepcopy(parts.vae).float().save_pretrained(tmp / "vae", safe_serialization=True)
+        copy.deepcopy(parts.text_encoder).float().save_pretrained(tmp / "text_encoder", safe_serialization=True)
+        parts.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        DDIMScheduler.from_config(parts.scheduler_config).save_pretrained(tmp / "scheduler")
+        (tmp / "model_index.json").write_text(json.dumps(model_index(init=init, init_kind=parts.kind), indent=2))
     return out
 
 
