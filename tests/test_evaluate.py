@@ -229,7 +229,7 @@ def test_fid_of_a_group_is_the_frechet_distance_of_its_outputs_and_truths(batch_
     assert agg[0]["local-fid"] == pytest.approx(fid_from_features(lfake, lreal), rel=1e-6)
 
 
-def test_an_item_with_several_images_scores_their_mean_and_each_counts_in_fid_once(batch_dir) -> None:
+def test_an_item_with_several_images_scores_their_mean_and_each_counts_in_fid_once(batch_dir, monkeypatch) -> None:
     from diffcompose.evaluation.fid import FIDInceptionV3, fid_from_features, inception_features
 
     import torch
@@ -240,7 +240,13 @@ def test_an_item_with_several_images_scores_their_mean_and_each_counts_in_fid_on
     torch.manual_seed(2)
     models = Models()
     models._cache["inception"] = FIDInceptionV3().eval()
+    from diffcompose.evaluation import evaluate as ev
+
+    loads = []
+    load_item = ev._load_item
+    monkeypatch.setattr(ev, "_load_item", lambda item: loads.append(item["id"]) or load_item(item))
     scored, agg = evaluate_items([both, items["rm-good"]], ["fmse", "psnr", "fid"], models, explicit=True)
+    assert loads == ["rm-both", "rm-good"]  # each item's images are read once for all its metrics
     photo = np.asarray(Image.open(batch_dir.parent / "inputs" / "photo.png"))
     mask = np.asarray(Image.open(batch_dir.parent / "inputs" / "mask.png")) > 127
     outs = [np.asarray(Image.open(batch_dir / "outputs" / f"{i}.png")) for i in ("rm-good", "rm-flat")]

@@ -4,7 +4,7 @@ Every command that writes a directory (``convert``, ``train``; later ``batch`` a
 ``evaluate``) puts :data:`MARKER` in it, and replaces or writes into an existing folder
 only when that marker is there. The working directory, its parents and any folder holding
 an input are refused outright. A new folder is built beside its target and moved into place
-when complete (:func:`swap_in`), so an interrupted run leaves the old one intact.
+when complete (:func:`building`, :func:`swap_in`), so an interrupted run leaves the old one intact.
 No torch here: commands check their output before importing it.
 """
 

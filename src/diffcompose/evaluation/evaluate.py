@@ -308,8 +308,10 @@ def _model_metric(name: str, d: Loaded, models: Models) -> float:
     return image_similarity(models.get("clip" if name == "clip-i" else "dino"), d.crop(d.output), d.reference)
 
 
-def score_item(item: dict, metrics: list[str], models: Models, explicit: bool) -> dict:
-    """``item`` with ``scores`` {metric: value} and ``skipped`` {metric: reason} (per-item metrics only)."""
+def score_item(item: dict, metrics: list[str], models: Models, explicit: bool,
+               features: dict[str, dict[str, list]] | None = None) -> dict:
+    """``item`` with ``scores`` {metric: value} and ``skipped`` {metric: reason}. A set metric (FID)
+    has no per-item value: the item's Inception features go into ``features[metric]`` (its group's)."""
     scores: dict[str, float] = {}
     skipped: dict[str, str] = {}
     item = {**item, "scores": scores, "skipped": skipped}
@@ -325,6 +327,10 @@ def score_item(item: dict, metrics: list[str], models: Models, explicit: bool) -
         return item
     for m in metrics:  # an item with several images scores their mean
         try:
+            if m in SET_METRICS:  # each image is one fake; the item's real image counts once
+                for k, d in enumerate(outputs):
+                    _collect(m, d, models, (features or {}).setdefault(m, {}), real_too=k == 0)
+                continue
             values = [_pixel(m, d) if m in PIXEL_METRICS else _model_metric(m, d, models) for d in outputs]
             scores[m] = float(np.mean(values))
         except Skip as exc:
@@ -381,26 +387,7 @@ def evaluate_items(items: list[dict], metrics: list[str], models: Models, explic
     groups: dict[tuple, dict[str, dict[str, list]]] = defaultdict(lambda: {m: {} for m in SET_METRICS})
     scored = []
     for i, item in enumerate(items):
-        feats = groups[(item.get("task"), variant(item))]
-        s = score_item(item, [m for m in metrics if m not in SET_METRICS], models, explicit)
-        loaded: list[Loaded] = []  # read once for both set metrics; every image of the item counts
-        for m in (m for m in metrics if m in SET_METRICS):
-            if s.get("status") != "ok" or not s.get("outputs"):
-                s["skipped"][m] = "the item failed" if s.get("status") != "ok" else "no output"
-                continue
-            try:
-                if not loaded:
-                    loaded.extend(_load_item(s))
-                for k, d in enumerate(loaded):  # each image is one fake; the item's real image counts once
-                    _collect(m, d, models, feats[m], real_too=k == 0)
-            except Skip as exc:
-                s["skipped"][m] = str(exc)
-            except WeightsMissingError as exc:
-                if explicit:
-                    raise
-                s["skipped"][m] = f"weights missing: {exc}"
-            except InputError as exc:
-                s["skipped"][m] = str(exc)
+        s = score_item(item, metrics, models, explicit, features=groups[(item.get("task"), variant(item))])
         scored.append(s)
         if on_item:
             on_item(i + 1, len(items))
