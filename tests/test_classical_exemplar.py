@@ -363,3 +363,23 @@ def test_quality_benchmark_reports_the_texture_distance(capsys, testdata) -> Non
     speed_rows = [r[1].strip() for r in rows if len(r) == 5]  # engine, wall, CPU
     assert quality_rows == speed_rows == ["classical:telea", "classical:patchmatch"]
     assert "| engine | s (wall) | s (CPU) |" in out
+
+
+def test_removal_tradeoff_benchmark_gates_by_contrast_and_prints_every_table(capsys, testdata) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import removal_tradeoff as rt
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    flat = np.full((40, 40, 3), 120, np.float32)
+    stripes = flat.copy()
+    stripes[:, ::2] = 20  # local standard deviation 50 grey levels
+    assert rt.texture_gate(flat, 24).max() == 0 and rt.texture_gate(stripes, 24)[10:30, 10:30].min() == 1
+    rt.main(["--limit", "1", "--per-photo", "1", "--max-side", "256", "--testdata", str(testdata), "--more"])
+    out = capsys.readouterr().out
+    for row in ("| patchmatch |", "| 0.5 ns + 0.5 patchmatch |", "| patchmatch gated to ns, t 24 |",
+                "| patchmatch, patch radius 5 |", "| patchmatch detail over ns, sigma 4 |",
+                "| patchmatch guided to blurred fsr-fast, weight 1 |", "| shift-map (whole photo) |",
+                "| share of pixels |"):
+        assert row in out, row
+    assert "by the truth's local standard deviation" in out and "by the hole's thickness" in out
