@@ -5,7 +5,8 @@ stride (8 for the VAE, 64 for a UNet with three downsamplings in latent space). 
 photos of any size and aspect ratio. :func:`plan_window` picks a window around the region
 (with context), and a working size for it; :class:`Window` cuts it out and puts results
 back. Only the window's pixels can ever change. Engines state what they want as a
-:class:`WindowPolicy`; :mod:`diffcompose.regions.runner` applies it for every engine.
+:class:`WindowPolicy`; the windowed runner, :meth:`diffcompose.methods.engine.Engine.execute`,
+applies it for every engine.
 """
 
 from __future__ import annotations
