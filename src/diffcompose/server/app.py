@@ -1,74 +1,17 @@
 """The HTTP API and the page: an ASGI app made by :func:`create_app` (``diffcompose serve`` runs it on uvicorn).
 
-Why FastAPI (on Starlette): the issue asks for an OpenAPI document served at ``/docs``;
-FastAPI writes it (and serves Swagger UI), and we only add what it cannot see (the multipart
-body and one schema per engine options dataclass, from :mod:`diffcompose.server.schema`).
+Why FastAPI (on Starlette): the API must be documented by an OpenAPI document served at
+``/docs``; FastAPI writes it (and serves Swagger UI), and we only add what it cannot see (the
+multipart body and one schema per engine options dataclass, from :mod:`diffcompose.server.schema`).
 Everything else is plain Starlette underneath (streaming responses for SSE, static files,
 pure ASGI middleware for the token and the body limit), so the extra dependency buys the
 documentation without a second framework. Its import costs about 0.3 s, paid only by ``serve``.
 
-HTTP API contract (the page in ``server/static`` uses it; change both together)
-================================================================================
-
-Auth
-    With a token (always when the server listens off loopback), every request (page, static
-    files, API, SSE, docs) carries ``Authorization: Bearer <token>`` or ``?token=<token>``
-    (the page reads it from its own URL ``/?token=...`` and adds it to every fetch and
-    EventSource). Missing or wrong: 401 ``{"error": "..."}``.
-Errors
-    Every 4xx/5xx body is JSON ``{"error": "<one line>"}``: for bad input, the same line the
-    CLI prints after ``diffcompose: error:``. 400 bad input; 401 token; 404 unknown job,
-    result or preview; 409 result not ready; 413 body above ``--max-upload-mb``; 429 queue
-    full (``Retry-After`` header, seconds); 503 missing weights or packages; 500 a bug.
-``GET /``, ``GET /static/<file>``
-    The page and its JS/CSS (package data ``diffcompose/server/static/``).
-``GET /api/health``
-    ``{"version", "device", "queued", "running", "jobs", "torch_loaded", "engines_loaded"}``;
-    ``device`` is ``--device`` or ``"auto"`` (resolved when a diffusion engine first loads).
-``GET /api/tasks``
-    ``[{"name", "summary", "inputs": [{"name", "kind": image|mask|box|text|points, "required", "help"}], "engines"}]``.
-``GET /api/engines``
-    ``[{"name", "summary", "available", "reason", "default_model", "tasks": {TASK: {"options":
-    [{"name", "type": int|float|bool|str|choice, "default", "min", "max", "min_exclusive",
-    "max_exclusive", "choices", "nullable", "help"}]}}}]``, generated from the options dataclasses.
-``POST /api/jobs`` (multipart/form-data)
-    File fields named like the task's inputs (``image``, ``mask``, ``reference``,
-    ``reference_mask``, ``object``, ``object_mask``, ``condition``, ``edited_condition``,
-    ``shape_mask``; ``paste``'s background is ``image``), each decoded as an image whatever its
-    name or type, and one text field ``request``: JSON ``{"task", "engine": "auto", "seed": 0,
-    "model": null, "options": {}, "box": [x0,y0,x1,y1]|null, "prompt": null,
-    "points": [[x,y,label],...]|null, "paste_back": true, "margin": null}`` plus the task's
-    other text inputs by name (``negative_prompt``, ``condition_type``). Everything is
-    validated before the job is queued. 202 ``{"id", "status": "queued"}``.
-``GET /api/jobs/{id}``
-    ``{"id", "task", "engine", "seed", "status": queued|running|done|error|cancelled, "step",
-    "total", "error", "results", "created", "expires"}`` (times: Unix seconds).
-``GET /api/jobs/{id}/events``
-    Server-Sent Events: ``progress`` ``{"step", "total", "task", "timestep", "elapsed",
-    "preview"}``; ``preview`` ``{"step", "url"}`` (the latest preview PNG); then exactly one of
-    ``done`` ``{"results"}``, ``error`` ``{"error"}``, ``cancelled`` ``{}``, and the stream
-    ends. A client that connects late gets the current state first (the last progress event,
-    the last preview, the end).
-``GET /api/jobs/{id}/preview``
-    The latest preview PNG (404 if none yet): the engine's working window around the region
-    (the crop it works on, at its working size), not the whole image.
-``POST /api/jobs/{id}/cancel``
-    ``{"id", "status"}``; a queued job is cancelled at once, a running one within one step.
-``GET /api/jobs/{id}/result?index=0``
-    ``image/png`` with headers ``X-Diffcompose-Seed``, ``X-Diffcompose-Engine``,
-    ``X-Diffcompose-Task`` and the same in the PNG's text chunks (``diffcompose:seed``, ...).
-    ``segment`` returns the mask (mode L, white = object). 409 while not done. Results are
-    kept until the job expires (``expires``), however often they are fetched, or until
-    ``--max-results`` later jobs have ended (the oldest ended job is forgotten first).
-``POST /api/run``
-    Same multipart as ``/api/jobs``, waits for the result and returns the PNG (for quick
-    engines such as ``classical``); goes through the same queue and limits. With several
-    results (``num_images``) it returns the first; ``X-Diffcompose-Results`` says how many
-    there were (use ``/api/jobs`` to get them all).
-``GET /docs``, ``GET /docs/swagger``, ``GET /openapi.json``
-    The OpenAPI document (with ``?token=`` when a token is set); ``/docs`` renders it as one
-    plain HTML page that works offline (:mod:`diffcompose.server.reference`), ``/docs/swagger``
-    is Swagger UI (its assets come from a CDN).
+The HTTP contract (auth, errors, the request JSON, events, jobs, security) is written once,
+in ``static/api-guide.md``; the page in ``static/`` is its first client, so change both
+together. ``/docs`` shows that guide with the reference made from the OpenAPI document
+(:mod:`diffcompose.server.reference`), and ``docs/http-api.md`` in the repository is
+generated from the same two sources.
 """
 
 from __future__ import annotations
@@ -214,8 +157,8 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
         await run_in_threadpool(jobs.shutdown)  # running jobs are cancelled, the results folder removed
 
     app = FastAPI(title="diffcompose", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
-                  description="Object-level image editing over HTTP. See the contract in "
-                              "diffcompose/server/app.py and the README.")
+                  description="Object-level image editing over HTTP: the guide below, then every endpoint "
+                              "and schema.")
     app.state.settings, app.state.engines, app.state.jobs = settings, engines, jobs
 
     # ------------------------------------------------------------------ errors: one JSON line each
