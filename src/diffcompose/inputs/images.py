@@ -2,7 +2,7 @@
 
 Internal form: ``numpy.ndarray`` of dtype ``uint8``, shape ``(H, W, 3)``, RGB.
 
-Conversion rule for other modes (documented in the README):
+Conversion rule for other modes (documented in docs/conventions.md):
 
 * EXIF orientation is applied, so pixels are as a viewer shows them;
 * grey (``1``, ``L``) is replicated to three channels;

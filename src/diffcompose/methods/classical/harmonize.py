@@ -4,7 +4,7 @@
 object's per-channel mean and standard deviation move toward those of a ring of pixels
 around it (``strength`` = how far; 1 = all the way). An object rarely shares its
 surroundings' colours, so the default goes 30% of the way, and the change of contrast is
-clamped: on the quality benchmark (README) that beats both the full transfer and doing
+clamped: on the quality benchmark (docs/benchmarks.md) that beats both the full transfer and doing
 nothing. When the clean background is known, its pixels under the object and the ring
 are the reference instead (nothing of the object leaks into it).
 
