@@ -80,6 +80,17 @@ def test_every_registered_engine_has_its_page_and_the_index_links_it() -> None:
     assert pages <= set(names), f"pages of engines that are not registered: {sorted(pages - set(names))}"
 
 
+def test_engine_pages_state_the_registered_tasks_and_priority() -> None:
+    """The two facts every engine page states about its registration; a changed registration fails here."""
+    wrong = []
+    for info in all_engines():
+        page = (DOCS / "engines" / f"{info.name}.md").read_text(encoding="utf-8")
+        wrong += [f"{info.name}: task `{t}` not named" for t in info.tasks if f"`{t}`" not in page]
+        if not re.search(rf"priority {info.priority}\b", page, flags=re.I):
+            wrong.append(f"{info.name}: 'priority {info.priority}' not stated")
+    assert not wrong, "; ".join(wrong)
+
+
 def cli_commands() -> list[str]:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
