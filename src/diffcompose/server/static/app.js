@@ -1,6 +1,6 @@
 // diffcompose web page: paint or segment a mask, pick a task and engine, run, watch, compare, download.
 // Plain JS, no build step, no external resources. It speaks the HTTP API documented in
-// diffcompose/server/app.py (change both together). The mask lives in a canvas at the image's
+// diffcompose/server/static/api-guide.md (change both together). The mask lives in a canvas at the image's
 // full size; the view scales. Every request carries the access token from the page's own URL.
 "use strict";
 
@@ -458,7 +458,7 @@ function setBrush(size) {
 
 function taskInputs(task) { return Object.fromEntries(S.tasks[task].inputs.map((i) => [i.name, i])); }
 
-// The multipart body of /api/jobs and /api/run (see app.py).
+// The multipart body of /api/jobs and /api/run (see api-guide.md, "The request").
 async function buildForm(task, engine, extraRequest) {
   if (!S.imageFile) throw new Error("open an image first");
   const inputs = taskInputs(task);
