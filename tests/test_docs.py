@@ -237,6 +237,15 @@ def test_http_api_page_is_what_the_generator_writes_now() -> None:
         "docs/http-api.md is stale: run python -m diffcompose.server.reference --markdown -o docs/http-api.md")
 
 
+def test_the_generator_command_writes_the_page(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from diffcompose.server.reference import main
+
+    out = tmp_path / "http-api.md"
+    assert main(["--markdown", "-o", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == (DOCS / "http-api.md").read_text(encoding="utf-8")
+
+
 def test_the_docs_page_of_the_server_shows_the_guide() -> None:
     from diffcompose.server.reference import guide_text, render_reference
 
