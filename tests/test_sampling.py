@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from diffcompose.errors import Cancelled  # noqa: E402
+from diffcompose.methods.options import SCHEDULERS  # noqa: E402
 from diffcompose.models.sampling import denoise, make_scheduler  # noqa: E402
 from diffcompose.progress import CancelToken, Progress  # noqa: E402
 
@@ -93,3 +94,9 @@ def test_cancel_stops_after_the_hooked_step() -> None:
     with pytest.raises(Cancelled):
         _run(after_step=cancel_at_two, cancel=token)
     assert seen == [0, 1]
+
+
+def test_every_scheduler_the_options_offer_is_built() -> None:
+    built = {name: type(make_scheduler(name, CONFIG)).__name__ for name in SCHEDULERS}
+    assert built == {"plms": "PNDMScheduler", "ddim": "DDIMScheduler", "euler": "EulerDiscreteScheduler",
+                     "dpm": "DPMSolverMultistepScheduler"}

@@ -12,7 +12,7 @@ cancellation, and an optional hook between steps for engines that edit the laten
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 
@@ -21,7 +21,6 @@ from diffcompose.progress import Progress
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``after_step(step index, timestep, latents) -> replacement latents or None`` (see :func:`denoise`).
 AfterStep = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
-SchedulerName = Literal["plms", "ddim", "euler", "dpm"]
 
 
 def guide(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -52,7 +51,8 @@ def to_epsilon(prediction: torch.Tensor, z_t: torch.Tensor, alpha_bar: torch.Ten
 
 
 def make_scheduler(name: str, config: dict[str, Any]) -> Any:
-    """An inference scheduler sharing the model's training noise schedule."""
+    """An inference scheduler sharing the model's training noise schedule; ``name`` is one of
+    :data:`diffcompose.methods.options.SCHEDULERS` (the choices the engines' options offer)."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler
 
     classes = {"plms": PNDMScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler,
