@@ -413,6 +413,30 @@ def _force_inner_mask(monkeypatch, unet) -> None:
     monkeypatch.setattr(unet, "forward", forward)
 
 
+def test_the_mask_blend_keeps_the_conditional_logit_and_restores_the_background_outside_it() -> None:
+    from diffcompose.methods.smartbrush.engine import ObjectMaskBlend
+    from diffcompose.methods.smartbrush.options import SmartBrushOptions
+
+    user = torch.zeros(1, 1, 8, 8)
+    user[..., 1:7, 1:7] = 1.0  # the user's (latent) box
+    z0 = torch.full((1, 4, 8, 8), -1.0)
+    out = torch.zeros(2, 5, 8, 8)  # [uncond, cond] halves, 4 noise channels + the mask head
+    out[:, :MASK_CHANNEL] = torch.arange(2.0).view(2, 1, 1, 1)
+    out[0, MASK_CHANNEL] = 10.0  # the unconditional half says "object" everywhere: ignored
+    out[1, MASK_CHANNEL] = -10.0
+    out[1, MASK_CHANNEL, 3:5, 3:5] = 10.0  # the conditional half: a small object inside the box
+    blend = ObjectMaskBlend(user, z0, SmartBrushOptions(mask_smoothing=0.0, mask_margin=0), cells=0, guided=True)
+    eps = blend.keep_logit(out)
+    assert torch.equal(eps, out[:, :MASK_CHANNEL])  # the noise prediction goes on to the sampler untouched
+    stepped = torch.full((1, 4, 8, 8), 5.0)
+    blended = blend(0, torch.tensor(999), stepped)
+    inside = torch.zeros(8, 8, dtype=torch.bool)
+    inside[3:5, 3:5] = True
+    assert torch.equal(blended[0, :, inside], stepped[0, :, inside])  # the new latents where the object is
+    assert torch.equal(blended[0, :, ~inside], z0[0, :, ~inside])  # the original everywhere else, box included
+    assert torch.equal(blend.prob[0, 0] > 0.5, inside)  # what the final mask is made from
+
+
 def test_untrained_head_keeps_the_users_region(engine, photo) -> None:
     image = _photo(photo)
     box = np.zeros((SIZE, SIZE), bool)

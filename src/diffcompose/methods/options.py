@@ -6,11 +6,16 @@ source of truth for the Python API, the CLI flags and their help. :func:`build_o
 turns values (Python objects from the API, or strings from the CLI) into an instance, by
 that engine's own rules: its types, its ``Literal`` choices, its checks. NaN and infinity
 are refused for every float option.
+
+The options the diffusion samplers share (steps, guidance scale, scheduler, ...) have their
+ranges here, once: an engine's class extends :class:`SamplerOptions` and declares them with
+:func:`sampler_option`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -177,3 +182,115 @@ def build_options(cls: type, values: dict[str, Any], *, engine: str, task: str) 
         return cls(**typed)
     except TypeError as exc:
         raise InputError(f"bad option for {engine} {task}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- the sampler options engines share
+
+#: The schedulers :func:`diffcompose.models.sampling.make_scheduler` builds; an engine offers some of them.
+SCHEDULERS = ("plms", "ddim", "euler", "dpm")
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedOption:
+    """One option the diffusion samplers share: its type (``kind``), the default and help most
+    engines give it (``help=None``: each engine says its own), and its range (``lo``..``hi``, or
+    ``choices``)."""
+
+    kind: type
+    default: Any
+    help: str | None
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+#: The sampler options and their ranges, written once. The float ranges are written as floats and
+#: the int ones as ints: the error message and the HTTP schema show them as written.
+SAMPLER_OPTIONS: dict[str, SharedOption] = {
+    "steps": SharedOption(int, 50, "denoising steps", 1, 1000),
+    "guidance_scale": SharedOption(float, 7.5, "classifier-free guidance scale: how closely the fill follows the "
+                                               "prompt (1 = no guidance)", 0.0, 50.0),
+    "scheduler": SharedOption(str, "plms", None, choices=SCHEDULERS),
+    "eta": SharedOption(float, 0.0, "DDIM noise (0 = deterministic; ddim only)", 0.0, 1.0),
+    "num_images": SharedOption(int, 1, "how many results to make, in one batch", 1, 64),
+    "context": SharedOption(float, 0.5, "context around the region in the window, as a share of its size", 0.0,
+                            10.0),
+    "resolution": SharedOption(int, None, "working size in pixels (default: the model's native size, 512 for SD "
+                                          "1.5)", 64, 2048),
+}
+
+#: Metadata key of a field made by :func:`sampler_option` (its value: the shared option's name).
+SAMPLER_KEY = "sampler"
+
+
+def sampler_option(name: str, default: Any = dataclasses.MISSING, help: str | None = None) -> Any:
+    """The field of shared sampler option ``name`` for an engine's options class (a
+    :class:`SamplerOptions`), with the engine's own ``default`` and ``help`` where they differ
+    from the shared ones. Its range is the shared one, checked by :class:`SamplerOptions`.
+
+    A field rather than an inherited one, so that each engine keeps its options in its own
+    order (the order of its CLI help and of its HTTP schema).
+    """
+    shared = SAMPLER_OPTIONS[name]
+    default = shared.default if default is dataclasses.MISSING else default
+    help = help if help is not None else shared.help
+    if help is None:
+        raise TypeError(f"sampler option {name!r} has no shared help: the engine gives its own")
+    return option(default, help, **{SAMPLER_KEY: name})
+
+
+@functools.lru_cache(maxsize=None)
+def sampler_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...] | None, bool], ...]:
+    """``(name, choices, nullable)`` of each shared sampler option ``cls`` declares, in field order
+    (``choices``: those of the engine's own ``Literal``; ``None`` for a number).
+
+    A declaration that does not fit the shared option (another field name, choices the sampler
+    does not have, a number where choices are expected) is a programming error: ``TypeError``.
+    """
+    hints = field_types(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if SAMPLER_KEY not in f.metadata:
+            continue
+        inner, nullable = unwrap_optional(hints[f.name])
+        choices = typing.get_args(inner) if typing.get_origin(inner) is Literal else None
+        if not _fits(f.name, f.metadata[SAMPLER_KEY], inner, choices):
+            raise TypeError(f"{cls.__name__}.{f.name} does not fit sampler option {f.metadata[SAMPLER_KEY]!r}")
+        out.append((f.name, choices, nullable))
+    return tuple(out)
+
+
+def _fits(field_name: str, shared_name: str, tp: Any, choices: tuple[Any, ...] | None) -> bool:
+    """Whether a field (type ``tp``, ``choices`` of its ``Literal``) declared as shared option
+    ``shared_name`` is that option: the same name and type, with some of the shared choices
+    exactly where the shared option has them."""
+    shared = SAMPLER_OPTIONS[shared_name]
+    if field_name != shared_name or (choices is None) != (shared.choices is None):
+        return False
+    if choices is None:
+        return tp is shared.kind
+    return set(choices) <= set(shared.choices or ())
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerOptions:
+    """Base of a diffusion engine's options: it checks the shared sampler options (steps,
+    guidance_scale, scheduler, eta, num_images, context, resolution) that the engine declares
+    with :func:`sampler_option`, against their one range in :data:`SAMPLER_OPTIONS`.
+
+    The engine's class extends it: it declares the shared options it has among its own, in its
+    own order, with its defaults and help, and its ``__post_init__`` (for its own options) calls
+    this one first. An engine whose range differs from the shared one declares that option with
+    :func:`option` and checks it itself.
+    """
+
+    def __post_init__(self) -> None:
+        for name, choices, nullable in sampler_fields(type(self)):
+            value = getattr(self, name)
+            if value is None and nullable:
+                continue
+            if choices is not None:
+                check_choice(name, value, choices)
+            else:
+                shared = SAMPLER_OPTIONS[name]
+                check_range(name, value, shared.lo, shared.hi)

@@ -5,20 +5,22 @@ closure over whatever it conditions on (Paint-by-Example's 9-channel input and i
 context, ControlNet residuals, an extra input embedding, an extra output channel that it
 keeps for itself). :func:`denoise` owns the rest: the scheduler, classifier-free guidance
 (one batched call on ``[uncond, cond]`` per step), the seeded generator, progress and
-cancellation. :func:`guide` and :func:`to_epsilon` are shared with FreeCompose's DDS.
+cancellation, and an optional hook between steps for engines that edit the latents there.
+:func:`guide` and :func:`to_epsilon` are shared with FreeCompose's DDS.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 
 from diffcompose.progress import Progress
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-SchedulerName = Literal["plms", "ddim", "euler", "dpm"]
+#: ``after_step(step index, timestep, latents) -> replacement latents or None`` (see :func:`denoise`).
+AfterStep = Callable[[int, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 
 
 def guide(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -49,7 +51,8 @@ def to_epsilon(prediction: torch.Tensor, z_t: torch.Tensor, alpha_bar: torch.Ten
 
 
 def make_scheduler(name: str, config: dict[str, Any]) -> Any:
-    """An inference scheduler sharing the model's training noise schedule."""
+    """An inference scheduler sharing the model's training noise schedule; ``name`` is one of
+    :data:`diffcompose.methods.options.SCHEDULERS` (the choices the engines' options offer)."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, PNDMScheduler
 
     classes = {"plms": PNDMScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler,
@@ -77,21 +80,33 @@ def step_kwargs(scheduler: Any, eta: float, generator: torch.Generator) -> dict[
 
 def denoise(model: ModelFn, scheduler: Any, latents: torch.Tensor, *, guidance_scale: float,
             generator: torch.Generator, progress: Progress, eta: float = 0.0,
-            preview: Callable[[torch.Tensor], Any] | None = None, guide_below_one: bool = False) -> torch.Tensor:
+            preview: Callable[[torch.Tensor], Any] | None = None, guide_below_one: bool = False,
+            after_step: AfterStep | None = None) -> torch.Tensor:
     """Run ``scheduler``'s timesteps (set by the caller) from ``latents``; returns the final latents.
 
     With guidance (:func:`is_guided`, ``below_one=guide_below_one``), ``model`` is called once
     per step on the batch ``[latents, latents]`` and its output split into the unconditional
     and conditional halves. ``preview(latents)``, when given, becomes the events' lazy preview.
+
+    ``after_step(i, t, latents)``, when given, is called after each scheduler step (``i`` counts
+    from 0, ``t`` is that step's timestep) with the stepped latents; what it returns, unless
+    ``None``, replaces them. It is how an engine edits the sampler's state between steps
+    (SmartBrush blends the original background back in) without a copy of this loop. The
+    step's progress event (and its preview) comes after it, so it shows the latents the next
+    step starts from.
     """
     guided = is_guided(guidance_scale, below_one=guide_below_one)
     kwargs = step_kwargs(scheduler, eta, generator)
-    for t in scheduler.timesteps:
+    for i, t in enumerate(scheduler.timesteps):
         x = torch.cat([latents, latents]) if guided else latents
         pred = model(scheduler.scale_model_input(x, t), t)
         if guided:
             pred = guide(*pred.chunk(2), guidance_scale)
         latents = scheduler.step(pred, t, latents, **kwargs).prev_sample
+        if after_step is not None:
+            replaced = after_step(i, t, latents)
+            if replaced is not None:
+                latents = replaced
         snapshot = latents
         progress.step(timestep=int(t), preview=None if preview is None else (lambda z=snapshot: preview(z)))
     return latents

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffcompose.methods.options import check_range, option
+from diffcompose.methods.options import SamplerOptions, check_range, option, sampler_option
 from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
 
 ENGINE = "anydoor"
@@ -15,12 +15,13 @@ NO_DEFAULT_MODEL = "none"
 
 
 @dataclass(frozen=True)
-class AnyDoorInsertOptions:
-    steps: int = option(50, "DDIM steps (eta 0, as published)")
-    guidance_scale: float = option(5.0, "classifier-free guidance scale: how closely the object follows the "
-                                        "reference (1 = no guidance; below 1 leans to the unconditional result)")
+class AnyDoorInsertOptions(SamplerOptions):
+    steps: int = sampler_option("steps", help="DDIM steps (eta 0, as published)")
+    guidance_scale: float = sampler_option(
+        "guidance_scale", 5.0, "classifier-free guidance scale: how closely the object follows the reference "
+                               "(1 = no guidance; below 1 leans to the unconditional result)")
     control_strength: float = option(1.0, "weight of the detail extractor's (ControlNet's) residuals")
-    num_images: int = option(1, "how many results to make, in one batch")
+    num_images: int = sampler_option("num_images")
     ratios: Literal["inference", "demo"] = option(
         "inference", "how the expansion ratios are drawn (by the seed) when not given: as the public batch "
                      "inference (reference 1.2, box 1.1, crop 1.5-2.9) or its demo and training (reference 1.1-1.4, "
@@ -39,10 +40,8 @@ class AnyDoorInsertOptions:
     attention_slicing: bool = option(False, "compute attention in slices (less GPU memory, a little slower)")
 
     def __post_init__(self) -> None:
-        check_range("steps", self.steps, 1, 1000)
-        check_range("guidance_scale", self.guidance_scale, 0.0, 50.0)
+        super().__post_init__()
         check_range("control_strength", self.control_strength, 0.0, 2.0)
-        check_range("num_images", self.num_images, 1, 64)
         if self.reference_ratio is not None:
             check_range("reference_ratio", self.reference_ratio, 1.0, 3.0)
         if self.box_ratio is not None:

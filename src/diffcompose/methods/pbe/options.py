@@ -5,42 +5,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffcompose.methods.options import check_range, option
+from diffcompose.errors import InputError
+from diffcompose.methods.options import SamplerOptions, option, sampler_option
 from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
 
 ENGINE = "pbe"
 
 
 @dataclass(frozen=True)
-class PaintOptions:
-    steps: int = option(50, "denoising steps")
-    guidance_scale: float = option(5.0, "classifier-free guidance scale: how closely the fill follows the reference "
-                                        "(1 = no guidance; below 1 leans to the unconditional fill)")
-    scheduler: Literal["plms", "ddim", "euler", "dpm"] = option(
-        "plms", "sampler: PLMS (PNDM without Runge-Kutta warm-up), DDIM, Euler, DPM-Solver++ (multistep)")
-    eta: float = option(0.0, "DDIM noise (0 = deterministic; ddim only)")
+class PaintOptions(SamplerOptions):
+    steps: int = sampler_option("steps")
+    guidance_scale: float = sampler_option(
+        "guidance_scale", 5.0, "classifier-free guidance scale: how closely the fill follows the reference "
+                               "(1 = no guidance; below 1 leans to the unconditional fill)")
+    scheduler: Literal["plms", "ddim", "euler", "dpm"] = sampler_option(
+        "scheduler", help="sampler: PLMS (PNDM without Runge-Kutta warm-up), DDIM, Euler, DPM-Solver++ (multistep)")
+    eta: float = sampler_option("eta")
     reference_preprocess: Literal["stretch", "crop"] = option(
         "stretch", "reference to CLIP's square: stretch the whole photo (original) or centre-crop it (diffusers)")
     latent_mask: Literal["bilinear", "nearest"] = option(
         "bilinear", "keep mask to latent size: bilinear (the original, as the published weights were trained; soft "
                     "at the hole's edge) or nearest (diffusers' pipeline)")
-    num_images: int = option(1, "how many results to make, in one batch")
+    num_images: int = sampler_option("num_images")
     crop: bool = option(True, "work in a square window around the mask (off: the whole image, resized)")
-    context: float = option(0.5, "context around the mask in the window, as a share of the mask's size")
-    resolution: int | None = option(None, "working size in pixels (default: the model's native size, 512)")
+    context: float = sampler_option("context", help="context around the mask in the window, as a share of the "
+                                                    "mask's size")
+    resolution: int | None = sampler_option("resolution", help="working size in pixels (default: the model's "
+                                                               "native size, 512)")
 
     def __post_init__(self) -> None:
-        check_range("steps", self.steps, 1, 1000)
-        check_range("guidance_scale", self.guidance_scale, 0.0, 50.0)
-        check_range("eta", self.eta, 0.0, 1.0)
-        check_range("num_images", self.num_images, 1, 64)
-        check_range("context", self.context, 0.0, 10.0)
-        if self.resolution is not None:
-            check_range("resolution", self.resolution, 64, 2048)
-            if self.resolution % 8:
-                from diffcompose.errors import InputError
-
-                raise InputError(f"--resolution must be a multiple of 8, got {self.resolution}")
+        super().__post_init__()
+        if self.resolution is not None and self.resolution % 8:  # Paint-by-Example's own rule
+            raise InputError(f"--resolution must be a multiple of 8, got {self.resolution}")
 
 
 DEFAULT_PBE = "Fantasy-Studio/Paint-by-Example"

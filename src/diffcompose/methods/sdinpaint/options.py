@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffcompose.methods.options import check_range, option
+from diffcompose.methods.options import SamplerOptions, sampler_option
 from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
 
 ENGINE = "sd-inpaint"
@@ -14,25 +14,15 @@ DEFAULT_SD_INPAINT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 
 
 @dataclass(frozen=True)
-class InpaintOptions:
-    steps: int = option(50, "denoising steps")
-    guidance_scale: float = option(7.5, "classifier-free guidance scale: how closely the fill follows the prompt "
-                                        "(1 = no guidance)")
-    scheduler: Literal["plms", "ddim", "euler", "dpm"] = option(
-        "plms", "sampler: PLMS (the checkpoint's PNDM), DDIM, Euler, DPM-Solver++ (multistep)")
-    eta: float = option(0.0, "DDIM noise (0 = deterministic; ddim only)")
-    num_images: int = option(1, "how many results to make, in one batch")
-    context: float = option(0.5, "context around the region in the window, as a share of its size")
-    resolution: int | None = option(None, "working size in pixels (default: the model's native size, 512 for SD 1.5)")
-
-    def __post_init__(self) -> None:
-        check_range("steps", self.steps, 1, 1000)
-        check_range("guidance_scale", self.guidance_scale, 0.0, 50.0)
-        check_range("eta", self.eta, 0.0, 1.0)
-        check_range("num_images", self.num_images, 1, 64)
-        check_range("context", self.context, 0.0, 10.0)
-        if self.resolution is not None:
-            check_range("resolution", self.resolution, 64, 2048)
+class InpaintOptions(SamplerOptions):
+    steps: int = sampler_option("steps")
+    guidance_scale: float = sampler_option("guidance_scale")
+    scheduler: Literal["plms", "ddim", "euler", "dpm"] = sampler_option(
+        "scheduler", help="sampler: PLMS (the checkpoint's PNDM), DDIM, Euler, DPM-Solver++ (multistep)")
+    eta: float = sampler_option("eta")
+    num_images: int = sampler_option("num_images")
+    context: float = sampler_option("context")
+    resolution: int | None = sampler_option("resolution")
 
 
 register(EngineInfo(

@@ -21,11 +21,10 @@ Per request (on the window the runner cuts around the region):
 Random draws, in order, from one generator: the initial noise, the VAE posterior sample of
 the masked image, then the scheduler's (eta > 0).
 
-The loop is this engine's own rather than :func:`~diffcompose.models.sampling.denoise`
-because the background blend happens between scheduler steps, on the scheduler's latents;
-it uses the same pieces (:func:`guide`, :func:`is_guided`, the scheduler factory, progress
-and cancellation per step). Only variance-preserving schedulers are offered: with them the
-latents are ``x_t`` itself, so ``z_0`` can be blended in as it is.
+The loop is :func:`~diffcompose.models.sampling.denoise`'s (guidance, progress, cancellation);
+the background blend happens between scheduler steps, on the scheduler's latents, through its
+``after_step`` hook (:class:`ObjectMaskBlend`). Only variance-preserving schedulers are offered:
+with them the latents are ``x_t`` itself, so ``z_0`` can be blended in as it is.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ from diffcompose.methods.smartbrush.precision import is_box
 from diffcompose.models import codec
 from diffcompose.models.device import make_generator
 from diffcompose.models.loader import TINY, SDComponents, encode_prompts, load_sd, resolve_sd
-from diffcompose.models.sampling import guide, initial_noise, is_guided, make_scheduler, step_kwargs
+from diffcompose.models.sampling import denoise, initial_noise, is_guided, make_scheduler
 from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
 
@@ -131,29 +130,51 @@ class SmartBrushEngine(DiffusionEngine):
             cond_in = torch.cat([cond_in, cond_in])
         latents = sched.add_noise(z0, noise, sched.timesteps[:1].repeat(n)) * m + z0 * (1 - m)
 
-        cells = math.ceil(options.mask_margin / stride)
-        prob = m.expand(n, -1, -1, -1).float()  # the time-smoothed object probability, from the user's mask
-        kwargs = step_kwargs(sched, options.eta, generator)
-        progress = ctx.progress("inpaint", len(sched.timesteps))
+        blend = ObjectMaskBlend(m, z0, options, cells=math.ceil(options.mask_margin / stride), guided=guided)
+
+        def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            out = sd.unet(torch.cat([x, cond_in], 1), t, encoder_hidden_states=context, class_labels=labels).sample
+            return blend.keep_logit(out)
+
         log.info("smartbrush %dx%d, precision %d, %d steps (%s)", image.shape[1], image.shape[0], level,
                  options.steps, options.scheduler)
-        for t in sched.timesteps:
-            x = torch.cat([latents, latents]) if guided else latents
-            out = sd.unet(torch.cat([sched.scale_model_input(x, t), cond_in], 1), t, encoder_hidden_states=context,
-                          class_labels=labels).sample
-            eps, logit = split_output(out)
-            if guided:
-                eps = guide(*eps.chunk(2), options.guidance_scale)
-                logit = logit.chunk(2)[1]
-            latents = sched.step(eps, t, latents, **kwargs).prev_sample
-            prob = options.mask_smoothing * prob + (1 - options.mask_smoothing) * torch.sigmoid(logit.float())
-            keep_new = blend_region(prob, m, options.mask_threshold, cells).to(dt)
-            latents = latents * keep_new + z0 * (1 - keep_new)
-            snapshot = latents
-            progress.step(timestep=int(t), preview=lambda z=snapshot: codec.tensor_to_images(
-                codec.decode(sd.vae, z[:1]))[0])
+        latents = denoise(model, sched, latents, guidance_scale=options.guidance_scale, generator=generator,
+                          progress=ctx.progress("inpaint", len(sched.timesteps)), eta=options.eta,
+                          preview=lambda z: codec.tensor_to_images(codec.decode(sd.vae, z[:1]))[0],
+                          after_step=blend)
         images = codec.tensor_to_images(codec.decode(sd.vae, latents).clamp(-1, 1))
-        return images, object_masks(prob, mask, options.mask_threshold, options.mask_margin)
+        return images, object_masks(blend.prob, mask, options.mask_threshold, options.mask_margin)
+
+
+class ObjectMaskBlend:
+    """The object mask SmartBrush estimates while sampling, and the background blend it drives (module
+    docstring, point 3), as the two hooks :func:`~diffcompose.models.sampling.denoise` offers.
+
+    :meth:`keep_logit` wraps the model function: it keeps the mask head's logit (of the conditional
+    half when guided) and hands the noise prediction on. Called after each scheduler step, the
+    object smooths the probability with that logit and returns the blended latents.
+    """
+
+    def __init__(self, user: torch.Tensor, z0: torch.Tensor, options: SmartBrushOptions, *, cells: int,
+                 guided: bool) -> None:
+        self.user, self.z0, self.options, self.cells, self.guided = user, z0, options, cells, guided
+        #: The time-smoothed object probability per image, starting from the user's (latent) mask.
+        self.prob = user.expand(z0.shape[0], -1, -1, -1).float()
+        self.logit: torch.Tensor | None = None
+
+    def keep_logit(self, out: torch.Tensor) -> torch.Tensor:
+        """The noise prediction of the UNet's output ``out``; its mask logit is kept for the next blend."""
+        eps, logit = split_output(out)
+        self.logit = logit.chunk(2)[1] if self.guided else logit
+        return eps
+
+    def __call__(self, step: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        if self.logit is None:
+            raise RuntimeError("the mask blend ran before the model function kept a logit")
+        a = self.options.mask_smoothing
+        self.prob = a * self.prob + (1 - a) * torch.sigmoid(self.logit.float())
+        keep_new = blend_region(self.prob, self.user, self.options.mask_threshold, self.cells).to(self.z0.dtype)
+        return latents * keep_new + self.z0 * (1 - keep_new)
 
 
 def blend_region(prob: torch.Tensor, user: torch.Tensor, threshold: float, cells: int) -> torch.Tensor:

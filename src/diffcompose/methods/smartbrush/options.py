@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from diffcompose.methods.options import check_range, option
+from diffcompose.methods.options import SamplerOptions, check_range, option, sampler_option
 from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
 from diffcompose.methods.smartbrush.precision import PRECISION_LEVELS
 
@@ -16,15 +16,14 @@ NO_DEFAULT_MODEL = "none"
 
 
 @dataclass(frozen=True)
-class SmartBrushOptions:
-    steps: int = option(50, "denoising steps")
-    guidance_scale: float = option(7.5, "classifier-free guidance scale: how closely the fill follows the prompt "
-                                        "(1 = no guidance)")
-    scheduler: Literal["ddim", "plms", "dpm"] = option(
-        "ddim", "sampler: DDIM, PLMS, DPM-Solver++ (multistep); all variance-preserving, as the background "
-                "blend needs")
-    eta: float = option(0.0, "DDIM noise (0 = deterministic; ddim only)")
-    num_images: int = option(1, "how many results to make, in one batch")
+class SmartBrushOptions(SamplerOptions):
+    steps: int = sampler_option("steps")
+    guidance_scale: float = sampler_option("guidance_scale")
+    scheduler: Literal["ddim", "plms", "dpm"] = sampler_option(
+        "scheduler", "ddim", "sampler: DDIM, PLMS, DPM-Solver++ (multistep); all variance-preserving, as the "
+                             "background blend needs")
+    eta: float = sampler_option("eta")
+    num_images: int = sampler_option("num_images")
     precision: int | None = option(
         None, f"how exactly the mask follows the object's shape: 0 = its exact outline .. {PRECISION_LEVELS} = "
               f"only a rough box (default: {PRECISION_LEVELS} for a box or rectangular mask, else 0)")
@@ -33,22 +32,16 @@ class SmartBrushOptions:
                                  "cells while sampling)")
     mask_smoothing: float = option(0.5, "weight of the previous steps' object mask in each step's estimate "
                                         "(0 = each step's prediction alone)")
-    context: float = option(0.5, "context around the region in the window, as a share of its size")
-    resolution: int | None = option(None, "working size in pixels (default: the model's native size, 512 for SD 1.5)")
+    context: float = sampler_option("context")
+    resolution: int | None = sampler_option("resolution")
 
     def __post_init__(self) -> None:
-        check_range("steps", self.steps, 1, 1000)
-        check_range("guidance_scale", self.guidance_scale, 0.0, 50.0)
-        check_range("eta", self.eta, 0.0, 1.0)
-        check_range("num_images", self.num_images, 1, 64)
+        super().__post_init__()
         if self.precision is not None:
             check_range("precision", self.precision, 0, PRECISION_LEVELS)
         check_range("mask_threshold", self.mask_threshold, 0.0, 1.0, lo_open=True, hi_open=True)
         check_range("mask_margin", self.mask_margin, 0, 512)
         check_range("mask_smoothing", self.mask_smoothing, 0.0, 1.0, hi_open=True)
-        check_range("context", self.context, 0.0, 10.0)
-        if self.resolution is not None:
-            check_range("resolution", self.resolution, 64, 2048)
 
 
 register(EngineInfo(
