@@ -84,7 +84,7 @@ def test_training_manifest_errors_are_one_line(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="training manifest not found"):
         read_training_manifest(tmp_path / "none.jsonl", None, (coco, jsonl), 0.0, 1.0)
-    for name, data, fragment in (("m.jsonl", b'{"image": 1}\n{"mask": 2}\n', r"not a valid \.jsonl manifest \(KeyError"),
+    for name, data, fragment in (("m.jsonl", b'{"image": 1}\n{"mask": 2}\n', r"valid \.jsonl manifest \(KeyError"),
                                  ("m.json", b"{}", r"not a valid COCO instances \.json manifest"),
                                  ("n.jsonl", b"\xff\xfe", "is not UTF-8 text")):
         (tmp_path / name).write_bytes(data)
