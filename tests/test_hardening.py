@@ -195,7 +195,7 @@ def test_convert_and_train_check_arguments_before_importing_torch(tmp_path):
 # ----------------------------------------------------------------------------- configs and manifests
 
 def test_config_values_are_read_by_their_types(tmp_path):
-    from diffcompose.training.config import config_from_dict
+    from diffcompose.methods.pbe.config import config_from_dict
 
     cfg = config_from_dict({"data": {"manifest": "m.jsonl"}, "train": {"learning_rate": "1e-5", "max_steps": "10"}})
     assert cfg.learning_rate == 1e-5 and isinstance(cfg.learning_rate, float) and cfg.max_steps == 10
@@ -233,7 +233,7 @@ def test_bad_configs_are_one_line(capsys, tmp_path, text, fragment):
 ])
 def test_bad_manifests_are_one_line(tmp_path, name, text, fragment):
     pytest.importorskip("torch")
-    from diffcompose.training.dataset import read_records
+    from diffcompose.methods.pbe.data import read_records
 
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "img.png")
     manifest = tmp_path / name

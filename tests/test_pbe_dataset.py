@@ -12,10 +12,10 @@ torch = pytest.importorskip("torch")
 from conftest import testdata_cases as cases_of  # noqa: E402
 from diffcompose.errors import InputError  # noqa: E402
 from diffcompose.inputs import Box  # noqa: E402
-from diffcompose.training.augment import Plan, ReferenceAugment  # noqa: E402
-from diffcompose.training.dataset import (  # noqa: E402
+from diffcompose.methods.pbe.augment import Plan, ReferenceAugment  # noqa: E402
+from diffcompose.methods.pbe.data import (  # noqa: E402
     Record, SelfReferenceDataset, hole_and_crop, pad_box, read_records, square_crop)
-from diffcompose.training.masks import bezier_mask, bezier_outline, box_mask, extend_box  # noqa: E402
+from diffcompose.methods.pbe.masks import bezier_mask, bezier_outline, box_mask, extend_box  # noqa: E402
 
 
 def random_box(rng: np.random.Generator) -> tuple[tuple[int, int], Box]:

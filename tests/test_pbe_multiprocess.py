@@ -31,8 +31,10 @@ def _worker(config: str, records: str) -> None:
     faulthandler.dump_traceback_later(120, exit=True)
     from accelerate import PartialState
 
-    from diffcompose.training import dataset, loop, trainer
-    from diffcompose.training.config import load_config
+    from diffcompose.methods.pbe import data as dataset
+    from diffcompose.methods.pbe import train as trainer
+    from diffcompose.methods.pbe.config import load_config
+    from diffcompose.training import loop
 
     torch.set_num_threads(1)
     rec: dict = {"samples": [], "batches": [], "weights": [], "writes": []}

@@ -14,9 +14,9 @@ pytest.importorskip("accelerate")
 
 from conftest import testdata_cases as cases_of  # noqa: E402
 from diffcompose.errors import InputError  # noqa: E402
-from diffcompose.training.config import TrainConfig, config_from_dict, load_config  # noqa: E402
+from diffcompose.methods.pbe.config import TrainConfig, config_from_dict, load_config  # noqa: E402
+from diffcompose.methods.pbe.train import condition_dropout, train  # noqa: E402
 from diffcompose.training.loop import warmup_factor  # noqa: E402
-from diffcompose.training.trainer import condition_dropout, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add contention (conftest)
@@ -126,7 +126,7 @@ def test_sd_inpainting_init_reorders_and_inverts_the_mask_channel(tmp_path):
     """SD inpainting: [z_t, mask (1 = hole), z_masked]; ours: [z_t, z_masked, keep = 1 - mask]."""
     from diffusers import UNet2DConditionModel
 
-    from diffcompose.training.model import build_model
+    from diffcompose.methods.pbe.train_model import build_model
 
     root = write_sd_init(tmp_path / "inpaint", in_channels=9)  # no image_encoder/: auto means sd-inpainting
     original = UNet2DConditionModel.from_pretrained(str(root / "unet")).conv_in

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, photo_module, one_thread):
     """A tiny model trained 3 steps from a text-to-image init (so its mask channels are no longer zero)."""
-    from diffcompose.training.trainer import train
+    from diffcompose.methods.pbe.train import train
 
     base = tmp_path_factory.mktemp("agree")
     Image.fromarray(photo_module).save(base / "photo.png")
@@ -62,7 +62,7 @@ def capture(module: torch.nn.Module, into: list):
 
 def one_sample(trained, image_size: int):
     """Sample 0 of the training data, with its hole binarised (a user's mask is binary)."""
-    from diffcompose.training.dataset import SelfReferenceDataset, read_records
+    from diffcompose.methods.pbe.data import SelfReferenceDataset, read_records
 
     ds = SelfReferenceDataset(read_records(trained / "train.jsonl"), resolution=RES, reference_size=image_size, seed=3)
     image, hole, reference = ds.sample(0)
@@ -76,8 +76,8 @@ def test_sampler_feeds_the_unet_what_training_fed_it(trained, posterior_mean):
 
     from diffcompose.methods.pbe.engine import PaintByExampleEngine
     from diffcompose.methods.pbe.reference import normalize
-    from diffcompose.training.model import build_model
-    from diffcompose.training.trainer import _loss
+    from diffcompose.methods.pbe.train import _loss
+    from diffcompose.methods.pbe.train_model import build_model
 
     final = trained / "run" / "final"
     model, vae, sched_config, _ = build_model(str(final), "pbe", "tiny", seed=0)
@@ -125,8 +125,8 @@ def test_training_drops_the_condition_per_batch(trained):
     """``_loss`` itself (not only the helper) trains whole micro-batches on the unconditional vector."""
     from diffusers import DDPMScheduler
 
-    from diffcompose.training.model import build_model
-    from diffcompose.training.trainer import _loss
+    from diffcompose.methods.pbe.train import _loss
+    from diffcompose.methods.pbe.train_model import build_model
 
     model, vae, sched_config, _ = build_model(str(trained / "run" / "final"), "pbe", "tiny", seed=0)
     drops = []

@@ -25,7 +25,9 @@ Manifest: JSON lines, one job per line; paths are relative to the manifest's fol
 
 A line that is not valid JSON (``NaN`` and ``Infinity`` are not), names an unknown task or
 input, misses a required input, or has a field of the wrong type is a *bad item*: its error
-is recorded in the results and the run goes on.
+is recorded in the results and the run goes on. Lines are split and parsed by the JSON-lines
+reader every trainer uses too (:mod:`diffcompose.training.manifest`: a byte-order mark is
+dropped; only ``\n``, ``\r\n`` and ``\r`` end a line).
 
 Output folder ``OUT_DIR``:
 
@@ -55,13 +57,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffcompose.errors import InputError
+from diffcompose.training.manifest import read_json_lines
 
 #: Input names whose values are values, not paths.
 VALUE_INPUTS = frozenset({"box", "points", "prompt", "negative_prompt", "condition_type"})
@@ -94,17 +96,6 @@ class Item:
         blob = json.dumps([self.task, self.engine, self.inputs, self.options, self.seed, self.ground_truth,
                            self.model, self.error], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is too large for a number")
-    return value
 
 
 def _task_inputs(task: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -178,24 +169,20 @@ def read_manifest(path: str | Path, *, seed: int = 0) -> list[Item]:
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
+        lines = read_json_lines(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read manifest {path}: {exc}") from None
     base = path.resolve().parent
     items: list[Item] = []
     seen: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
+    for line in lines:
+        n, job = line.number, line.value
         item = Item(id=f"{n:06d}", line=n, seed=seed)
-        try:
-            job = json.loads(line, parse_constant=_no_constants, parse_float=_finite_float)
-        except ValueError as exc:
-            item.error = f"line {n}: not valid JSON ({exc})"
-            job = None
-        if job is not None and not isinstance(job, dict):
+        if line.error is not None:
+            item.error = f"line {n}: {line.error}"
+        elif not isinstance(job, dict):
             item.error = f"line {n}: a job must be a JSON object"
-        elif isinstance(job, dict):
+        else:
             if job.get("id") is not None:
                 ident = job["id"]
                 if isinstance(ident, bool) or not isinstance(ident, (str, int)) or not _ID.fullmatch(str(ident)):
@@ -220,24 +207,22 @@ def read_manifest(path: str | Path, *, seed: int = 0) -> list[Item]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The JSON objects of a results file in file order (a torn or foreign line is skipped)."""
+    """The result rows of a results file in file order (a torn, foreign or undecodable line is skipped)."""
     if not path.is_file():
         return []
-    rows = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "id" in row:
-            rows.append(row)
-    return rows
+    return [line.value for line in read_json_lines(path, errors="replace")
+            if isinstance(line.value, dict) and "id" in line.value]
 
 
-def read_results(out_dir: str | Path) -> list[dict]:
-    """The results of a batch folder: one dict per id (the last line per id wins), in file order."""
+def read_results_file(path: Path) -> list[dict]:
+    """The rows of results file ``path``: one dict per id (the last line per id wins), in file order."""
     rows: dict[str, dict] = {}
-    for row in read_jsonl(Path(out_dir) / RESULTS):
+    for row in read_jsonl(path):
         rows.pop(str(row["id"]), None)
         rows[str(row["id"])] = row
     return list(rows.values())
+
+
+def read_results(out_dir: str | Path) -> list[dict]:
+    """The results of a batch folder (:func:`read_results_file` of its ``results.jsonl``)."""
+    return read_results_file(Path(out_dir) / RESULTS)

@@ -38,11 +38,11 @@ def check_run_folder(cfg: Any) -> Path:
 
 
 def run_train_pbe(args: argparse.Namespace) -> None:
+    from diffcompose.methods.pbe.config import load_config
     from diffcompose.progress import TqdmBar
-    from diffcompose.training.config import load_config
 
     out = check_run_folder(cfg := configured(args, load_config))
-    from diffcompose.training.trainer import train
+    from diffcompose.methods.pbe.train import train
 
     losses = train(cfg, on_progress=TqdmBar(args.progress))
     if losses:

@@ -24,7 +24,6 @@ On a folder: ``manifest.jsonl`` in it lists the cases, paths relative to the fol
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -35,6 +34,7 @@ import numpy as np
 
 from diffcompose.errors import InputError
 from diffcompose.evaluation.metrics import mse, psnr
+from diffcompose.training.manifest import read_json_lines
 
 MANIFEST = "manifest.jsonl"
 
@@ -111,14 +111,10 @@ def evaluate_folder(folder: str | Path) -> tuple[list[dict[str, Any]], dict[str,
         raise InputError(f"no {MANIFEST} in {folder} (one line per case: image, mask or box, result, "
                          "predicted_mask)")
     rows = []
-    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            raise InputError(f"{manifest}:{n}: not a JSON object") from None
-        rows.append(_case(folder, n, entry))
+    for line in read_json_lines(manifest):
+        if line.error is not None:
+            raise InputError(f"{manifest}:{line.number}: not a JSON object")
+        rows.append(_case(folder, line.number, line.value))
     if not rows:
         raise InputError(f"{manifest} lists no case")
     means: dict[str, float | None] = {}

@@ -76,15 +76,11 @@ def parse_metrics(text: str | None) -> tuple[list[str], bool]:
 
 def _from_results(results: Path) -> list[dict]:
     """Items of a batch ``results.jsonl`` (paths made absolute; the last line per id wins, as in the batch)."""
-    from diffcompose.batch.manifest import read_jsonl
+    from diffcompose.batch.manifest import read_results_file
 
     root = results.parent
-    latest: dict[str, dict] = {}
-    for row in read_jsonl(results):  # a torn, foreign or undecodable line is skipped, not fatal
-        latest.pop(str(row["id"]), None)
-        latest[str(row["id"])] = row
     items = []
-    for row in latest.values():
+    for row in read_results_file(results):  # a torn, foreign or undecodable line is skipped, not fatal
         items.append({
             "id": str(row["id"]), "task": row.get("task"), "engine": row.get("engine"),
             "status": row.get("status", "ok"), "error": row.get("error"), "seconds": row.get("seconds"),

@@ -1,14 +1,15 @@
-"""Training configuration: a YAML file with ``data``, ``model`` and ``train`` sections.
+"""The config reader every trainer shares: a YAML file with ``data``, ``model`` and ``train`` sections.
 
-Every key is checked (unknown keys and out-of-range values are one-line errors) before
-anything heavy is loaded. See ``configs/train_pbe.example.yaml``.
+An engine declares its trainer's config as a dataclass (in its package's ``config.py``)
+and reads it through :func:`load_config` / :func:`config_from_dict`, so every trainer refuses unknown keys and
+out-of-range values with the same one-line errors before anything heavy is loaded, and
+:func:`check_training_keys` checks the keys all of them have. No torch, no engine here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,49 +17,6 @@ from diffcompose.errors import InputError
 from diffcompose.methods.options import check_choice, check_range, check_seed, coerce, field_types
 
 SECTIONS = ("data", "model", "train")
-
-
-@dataclass
-class TrainConfig:
-    # data
-    manifest: str = ""  # COCO instances .json or .jsonl manifest
-    image_root: str | None = None  # default: the manifest's folder
-    resolution: int = 512
-    min_area: float = 0.02
-    max_area: float = 0.8
-    max_extend: float = 0.4
-    bezier_p: float = 0.5
-    num_workers: int = 2
-    # model
-    init: str = "CompVis/stable-diffusion-v1-4"  # SD text-to-image, SD inpainting, PbE, or "tiny"
-    init_kind: str = "auto"  # auto | pbe | sd-inpainting | sd
-    image_encoder: str = "openai/clip-vit-large-patch14"  # CLIP vision weights (ignored for a PbE init); or "tiny"
-    # optimisation
-    output_dir: str = "runs/pbe"
-    max_steps: int = 1000
-    batch_size: int = 4
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.01
-    warmup_steps: int = 10000  # linear warmup from ~0 (the original: 10,000 steps)
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 0.0  # 0: no clipping (the original)
-    mixed_precision: str = "no"  # no | fp16 | bf16
-    gradient_checkpointing: bool = True
-    ema_decay: float | None = None  # e.g. 0.9999; None: no EMA (the original)
-    cond_dropout: float = 0.2
-    cond_dropout_per: str = "batch"  # batch (the original: a whole micro-batch at once) | sample
-    checkpoint_every: int = 1000
-    seed: int = 0
-    log_every: int = 10
-    resume: str | None = None  # "latest" or a checkpoint directory
-
-    def __post_init__(self) -> None:
-        check_training_keys(self)
-        check_range("max_extend", self.max_extend, 0.0, 1.0)
-        check_range("bezier_p", self.bezier_p, 0.0, 1.0)
-        check_choice("init_kind", self.init_kind, ("auto", "pbe", "sd-inpainting", "sd"))
-        check_range("cond_dropout", self.cond_dropout, 0.0, 1.0)
-        check_choice("cond_dropout_per", self.cond_dropout_per, ("batch", "sample"))
 
 
 def check_training_keys(cfg: Any) -> None:
@@ -86,14 +44,13 @@ def check_training_keys(cfg: Any) -> None:
     check_seed(cfg.seed, "config: seed")
 
 
-def config_from_dict(raw: Any, cls: type | None = None) -> Any:
-    """Flatten the ``data``/``model``/``train`` sections and build a validated ``cls`` (default :class:`TrainConfig`).
+def config_from_dict(raw: Any, cls: type) -> Any:
+    """Flatten the ``data``/``model``/``train`` sections and build a validated ``cls`` (a trainer's config dataclass).
 
     Every trainer's config goes through here: values are read by their field types (YAML's
     ``1e-5`` string is a number), unknown keys and sections are refused, and a check's
     message names the key as written in the file.
     """
-    cls = cls or TrainConfig
     if not isinstance(raw, dict):
         raise InputError("config must be a mapping with data/model/train sections")
     flat: dict[str, Any] = {}
@@ -116,8 +73,8 @@ def config_from_dict(raw: Any, cls: type | None = None) -> Any:
         raise InputError(text if text.startswith("config:") else f"config: {text}") from None
 
 
-def load_config(path: Path, cls: type | None = None) -> Any:
-    """The config in YAML file ``path`` as a ``cls`` (default :class:`TrainConfig`); data paths are relative to it."""
+def load_config(path: Path, cls: type) -> Any:
+    """The config in YAML file ``path`` as a ``cls``; data paths are relative to it."""
     import yaml
 
     if not path.is_file():

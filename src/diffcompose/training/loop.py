@@ -1,4 +1,4 @@
-"""The one training loop every trainer runs (PbE, SmartBrush, AnyDoor).
+"""The one training loop every trainer runs (each engine's ``methods/<engine>/train.py``).
 
 A trainer brings what is its own in a :class:`Recipe` (the module to train and its trained
 parameters, the dataset, the loss of one micro-batch, the learning-rate schedule, what a

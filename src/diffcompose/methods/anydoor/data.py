@@ -73,7 +73,7 @@ import torch
 
 from diffcompose.errors import InputError
 from diffcompose.inputs import load_image, load_mask
-from diffcompose.training.dataset import read_manifest
+from diffcompose.training.manifest import read_json_lines, read_training_manifest
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +135,9 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
     """The sources of a JSON-lines manifest (masks are checked when a sample is drawn, not here)."""
     del min_area, max_area  # video sets are large: the area filter runs per drawn pair
     sources: list[Source] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            raise InputError(f"{where}: not a JSON object") from None
-        if not isinstance(entry, dict):
+    for line in read_json_lines(path):
+        where, entry = f"{path}:{line.number}", line.value
+        if not isinstance(entry, dict):  # a line that is not JSON has the value None
             raise InputError(f"{where}: not a JSON object")
         kind = entry.get("kind", "image" if "image" in entry else None)
         instance, repeat = entry.get("instance"), entry.get("repeat", 1)
@@ -175,7 +169,7 @@ def _no_coco(path: Path, *_: Any) -> list[Source]:
 
 def read_sources(manifest: Path, image_root: Path | None = None) -> list[Source]:
     """The sources of ``manifest`` (through the shared reader: malformed entries are one-line errors)."""
-    sources = read_manifest(manifest, image_root, (_no_coco, read_jsonl), 0.0, 1.0)
+    sources = read_training_manifest(manifest, image_root, (_no_coco, read_jsonl), 0.0, 1.0)
     if not sources:
         raise InputError(f"{manifest}: no sources")
     counts = {k: sum(s.kind == k for s in sources) for k in KINDS}

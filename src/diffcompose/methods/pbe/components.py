@@ -54,7 +54,7 @@ class PbEComponents:
 
 
 # ----------------------------------------------------------------------------- the UNet input
-# Training (``training/trainer.py``) and the sampler (``engine.py``) both build the UNet input
+# Training (``train.py``) and the sampler (``engine.py``) both build the UNet input
 # through these two functions, so they cannot disagree on mask polarity, the masked image or
 # the channel order (``tests/test_pbe_train_sampler.py``).
 

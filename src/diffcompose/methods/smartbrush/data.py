@@ -46,7 +46,7 @@ from diffcompose.errors import InputError
 from diffcompose.inputs import load_image, load_mask, resize_mask
 from diffcompose.methods.smartbrush.precision import PRECISION_LEVELS, precision_mask
 from diffcompose.models import codec
-from diffcompose.training.dataset import read_manifest
+from diffcompose.training.manifest import read_json_lines, read_training_manifest
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +198,11 @@ def read_jsonl(path: Path, root: Path, min_area: float, max_area: float) -> list
     from PIL import Image
 
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
+    for line in read_json_lines(path):
+        where, entry = f"{path}:{line.number}", line.value
         try:
-            entry = json.loads(line)
-            image = root / entry["image"]
-        except (ValueError, KeyError, TypeError):
+            image = root / entry["image"]  # a line that is not JSON has the value None: TypeError
+        except (KeyError, TypeError):
             raise InputError(f"{where}: expected a JSON object with an \"image\" key") from None
         kinds = [k for k in ("mask", "polygons", "rle") if k in entry]
         if len(kinds) != 1:
@@ -241,7 +238,7 @@ def read_jsonl(path: Path, root: Path, min_area: float, max_area: float) -> list
 def read_instances(manifest: Path, image_root: Path | None = None, min_area: float = 0.01,
                    max_area: float = 0.9) -> list[Instance]:
     """The usable instances of a COCO ``.json`` or a ``.jsonl`` manifest (one-line errors)."""
-    instances = read_manifest(manifest, image_root, (read_coco, read_jsonl), min_area, max_area)
+    instances = read_training_manifest(manifest, image_root, (read_coco, read_jsonl), min_area, max_area)
     if not instances:
         raise InputError(f"{manifest}: no object with a text and a mask covering {min_area}..{max_area} of its image")
     log.info("%s: %d instances in %d images", manifest, len(instances), len({i.image for i in instances}))

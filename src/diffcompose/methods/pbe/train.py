@@ -7,7 +7,7 @@ the VAE posterior samples, noise, timesteps and condition dropout. So a run resu
 a checkpoint continues with exactly the loss curve it would have had.
 
 The loop, checkpoints and resume are the shared ones (:mod:`diffcompose.training.loop`); this
-module brings the model, the data, the loss and the export. Checkpoints
+module brings the loss and the export, :mod:`.train_model` the model and :mod:`.data` the data. Checkpoints
 (``output_dir/checkpoint-NNNNNNN/``) are safetensors: the trainable weights,
 the AdamW moments, the EMA weights (optional) and ``state.json`` (step, losses and, with
 fp16 mixed precision, the gradient scaler's loss scale and growth counter, so a resumed fp16
@@ -30,12 +30,12 @@ import torch.nn.functional as F
 
 from diffcompose.errors import InputError
 from diffcompose.methods.pbe.components import masked_condition
+from diffcompose.methods.pbe.config import TrainConfig
+from diffcompose.methods.pbe.train_model import PbETrainModel, build_model, trainable_parameters, trainable_state
 from diffcompose.models import codec
 from diffcompose.outdir import building
 from diffcompose.progress import CancelToken, ProgressCallback
-from diffcompose.training.config import TrainConfig
 from diffcompose.training.loop import EMA, Recipe, export_copy, fit, start_run, warmup_factor, weight_dtype
-from diffcompose.training.model import PbETrainModel, build_model, trainable_parameters, trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
     """
     from diffusers import DDPMScheduler
 
-    from diffcompose.training.dataset import SelfReferenceDataset, read_records
+    from diffcompose.methods.pbe.data import SelfReferenceDataset, read_records
 
     acc, out = start_run(cfg, "train pbe")
     records = read_records(Path(cfg.manifest), Path(cfg.image_root) if cfg.image_root else None,

@@ -1,4 +1,4 @@
-"""Building the trainable Paint-by-Example model from an initial checkpoint.
+"""Building the trainable Paint-by-Example model from an initial checkpoint (for :mod:`.train`).
 
 * ``pbe``: a Paint-by-Example directory (fine-tuning, or continuing a run's export).
 * ``sd-inpainting``: SD inpainting's 9-channel UNet takes ``[z_t, mask, z_masked]`` with

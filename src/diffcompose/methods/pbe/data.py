@@ -1,4 +1,5 @@
-"""The self-reference dataset: an image, one of its object boxes, and that object as reference.
+"""Paint-by-Example training data, the self-reference dataset: an image, one of its object boxes,
+and that object as reference.
 
 Sources: a COCO-style ``instances.json`` (``images`` + ``annotations`` with ``bbox`` as
 x, y, w, h) or a JSON-lines manifest, one image per line::
@@ -20,7 +21,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -35,10 +35,11 @@ from diffcompose.inputs import (
     parse_box,
     resize_mask,
 )
+from diffcompose.methods.pbe.augment import ReferenceAugment
+from diffcompose.methods.pbe.masks import bezier_mask, box_mask, extend_box
 from diffcompose.methods.pbe.reference import normalize
 from diffcompose.models import codec
-from diffcompose.training.augment import ReferenceAugment
-from diffcompose.training.masks import bezier_mask, box_mask, extend_box
+from diffcompose.training.manifest import read_json_lines, read_training_manifest
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,11 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
     from PIL import Image
 
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for line in read_json_lines(path):
+        n, entry = line.number, line.value
         try:
-            entry = json.loads(line)
-            image = image_root / entry["image"]
-        except (ValueError, KeyError, TypeError):
+            image = image_root / entry["image"]  # a line that is not JSON has the value None: TypeError
+        except (KeyError, TypeError):
             raise InputError(f"{path}:{n}: expected a JSON object with an \"image\" key") from None
         try:
             with Image.open(image) as im:
@@ -103,32 +102,10 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
     return records
 
 
-def read_manifest(manifest: Path, image_root: Path | None, readers: tuple[Callable, Callable], min_area: float,
-                  max_area: float) -> list:
-    """Run the COCO (``.json``) or jsonl reader of ``readers`` on ``manifest``: any malformed entry is one line.
-
-    Every trainer's data reader goes through here; a reader takes ``(path, image_root,
-    min_area, max_area)`` and may raise its own :class:`InputError` with the entry's place.
-    """
-    if not manifest.is_file():
-        raise InputError(f"training manifest not found: {manifest}")
-    is_coco = manifest.suffix == ".json"
-    read = readers[0] if is_coco else readers[1]
-    try:
-        return read(manifest, image_root or manifest.parent, min_area, max_area)
-    except InputError:
-        raise
-    except UnicodeDecodeError:
-        raise InputError(f"{manifest} is not UTF-8 text") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        kind = "COCO instances .json" if is_coco else ".jsonl"
-        raise InputError(f"{manifest}: not a valid {kind} manifest ({type(exc).__name__}: {exc})") from None
-
-
 def read_records(manifest: Path, image_root: Path | None = None, min_area: float = 0.02,
                  max_area: float = 0.8) -> list[Record]:
     """Images with their usable boxes, from a COCO json or a jsonl manifest."""
-    records = read_manifest(manifest, image_root, (read_coco, read_jsonl), min_area, max_area)
+    records = read_training_manifest(manifest, image_root, (read_coco, read_jsonl), min_area, max_area)
     if not records:
         raise InputError(f"{manifest}: no image has a box with relative area in [{min_area}, {max_area}]")
     log.info("%s: %d images, %d boxes", manifest, len(records), sum(len(r.boxes) for r in records))
