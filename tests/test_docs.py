@@ -228,18 +228,19 @@ def test_the_path_check_catches_what_it_must() -> None:
 def test_http_api_page_is_what_the_generator_writes_now() -> None:
     """docs/http-api.md is generated from the guide the server's /docs shows and its OpenAPI document,
     so it cannot become a second, drifting copy. Regenerate it with
-    ``python -m diffcompose.server.reference --markdown -o docs/http-api.md``."""
+    ``python -m diffcompose.server.http_docs --markdown -o docs/http-api.md``."""
     pytest.importorskip("fastapi")
-    from diffcompose.server.reference import openapi_document, render_markdown
+    from diffcompose.server.http_docs import openapi_document
+    from diffcompose.server.reference import render_markdown
 
     committed = (DOCS / "http-api.md").read_text(encoding="utf-8")
     assert committed == render_markdown(openapi_document()), (
-        "docs/http-api.md is stale: run python -m diffcompose.server.reference --markdown -o docs/http-api.md")
+        "docs/http-api.md is stale: run python -m diffcompose.server.http_docs --markdown -o docs/http-api.md")
 
 
 def test_the_generator_command_writes_the_page(tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
-    from diffcompose.server.reference import main
+    from diffcompose.server.http_docs import main
 
     out = tmp_path / "http-api.md"
     assert main(["--markdown", "-o", str(out)]) == 0

@@ -200,8 +200,6 @@ KNOWN_CIRCLES = {
         "the trainers' commands import cli/train.py (helper A's branch moves the run-folder flags to training/run.py)",
     frozenset({f"{ROOT}.models.loader", f"{ROOT}.models.tiny"}):
         "loader.resolve_sd builds the tiny model; tiny.py takes quiet_libraries from loader",
-    frozenset({f"{ROOT}.evaluation.evaluate", f"{ROOT}.evaluation.report"}):
-        "report.py takes SET_METRICS, HIGHER_IS_BETTER and variant from evaluate.py, which writes the report",
 }
 
 

@@ -45,13 +45,10 @@ import numpy as np
 
 from diffcompose.errors import InputError, WeightsMissingError
 from diffcompose.evaluation import metrics as px
+from diffcompose.evaluation.catalog import (
+    ALL_METRICS, PIXEL_METRICS, SET_METRICS, variant,
+)
 
-PIXEL_METRICS = ("mse", "psnr", "ssim", "mae", "fmse", "fpsnr", "fssim", "fmae", "texture", "bg-mse", "bg-psnr")
-MODEL_METRICS = ("lpips", "clip", "clip-i", "dino", "fid", "local-fid")
-SET_METRICS = ("fid", "local-fid")
-ALL_METRICS = PIXEL_METRICS + MODEL_METRICS
-#: Metrics where higher is better (the report says so in the header).
-HIGHER_IS_BETTER = {"psnr", "ssim", "fpsnr", "fssim", "bg-psnr", "clip", "clip-i", "dino"}
 #: Sub-folder of ``--model-dir`` per model, and the CLI flag naming one directly.
 MODEL_SUBDIRS = {"clip": "clip", "dino": "dinov2", "vgg": "vgg16", "inception": None}
 
@@ -365,12 +362,6 @@ def _mean(values: list[float]) -> float | None:
     if not values:
         return None
     return math.inf if any(math.isinf(v) for v in values) else float(np.mean(values))
-
-
-def variant(item: dict) -> str:
-    """The engine and its options, e.g. ``classical method=telea``: what an aggregate row stands for."""
-    opts = item.get("options") or {}
-    return " ".join([str(item.get("engine"))] + [f"{k}={opts[k]}" for k in sorted(opts)])
 
 
 def evaluate_items(items: list[dict], metrics: list[str], models: Models, explicit: bool = False,

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from diffcompose.evaluation.catalog import HIGHER_IS_BETTER, SET_METRICS, variant
+
 THUMB = 160
 FILES = "report_files"
 
@@ -113,8 +115,6 @@ class Thumbs:
 
 def item_rows(scored: list[dict]) -> list[dict]:
     """Report rows of evaluated items: fields, images by column, scores, skip reasons."""
-    from diffcompose.evaluation.evaluate import variant
-
     rows = []
     for s in scored:
         inputs = s.get("inputs") or {}
@@ -132,8 +132,6 @@ def item_rows(scored: list[dict]) -> list[dict]:
 
 
 def _header(m: str) -> str:
-    from diffcompose.evaluation.evaluate import HIGHER_IS_BETTER, SET_METRICS
-
     if m in SET_METRICS:
         return f"{m} ↓"
     return f"{m} {'↑' if m in HIGHER_IS_BETTER else '↓'}"
@@ -159,8 +157,6 @@ def _aggregate_table(aggregates: list[dict], metrics: list[str]) -> str:
 
 
 def _item_table(rows: list[dict], metrics: list[str], thumbs: Thumbs) -> str:
-    from diffcompose.evaluation.evaluate import SET_METRICS
-
     per_item = [m for m in metrics if m not in SET_METRICS]
     images = [c for c in IMAGE_COLUMNS if any(r["images"].get(c) is not None for r in rows)]
     head = ["id", "task", "engine", "status", *images, *(_header(m) for m in per_item), "s", "notes"]
