@@ -11,7 +11,7 @@ window, cropping, putting the result back at full size and restoring the origina
 outside the region (grown by the engine's :meth:`Engine.paste_band`, then a feathered seam of
 ``margin`` pixels) all happen here, the same way for every engine.
 
-No torch at import: the classical engines subclass this directly.
+No torch at import: engines that need no torch subclass this directly.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Which engines exist, which tasks each serves with which options, and which one ``auto`` picks.
 
 An engine registers one :class:`EngineInfo`: the dotted path of its class (imported on
-first use, so ``--help`` and the classical engines never import torch), its options
+first use, so ``--help`` and the engines that need no torch never import it), its options
 dataclass per task, its ``auto`` priority, and the packages it needs (with the extra that
 installs them, for a one-line error on a base install). The same registration declares
 everything else the engine offers, so that adding an engine touches its own package only:
@@ -76,7 +76,7 @@ class Trainer:
 
 @dataclass(frozen=True)
 class ContractFacts:
-    """What the engine contract suite must know about an engine; the defaults fit a classical one.
+    """What the engine contract suite must know about an engine; the defaults fit one without torch.
 
     ``fast_options``: options that make it fast on a CPU (few steps, small resolution).
     ``bad_options``: per task, one out-of-range option value (default: an unknown option name).
