@@ -494,7 +494,13 @@ def test_its_trainer_trains_on_the_shared_loop(registered, tmp_path, capsys) -> 
     config.write_text("data:\n  manifest: data/train.jsonl\n  resolution: 64\n"
                       "train:\n  output_dir: run\n  max_steps: 50\n  batch_size: 2\n")
     run = tmp_path / "run"
-    assert main(["train", ENGINE, "--config", str(config), "--max-steps", "2", "--output-dir", str(run)]) == 0
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # the process-wide state remembers an earlier run's precision
+    try:
+        assert main(["train", ENGINE, "--config", str(config), "--max-steps", "2", "--output-dir", str(run)]) == 0
+    finally:
+        AcceleratorState._reset_state()
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{run / 'final'} (last loss ") and line.endswith(")"), line
     assert (run / "checkpoint-0000002").is_dir()
@@ -504,9 +510,27 @@ def test_its_trainer_trains_on_the_shared_loop(registered, tmp_path, capsys) -> 
     image, mask = _remove_case(tmp_path)
     assert main(["remove", str(image), "--mask", str(mask), "-o", str(tmp_path / "o.png"), "--engine", ENGINE,
                  "--device", "cpu", "--model", str(run / "final")]) == 0
-    assert main(["train", ENGINE, "--config", str(config), "--max-steps", "3", "--output-dir", str(run),
-                 "--resume", "latest"]) == 0
+    try:
+        assert main(["train", ENGINE, "--config", str(config), "--max-steps", "3", "--output-dir", str(run),
+                     "--resume", "latest"]) == 0
+    finally:
+        AcceleratorState._reset_state()
     assert json.loads((run / "checkpoint-0000003" / "state.json").read_text())["losses"][:2] == state["losses"]
+
+
+def test_the_train_command_ends_with_the_last_losses_of_any_history() -> None:
+    """A trainer returns a list of losses, or a dataclass of curves whose first is the total."""
+    from diffcompose.cli.train import last_losses
+
+    @dataclasses.dataclass
+    class Curves:
+        loss: list = dataclasses.field(default_factory=list)
+        noise: list = dataclasses.field(default_factory=list)
+        dice: list = dataclasses.field(default_factory=list)
+
+    assert last_losses([0.5, 0.25]) == "last loss 0.2500"
+    assert last_losses(Curves([0.5, 0.125], [0.4, 0.1], [0.2, 0.05])) == "last loss 0.1250: noise 0.1000, dice 0.0500"
+    assert last_losses([]) == "" and last_losses(Curves()) == ""  # resumed at max_steps: no step ran
 
 
 def test_its_help_and_checks_import_no_torch(package_root, tmp_path) -> None:
