@@ -36,12 +36,11 @@ from diffcompose.models.hub import TINY, read_json, resolve_model, resolve_name
 log = logging.getLogger(__name__)
 
 
-
 def ways_out(first: str = "pass --model DIR (a local diffusers directory)") -> str:
-    """The hint a missing-weights line ends with: ``first``, or an engine that needs no weights.
+    """The hint a missing-weights line ends with: ``first``, or the engines that need no weights.
 
-    Those engines are read from the registry (imported here, when a message is written: the
-    registry's engines import this module's callers, never the reverse at import time).
+    They are read from the registry when a message is written (not at import: the engines
+    import this module), so this layer names no engine.
     """
     from diffcompose.methods.registry import all_engines
 
