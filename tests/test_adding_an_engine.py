@@ -518,6 +518,17 @@ def test_its_trainer_trains_on_the_shared_loop(registered, tmp_path, capsys) -> 
     assert json.loads((run / "checkpoint-0000003" / "state.json").read_text())["losses"][:2] == state["losses"]
 
 
+def test_a_target_without_module_and_name_fails_at_registration(registered) -> None:
+    from diffcompose.methods.registry import Converter, Trainer
+
+    with pytest.raises(ValueError, match="'throwaway_fill.convert.convert'"):
+        dataclasses.replace(registered, converter=Converter("throwaway_fill.convert.convert", "h", "d", "l"))
+    with pytest.raises(ValueError, match="'train'"):
+        dataclasses.replace(registered, trainer=Trainer("throwaway_fill.config:load_config", "train", "x", "h", "d"))
+    with pytest.raises(ValueError, match="':ensure_tiny'"):
+        dataclasses.replace(registered, tiny=":ensure_tiny")
+
+
 def test_the_train_command_ends_with_the_last_losses_of_any_history() -> None:
     """A trainer returns a list of losses, or a dataclass of curves whose first is the total."""
     from diffcompose.cli.train import last_losses

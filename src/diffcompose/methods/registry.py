@@ -31,11 +31,17 @@ NO_DEFAULT_MODEL = "none"
 DIFFUSION = ("torch", "diffusers", "transformers", "safetensors")
 
 
-def load_target(target: str) -> Any:
-    """The object a ``"package.module:name"`` string names (imports its module)."""
+def split_target(target: str) -> tuple[str, str]:
+    """``(module, name)`` of a ``"package.module:name"`` string."""
     module, _, name = target.partition(":")
     if not module or not name:
         raise ValueError(f"expected 'module:name', got {target!r}")
+    return module, name
+
+
+def load_target(target: str) -> Any:
+    """The object a ``"package.module:name"`` string names (imports its module)."""
+    module, name = split_target(target)
     return getattr(importlib.import_module(module), name)
 
 
@@ -130,6 +136,14 @@ class EngineInfo:
                 raise ValueError(f"unknown task {task!r}")
             if not dataclasses.is_dataclass(options):
                 raise TypeError(f"options of {self.name} {task} must be a dataclass")
+        # A misspelt target fails at registration, not when a user first runs the command.
+        targets = [self.target, self.tiny]
+        if self.converter is not None:
+            targets.append(self.converter.target)
+        if self.trainer is not None:
+            targets += [self.trainer.config, self.trainer.train, self.trainer.export]
+        for target in filter(None, targets):
+            split_target(target)
 
     @property
     def needs_torch(self) -> bool:
