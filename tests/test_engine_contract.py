@@ -2,10 +2,12 @@
 
 In the spirit of diffusers' ``PipelineTesterMixin``: the ``(engine, task)`` pairs are read
 from the registry when the tests are collected (:func:`contract_cases`), so registering a
-new engine is enough for it to be covered. Two small tables say how to build each task's
-inputs (:data:`INPUT_BUILDERS`) and how to make each engine fast (:data:`FAST_OPTIONS`); an
-engine missing from the tables gets its defaults (plus ``model="tiny"`` when it takes a
-model) and a generic bad option (an unknown option name).
+new engine is enough for it to be covered. One table says how to build each task's inputs
+(:data:`INPUT_BUILDERS`); what the suite must know about an engine (fast options, a bad
+option per task, whether the seed matters, what counts its progress steps, previews) is
+read from its registration (:class:`~diffcompose.methods.registry.ContractFacts`). An
+engine that declares nothing gets its defaults (plus ``model="tiny"`` when it takes a model)
+and a generic bad option (an unknown option name).
 
 The contract, per pair:
 
@@ -45,7 +47,7 @@ from diffcompose.inputs import Box
 from diffcompose.methods.engine import Engine
 from diffcompose.methods.manager import EngineManager
 from diffcompose.methods.options import check_range, field_types, flag, option, unwrap_optional
-from diffcompose.methods.registry import EngineInfo, all_engines, get_engine_info, register, unregister
+from diffcompose.methods.registry import ContractFacts, EngineInfo, all_engines, get_engine_info, register, unregister
 from diffcompose.methods.tasks import TASK_SPECS, prepare
 from diffcompose.progress import CancelToken, ProgressEvent
 from diffcompose.regions import WindowPolicy, changed_region, default_margin, plan_window
@@ -57,44 +59,8 @@ SIZES = [(97, 203), (301, 77), (1000, 60)]
 #: The size most checks run at.
 BASE = SIZES[0]
 
-#: Per engine: options that make it fast on CPU (tiny model, few steps, small resolution).
-FAST_OPTIONS: dict[str, dict[str, Any]] = {
-    "classical": {},
-    "freecompose": {"iterations": 2, "resolution": 64, "band": 0.2},
-    "pbe": {"steps": 2, "resolution": 64},
-    "sd-inpaint": {"steps": 2, "resolution": 64},
-    "smartbrush": {"steps": 2, "resolution": 64},
-    "anydoor": {"steps": 2},  # the tiny model works at 128 px (AnyDoor crops and resizes itself)
-    "sam": {},
-}
-
-#: Per (engine, task): one out-of-range option value (unknown engines: an unknown option name).
-BAD_OPTION: dict[tuple[str, str], dict[str, Any]] = {
-    ("classical", "remove"): {"radius": 0},
-    ("classical", "paste"): {"feather": -1},
-    ("classical", "harmonize"): {"strength": 2.0},
-    ("classical", "segment"): {"iterations": 0},
-    ("freecompose", "remove"): {"iterations": 0},
-    ("freecompose", "harmonize"): {"iterations": 0},
-    ("freecompose", "compose"): {"iterations": 0},
-    ("pbe", "paint"): {"steps": 0},
-    ("sd-inpaint", "inpaint"): {"guidance_scale": -1.0},
-    ("smartbrush", "inpaint"): {"precision": 6},
-    ("classical", "insert"): {"strength": 2.0},
-    ("pbe", "insert"): {"steps": 0},
-    ("anydoor", "insert"): {"control_strength": 2.5},
-    ("sam", "segment"): {"threshold": 50.0},
-}
+#: What an engine's ``bad_options`` lacks: an option no engine has.
 UNKNOWN_OPTION = {"contract_no_such_option": 1}
-
-#: Pairs that must report progress besides every diffusion engine's (the others may be silent).
-REPORTS_PROGRESS = {("classical", "remove")}
-#: Engines whose progress events must carry a preview.
-PREVIEWS = {"freecompose", "pbe", "sd-inpaint", "smartbrush", "anydoor"}
-#: Torch engines that make no random choice (the seed cannot change their output; SAM).
-SEED_FREE = {"sam"}
-#: Torch engines without an iterations/steps option: their fixed number of progress steps (SAM: encode, decode).
-FIXED_STEPS = {"sam": 2}
 
 
 @functools.lru_cache(maxsize=None)
@@ -226,8 +192,13 @@ def engine_kwargs(info: EngineInfo) -> dict[str, Any]:
     return kw
 
 
+def facts(name: str) -> ContractFacts:
+    """What the registration of ``name`` tells the suite (defaults when it declares nothing)."""
+    return get_engine_info(name).contract
+
+
 def fast_options(name: str) -> dict[str, Any]:
-    return dict(FAST_OPTIONS.get(name, {}))
+    return dict(facts(name).fast_options)
 
 
 def _get(manager: EngineManager, name: str) -> tuple[Engine, EngineInfo]:
@@ -250,16 +221,19 @@ def _arr(image: Any) -> np.ndarray:
     return np.asarray(image)
 
 
-def _loop_length(options: Any) -> int | None:
-    """What a diffusion engine's progress total must be: its ``iterations`` or ``steps`` option."""
-    for name in ("iterations", "steps"):
+def _loop_length(options: Any, steps: str | int | None = None) -> int | None:
+    """What a torch engine's progress total must be: the fixed count or the option its facts name,
+    else its ``iterations`` or ``steps`` option."""
+    if isinstance(steps, int):
+        return steps
+    for name in (steps,) if steps else ("iterations", "steps"):
         if hasattr(options, name):
             return int(getattr(options, name))
     return None
 
 
 def _must_report(info: EngineInfo, task: str) -> bool:
-    return info.needs_torch or (info.name, task) in REPORTS_PROGRESS
+    return info.needs_torch or task in info.contract.reports_progress
 
 
 def _lock_is_free(engine: Engine) -> bool:
@@ -365,7 +339,7 @@ def check_seed(manager: EngineManager, name: str, task: str) -> None:
     a = _arr(_run(engine, task, inputs, seed=7))
     b = _arr(_run(engine, task, inputs, seed=7))
     assert np.array_equal(a, b), f"{name} {task}: same seed, different output"
-    if info.needs_torch and name not in SEED_FREE:
+    if info.needs_torch and info.contract.seeded:
         c = _arr(_run(engine, task, inputs, seed=8))
         assert not np.array_equal(a, c), f"{name} {task}: another seed, same output"
 
@@ -452,15 +426,17 @@ def check_progress(manager: EngineManager, name: str, task: str) -> None:
     if (name, task) == ("classical", "remove"):
         assert total == 2  # one step per separate part of the mask (the inputs have two)
     if info.needs_torch:
-        n = _loop_length(engine.options(task, fast_options(name))) or FIXED_STEPS[name]
+        steps = info.contract.steps
+        n = _loop_length(engine.options(task, fast_options(name)), steps)
+        assert n is not None, f"{name}: no iterations/steps option; declare ContractFacts(steps=...)"
         assert total in (n, n + 1)  # a PLMS warm-up evaluates its first timestep twice: one event per evaluation
-        if name not in FIXED_STEPS:  # a diffusion loop names its timestep; SAM's two stages have none
+        if not isinstance(steps, int):  # a diffusion loop names its timestep; fixed stages (SAM's two) have none
             assert all(isinstance(e.timestep, int) and not isinstance(e.timestep, bool) for e in events)
         else:
             assert all(e.timestep is None for e in events)
-    if name in PREVIEWS:
+    if info.contract.previews:
         assert all(e.preview is not None for e in events)
-        assert len(previews) == 2
+        assert len(previews) == min(total, 2)  # the first and the last step's (one event for a one-pass engine)
     for p in previews:
         assert isinstance(p, np.ndarray) and p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3, \
             (p.dtype, p.shape)
@@ -479,7 +455,7 @@ def check_bad_option(manager: EngineManager, name: str, task: str) -> None:
     engine, info = _get(manager, name)
     inputs = INPUT_BUILDERS[task](*BASE)
     events: list[ProgressEvent] = []
-    bad = BAD_OPTION.get((name, task), UNKNOWN_OPTION)
+    bad = info.contract.bad_options.get(task, UNKNOWN_OPTION)
     attempts = [bad, UNKNOWN_OPTION]
     cls = info.tasks[task]
     if (f := _first_field(cls, float)) is not None:
@@ -811,7 +787,7 @@ def fake_engine(monkeypatch):
 
 def test_registering_an_engine_puts_it_under_the_contract(fake_engine) -> None:
     assert (FAKE, "remove") in contract_cases()
-    assert FAKE not in FAST_OPTIONS and (FAKE, "remove") not in BAD_OPTION  # covered by the fallbacks
+    assert fake_engine.contract == ContractFacts()  # declares no facts: covered by the fallbacks
     assert engine_kwargs(fake_engine) == {}
     mgr = EngineManager()
     engine = mgr.get(FAKE)
@@ -849,4 +825,4 @@ def test_fallbacks_for_an_engine_with_a_model() -> None:
     info = EngineInfo("x", "nowhere:X", tasks={"remove": FakeRemoveOptions}, requires=("torch",),
                       default_model="org/model")
     assert engine_kwargs(info) == {"device": "cpu", "model": "tiny"}
-    assert fast_options("x") == {}
+    assert info.contract == ContractFacts() and info.contract.fast_options == {} and info.contract.bad_options == {}

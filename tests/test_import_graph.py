@@ -27,8 +27,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "diffcompose"
 
@@ -191,32 +189,13 @@ def test_the_graph_covers_the_package_and_its_function_level_imports() -> None:
 
 # ----------------------------------------------------------------------------- the rules
 
-#: Circles on this branch that run through other helpers' files (issue 20), each with what closes it.
-#: Delete an entry when its circle is gone: ``test_known_circles_are_still_there`` fails until then,
-#: so the list cannot outlive its circles, and any other circle fails ``test_no_import_circle`` now.
-KNOWN_CIRCLES = {
-    frozenset({f"{ROOT}.cli.train", f"{ROOT}.methods.anydoor.config", f"{ROOT}.methods.anydoor.train",
-               f"{ROOT}.methods.smartbrush.cli"}):
-        "the trainers' commands import cli/train.py (helper A's branch moves the run-folder flags to training/run.py)",
-    frozenset({f"{ROOT}.models.loader", f"{ROOT}.models.tiny"}):
-        "loader.resolve_sd builds the tiny model; tiny.py takes quiet_libraries from loader",
-}
-
-
 def test_no_import_circle() -> None:
     graph = import_graph()
-    new = [part for part in circles(graph) if part not in KNOWN_CIRCLES]
+    new = circles(graph)
     shown = [" -> ".join(find_cycle({m: graph[m] & part for m in part}) or sorted(part)) for part in new]
     assert not new, "import circle(s): " + "; ".join(shown)
 
 
-def test_known_circles_are_still_there() -> None:
-    gone = [reason for part, reason in KNOWN_CIRCLES.items() if part not in circles(import_graph())]
-    assert not gone, "fixed, so delete from KNOWN_CIRCLES: " + "; ".join(gone)
-
-
-@pytest.mark.xfail(strict=True, reason="until helper A's branch lands: methods/anydoor/config.py and "
-                                       "methods/smartbrush/cli.py still import cli/train.py")
 def test_methods_and_training_never_import_cli() -> None:
     bad = offenders(import_graph(), (f"{ROOT}.methods", f"{ROOT}.training"), (f"{ROOT}.cli",))
     assert not bad, "imports of cli/ from methods/ or training/: " + ", ".join(bad)

@@ -1,19 +1,19 @@
-"""``convert``: original checkpoints -> our safetensors layout (``convert pbe CKPT OUT_DIR``)."""
+"""``convert``: original checkpoints -> our safetensors layout (``convert ENGINE CKPT OUT_DIR``).
+
+One subcommand per engine whose registration declares a
+:class:`~diffcompose.methods.registry.Converter` (its help and description come from there);
+every kind takes the same arguments and runs the same way.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-
-#: Checkpoint kind -> (module, function) of its converter, imported only once the arguments check out.
-CONVERTERS = {"pbe": ("diffcompose.methods.pbe.convert", "convert_pbe"),
-              "anydoor": ("diffcompose.methods.anydoor.convert", "convert_anydoor")}
+from diffcompose.methods.registry import get_engine_info, load_target, with_converter
 
 
 def run_convert(args: argparse.Namespace) -> None:
-    import importlib
-
     from diffcompose.errors import InputError
     from diffcompose.outdir import check_out_dir
 
@@ -23,8 +23,7 @@ def run_convert(args: argparse.Namespace) -> None:
     if args.like is not None and not args.like.is_dir():
         raise InputError(f"--like directory not found: {args.like}")
     check_out_dir(args.out_dir, [args.checkpoint] + ([args.like] if args.like else []), force=args.force)
-    module, name = CONVERTERS[args.kind]
-    convert = getattr(importlib.import_module(module), name)
+    convert = load_target(get_engine_info(args.kind).converter.target)
     print(convert(args.checkpoint, args.out_dir, like=args.like, force=args.force))
 
 
@@ -42,16 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert an original checkpoint into a model directory (safetensors)",
                        description="Convert a published checkpoint into a directory our engines load with --model.")
     kinds = p.add_subparsers(title="checkpoint kinds", metavar="KIND", parser_class=type(p), dest="kind", required=True)
-    q = kinds.add_parser("pbe", help="Paint-by-Example (model.diffusion_model.*, cond_stage_model.*, ...)",
-                         description="Convert the original Paint-by-Example checkpoint (.ckpt, read with "
-                                     "weights_only: no code in it runs; or .safetensors) into OUT_DIR with "
-                                     "unet/, vae/, image_encoder/ and scheduler/ in safetensors.")
-    _arguments(q, "take the component configs from this model directory (default: the published geometry: "
-                  "SD1.x UNet with 9 input channels, SD VAE, CLIP ViT-L/14)")
-    a = kinds.add_parser("anydoor", help="AnyDoor (model.diffusion_model.*, control_model.*, cond_stage_model.*, ...)",
-                         description="Convert the public AnyDoor checkpoint (.ckpt, read with weights_only and "
-                                     "memory-mapped: no code in it runs, its optimizer state is never read; or "
-                                     ".safetensors) into OUT_DIR with unet/, controlnet/, image_encoder/ (DINOv2), "
-                                     "id_projector/, vae/ and scheduler/ in safetensors.")
-    _arguments(a, "take the UNet, VAE and scheduler configs from this AnyDoor directory (default: the "
-                  "published geometry: SD2.1 UNet, SD VAE; DINOv2's size is read from the weights)")
+    for info in with_converter():
+        c = info.converter
+        _arguments(kinds.add_parser(info.name, help=c.help, description=c.description), c.like_help)

@@ -40,7 +40,7 @@ def _resolve(source: str | Path, what: str) -> Path:
 
 
 def _load(cls: type, root: Path, what: str, device: torch.device | str) -> torch.nn.Module:
-    from diffcompose.models.loader import quiet_libraries
+    from diffcompose.models.hub import quiet_libraries
 
     quiet_libraries()
     try:

@@ -11,14 +11,15 @@ window, cropping, putting the result back at full size and restoring the origina
 outside the region (grown by the engine's :meth:`Engine.paste_band`, then a feathered seam of
 ``margin`` pixels) all happen here, the same way for every engine.
 
-No torch at import: the classical engines subclass this directly.
+No torch at import: engines that need no torch subclass this directly.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -26,7 +27,9 @@ from PIL import Image
 from diffcompose.errors import InputError
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, dilate_mask, to_pil
 from diffcompose.methods.options import build_options, check_seed
-from diffcompose.methods.registry import EngineInfo, get_engine_info, options_for
+from diffcompose.methods.registry import (
+    NO_DEFAULT_MODEL, EngineInfo, all_engines, get_engine_info, load_target, options_for,
+)
 from diffcompose.methods.tasks import TASK_SPECS, Job, prepare
 from diffcompose.progress import CancelToken, ProgressCallback, RunContext
 from diffcompose.regions import WindowPolicy, paste_back as restore_outside
@@ -39,8 +42,6 @@ class Engine:
 
     #: The registered name (set by subclasses); the registry's :class:`EngineInfo` has the rest.
     name: str = ""
-    #: Whether ``_inpaint`` returns ``(images, masks)``: the object mask it predicts for each image.
-    predicts_mask: bool = False
 
     def __init__(self, *, device: str | None = None, dtype: str | None = None, model: str | None = None) -> None:
         self.device_name = device
@@ -58,6 +59,28 @@ class Engine:
     @property
     def info(self) -> EngineInfo:
         return get_engine_info(self.name)
+
+    @property
+    def predicts_mask(self) -> bool:
+        """Whether ``_inpaint`` returns ``(images, masks)``: the object mask it predicts for each image
+        (declared by the registration, where ``--mask-output``'s message finds it too)."""
+        return self.info.predicts_mask
+
+    def model_dir(self, locate: Callable[[str], Path], *, missing: str = "") -> Path:
+        """The local folder of ``self.model``, read the same way by every engine.
+
+        ``tiny``: the registration's tiny builder; nothing: the registration's
+        ``default_model`` (one line, ``missing``, when it has none published); anything else:
+        ``locate(name)``, the engine's own check of a hub id or folder (its required files
+        and its hint).
+        """
+        from diffcompose.models.hub import resolve_name
+
+        info = self.info
+        name = self.model or info.default_model
+        tiny = (lambda: load_target(info.tiny)()) if info.tiny else None
+        return resolve_name(None if name == NO_DEFAULT_MODEL else name, locate=locate, tiny=tiny,
+                            missing=missing or f"engine '{self.name}' has no default model; pass --model DIR")
 
     @property
     def loaded(self) -> bool:
@@ -114,8 +137,9 @@ class Engine:
         engine without a mask head refuses one: :class:`InputError`).
         """
         if masks is not None and not self.predicts_mask:
+            heads = [info.name for info in all_engines() if info.predicts_mask]
             raise InputError(f"engine '{self.name}' predicts no object mask; --mask-output needs an engine with a "
-                             "mask head (smartbrush)")
+                             f"mask head ({', '.join(heads) or 'none is registered'})")
         with self.lock:
             self.load()
             ctx.check()

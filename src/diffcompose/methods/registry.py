@@ -1,9 +1,14 @@
 """Which engines exist, which tasks each serves with which options, and which one ``auto`` picks.
 
 An engine registers one :class:`EngineInfo`: the dotted path of its class (imported on
-first use, so ``--help`` and the classical engines never import torch), its options
+first use, so ``--help`` and the engines that need no torch never import it), its options
 dataclass per task, its ``auto`` priority, and the packages it needs (with the extra that
-installs them, for a one-line error on a base install).
+installs them, for a one-line error on a base install). The same registration declares
+everything else the engine offers, so that adding an engine touches its own package only:
+the builder of its tiny random model (``--model tiny``), its checkpoint converter
+(``diffcompose convert ENGINE``), its trainer (``diffcompose train ENGINE``) and the facts
+the contract suite needs to test it (:class:`ContractFacts`). Functions are named as
+``"module:function"`` strings, imported when used: the registration stays light.
 """
 
 from __future__ import annotations
@@ -19,8 +24,82 @@ from diffcompose.errors import InputError, MissingExtraError
 #: Tasks the API and CLI know about (an engine implements a subset).
 TASKS = ("remove", "paste", "harmonize", "segment", "compose", "paint", "inpaint", "insert")
 
+#: ``default_model`` of an engine that takes a model but has none published (``--model`` is required).
+NO_DEFAULT_MODEL = "none"
+
 #: Packages of the ``diffusion`` extra, as importable names.
 DIFFUSION = ("torch", "diffusers", "transformers", "safetensors")
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """``(module, name)`` of a ``"package.module:name"`` string."""
+    module, _, name = target.partition(":")
+    if not module or not name:
+        raise ValueError(f"expected 'module:name', got {target!r}")
+    return module, name
+
+
+def load_target(target: str) -> Any:
+    """The object a ``"package.module:name"`` string names (imports its module)."""
+    module, name = split_target(target)
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Converter:
+    """``diffcompose convert ENGINE CKPT OUT_DIR [--like DIR] [--force]``.
+
+    ``target``: ``"module:function"``, called as ``function(checkpoint, out_dir, *, like, force)``
+    and returning the folder it wrote; imported only once the arguments have been checked
+    (the conversion needs torch, the checks do not).
+    """
+
+    target: str
+    help: str
+    description: str
+    like_help: str
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """``diffcompose train ENGINE --config FILE [--max-steps N] [--output-dir DIR] [--resume R]``.
+
+    ``config``: ``"module:function"`` reading the YAML config into its checked dataclass (a
+    light module: the config is refused before torch is imported). ``train``:
+    ``"module:function"`` called as ``train(cfg, on_progress=...)``, returning the loss history
+    (a list of losses, or a dataclass of such lists whose first is the total). ``export``:
+    ``"module:function"`` called as ``export(cfg, checkpoint, out_dir, force=)``; when given, the
+    command also takes ``--export CHECKPOINT OUT_DIR`` and ``--force``.
+    """
+
+    config: str
+    train: str
+    example: str  # the example config, named in the help ("configs/train_ENGINE.example.yaml")
+    help: str
+    description: str
+    export: str | None = None
+
+
+@dataclass(frozen=True)
+class ContractFacts:
+    """What the engine contract suite must know about an engine; the defaults fit one without torch.
+
+    ``fast_options``: options that make it fast on a CPU (few steps, small resolution).
+    ``bad_options``: per task, one out-of-range option value (default: an unknown option name).
+    ``seeded``: another seed changes the output (checked for torch engines only).
+    ``steps``: the option that counts the progress steps (``"steps"``, ``"iterations"``), or
+    their fixed number; ``None``: ``iterations`` or ``steps`` when the options have one.
+    ``previews``: every progress event carries a preview.
+    ``reports_progress``: tasks that must report progress although the engine needs no torch
+    (every torch engine must).
+    """
+
+    fast_options: dict[str, Any] = field(default_factory=dict)
+    bad_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeded: bool = True
+    steps: str | int | None = None
+    previews: bool = False
+    reports_progress: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -30,7 +109,10 @@ class EngineInfo:
     ``priority``: ``auto`` tries engines from the highest. ``wants_accelerator``: ``auto``
     passes over it when no CUDA/MPS device is present (unless no other engine serves the
     task). ``default_model``: what ``--model`` means when not given (``None``: the engine
-    takes no model).
+    takes no model; :data:`NO_DEFAULT_MODEL`: it takes one, but none is published).
+    ``tiny``: ``"module:function"`` returning the folder of a tiny random model, what
+    ``--model tiny`` loads. ``predicts_mask``: its ``inpaint`` also predicts the object's mask
+    (``--mask-output``). ``converter``, ``trainer`` and ``contract``: see their classes.
     """
 
     name: str
@@ -42,6 +124,11 @@ class EngineInfo:
     extra: str | None = None
     default_model: str | None = None
     summary: str = ""
+    tiny: str | None = None
+    predicts_mask: bool = False
+    converter: Converter | None = None
+    trainer: Trainer | None = None
+    contract: ContractFacts = field(default_factory=ContractFacts)
 
     def __post_init__(self) -> None:
         for task, options in self.tasks.items():
@@ -49,6 +136,14 @@ class EngineInfo:
                 raise ValueError(f"unknown task {task!r}")
             if not dataclasses.is_dataclass(options):
                 raise TypeError(f"options of {self.name} {task} must be a dataclass")
+        # A misspelt target fails at registration, not when a user first runs the command.
+        targets = [self.target, self.tiny]
+        if self.converter is not None:
+            targets.append(self.converter.target)
+        if self.trainer is not None:
+            targets += [self.trainer.config, self.trainer.train, self.trainer.export]
+        for target in filter(None, targets):
+            split_target(target)
 
     @property
     def needs_torch(self) -> bool:
@@ -67,8 +162,7 @@ class EngineInfo:
     def load_class(self) -> type:
         """The engine class (imports its module: torch for diffusion engines)."""
         self.check_installed()
-        module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return load_target(self.target)
 
 
 _ENGINES: dict[str, EngineInfo] = {}
@@ -93,6 +187,16 @@ def get_engine_info(name: str) -> EngineInfo:
         return _ENGINES[name]
     except KeyError:
         raise InputError(f"unknown engine '{name}'; engines: {', '.join(_ENGINES)}") from None
+
+
+def with_converter() -> list[EngineInfo]:
+    """Engines that declare a checkpoint converter (``diffcompose convert``), in registration order."""
+    return [info for info in _ENGINES.values() if info.converter is not None]
+
+
+def with_trainer() -> list[EngineInfo]:
+    """Engines that declare a trainer (``diffcompose train``), in registration order."""
+    return [info for info in _ENGINES.values() if info.trainer is not None]
 
 
 def engines_for(task: str) -> list[str]:

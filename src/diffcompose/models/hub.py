@@ -1,5 +1,6 @@
 """Locating model weights: a local directory, the HF cache, or the hub.
 
+``resolve_name`` is the one reading of what ``--model`` says (``tiny``, nothing, or a name);
 ``resolve_model`` turns what the user typed (a local directory or a hub id) into a local
 directory, or raises one line saying what is missing and what to do instead. Nothing is
 downloaded when ``HF_HUB_OFFLINE=1`` is set; otherwise the hub is asked once (a download
@@ -12,11 +13,14 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from diffcompose.errors import InputError, WeightsMissingError
 
 log = logging.getLogger(__name__)
+
+#: The model name that means "the tiny random model" (smoke tests, no download).
+TINY = "tiny"
 
 
 def _offline() -> bool:
@@ -95,3 +99,33 @@ def resolve_model(name: str, required: Iterable[str] = ("model_index.json",), *,
     except Exception as exc:
         raise WeightsMissingError(f"{what} '{name}' could not be downloaded ({type(exc).__name__}){hint}") from None
     return check_complete(Path(local), required, what)
+
+
+def resolve_name(name: str | None, *, locate: Callable[[str], Path], tiny: Callable[[], Path] | None = None,
+                 missing: str = "no model given; pass --model DIR") -> Path:
+    """The local folder of a model name, read the same way for every engine and trainer.
+
+    ``tiny``: the folder ``tiny`` builds (random weights, with a warning, since the output
+    means nothing); nothing: one :class:`WeightsMissingError` line, ``missing`` (the caller
+    applies its default first); anything else: ``locate(name)``, the caller's check of a hub
+    id or local folder (its required files and its hint), normally through :func:`resolve_model`.
+    """
+    if not name:
+        raise WeightsMissingError(missing)
+    if name == TINY:
+        if tiny is None:
+            raise InputError("--model tiny: there is no tiny model for this one; pass --model DIR")
+        log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
+        return Path(tiny())
+    return locate(name)
+
+
+def quiet_libraries() -> None:
+    """No per-shard progress bars or advisory notes from diffusers/transformers: we log what we load."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()

@@ -7,8 +7,8 @@ here):
 * ``root = resolve_sd(name, hint=...)``: what the user typed (a hub id, a local diffusers directory,
   or ``"tiny"``) becomes a complete local directory, or one
   :class:`~diffcompose.errors.WeightsMissingError` line naming what is missing and the ways
-  out (``--model DIR``, ``--engine classical``; engines of tasks the classical engine does
-  not serve pass their own ``hint``).
+  out (``--model DIR``, or an engine that needs no weights: :func:`ways_out`; engines of tasks
+  such an engine does not serve pass their own ``hint``).
 * ``sd = load_sd(root, device, dtype)`` gives :class:`SDComponents` (UNet, VAE, text
   encoder, tokenizer, scheduler, prediction type). Other layouts reuse the pieces:
   ``load_component(root, "unet", device, dtype)`` loads one subfolder with the class named
@@ -31,12 +31,22 @@ import torch
 
 from diffcompose.errors import WeightsMissingError
 from diffcompose.models import codec
-from diffcompose.models.hub import read_json, resolve_model
+from diffcompose.models.hub import quiet_libraries, read_json, resolve_model, resolve_name
 
 log = logging.getLogger(__name__)
 
-TINY = "tiny"
-WAYS_OUT = "; pass --model DIR (a local diffusers directory), or use --engine classical"
+
+def ways_out(first: str = "pass --model DIR (a local diffusers directory)") -> str:
+    """The hint a missing-weights line ends with: ``first``, or the engines that need no weights.
+
+    They are read from the registry when a message is written (not at import: the engines
+    import this module), so this layer names no engine.
+    """
+    from diffcompose.methods.registry import all_engines
+
+    weightless = [info.name for info in all_engines() if info.default_model is None]
+    return f"; {first}" + (f", or use --engine {' or --engine '.join(weightless)}" if weightless else "")
+
 
 _SD_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 _WEIGHT_FILES = {
@@ -109,28 +119,36 @@ def _missing_parts(root: Path, parts: tuple[str, ...]) -> list[str]:
     return missing
 
 
-def check_sd_dir(root: Path, parts: tuple[str, ...] = _SD_PARTS, hint: str = WAYS_OUT) -> Path:
-    """Refuse a directory lacking any config or weights file of ``parts``."""
+def check_sd_dir(root: Path, parts: tuple[str, ...] = _SD_PARTS, hint: str | None = None) -> Path:
+    """Refuse a directory lacking any config or weights file of ``parts`` (``hint``: default :func:`ways_out`)."""
     missing = _missing_parts(root, parts)
     if missing:
+        hint = ways_out() if hint is None else hint
         raise WeightsMissingError(f"model directory {root} is incomplete: missing {', '.join(missing)}{hint}")
     return root
 
 
-def resolve_sd(name: str, parts: tuple[str, ...] = _SD_PARTS, hint: str = WAYS_OUT) -> Path:
-    """A complete local SD directory for ``name`` (a hub id, a directory, or ``"tiny"``: the random one)."""
-    if name == TINY:
+def resolve_sd(name: str, parts: tuple[str, ...] = _SD_PARTS, hint: str | None = None) -> Path:
+    """A complete local SD directory for ``name`` (a hub id, a directory, or ``"tiny"``: the random one).
+
+    ``hint`` ends a missing-weights line (default: :func:`ways_out`).
+    """
+
+    def tiny() -> Path:
         from diffcompose.models.tiny import ensure_tiny_model
 
-        log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
-        return check_sd_dir(ensure_tiny_model(), parts)
-    root = resolve_model(name, ["model_index.json"], what="model", allow_patterns=_SD_PATTERNS, hint=hint)
-    return check_sd_dir(root, parts, hint)
+        return ensure_tiny_model()
+
+    def locate(name: str) -> Path:
+        return resolve_model(name, ["model_index.json"], what="model", allow_patterns=_SD_PATTERNS,
+                             hint=ways_out() if hint is None else hint)
+
+    return check_sd_dir(resolve_name(name, locate=locate, tiny=tiny), parts, hint)
 
 
 def resolve_extra(name: str, required: list[str], what: str, allow_patterns: list[str] | None = None) -> Path:
     """A local directory (or hub id) for an extra network, with the same one-line errors."""
-    hint = "; pass a local directory for it, or use --engine classical"
+    hint = ways_out("pass a local directory for it")
     return resolve_model(name, required, what=what, allow_patterns=allow_patterns, hint=hint)
 
 
@@ -185,17 +203,6 @@ def load_component(root: Path, component: str, device: torch.device, dtype: torc
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise WeightsMissingError(f"cannot load {sub} from {path}: {first}") from None
     return _freeze(model.to(device))
-
-
-def quiet_libraries() -> None:
-    """No per-shard progress bars or advisory notes from diffusers/transformers: we log what we load."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.set_verbosity_error()
 
 
 def _has_safetensors(path: Path) -> bool:

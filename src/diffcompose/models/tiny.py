@@ -153,7 +153,7 @@ def write_tiny_sd(path: str | os.PathLike, *, seed: int = 0, unet_overrides: dic
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from diffcompose.models.loader import quiet_libraries
+    from diffcompose.models.hub import quiet_libraries
     from diffcompose.models.vgg import VGG16Features
 
     quiet_libraries()

@@ -77,31 +77,3 @@ def load_config(path: Path) -> AnyDoorTrainConfig:
             setattr(cfg, key, str(path.parent / value))
     return cfg
 
-
-# ----------------------------------------------------------------------------- the command (no torch at import)
-
-def run_train_anydoor(args: Any) -> None:
-    """``train anydoor --config FILE``: check everything cheap first, then train."""
-    from diffcompose.cli.train import check_run_folder, configured
-    from diffcompose.progress import TqdmBar
-
-    out = check_run_folder(cfg := configured(args, load_config))  # before torch: a bad folder fails in a second
-    from diffcompose.methods.anydoor.train import train
-
-    losses = train(cfg, on_progress=TqdmBar(args.progress))
-    if losses:
-        print(f"{out / 'final'} (last loss {losses[-1]:.4f})")
-
-
-def add_parser(kinds: Any) -> Any:
-    """The ``train anydoor`` subcommand on ``kinds`` (the ``train`` command's subparsers)."""
-    from diffcompose.cli.train import add_run_flags
-
-    q = kinds.add_parser("anydoor", help="AnyDoor, identity-preserving object insertion (ControlNet + DINOv2)",
-                         description="Train AnyDoor from a YAML config (see configs/train_anydoor.example.yaml) on "
-                                     "object pairs from videos, multi-view sets and still images with instance "
-                                     "masks (.jsonl manifest). Multi-GPU / multi-node: 'accelerate launch -m "
-                                     "diffcompose train anydoor --config FILE'.")
-    add_run_flags(q, "configs/train_anydoor.example.yaml")
-    q.set_defaults(func=run_train_anydoor)
-    return q

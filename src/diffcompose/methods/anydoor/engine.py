@@ -30,13 +30,12 @@ import math
 import numpy as np
 import torch
 
-from diffcompose.errors import InputError, WeightsMissingError
+from diffcompose.errors import InputError
 from diffcompose.methods.anydoor import model as M
-from diffcompose.methods.anydoor.options import NO_DEFAULT_MODEL, AnyDoorInsertOptions
+from diffcompose.methods.anydoor.options import AnyDoorInsertOptions
 from diffcompose.methods.diffusion import DiffusionEngine
 from diffcompose.models import codec
 from diffcompose.models.device import make_generator
-from diffcompose.models.loader import TINY
 from diffcompose.models.sampling import denoise, initial_noise, is_guided, make_scheduler
 from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
@@ -53,17 +52,10 @@ NO_WEIGHTS = ("no AnyDoor weights in diffusers layout are published: convert the
 _PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "*/*.safetensors"]
 
 
-def resolve_anydoor(model: str | None):
-    """A complete local AnyDoor directory for ``model`` (a directory, a hub id, or ``tiny``)."""
+def locate_anydoor(model: str):
+    """A complete local AnyDoor directory for ``model`` (a directory or a hub id)."""
     from diffcompose.models.hub import resolve_model
 
-    if model in (None, "", NO_DEFAULT_MODEL):
-        raise WeightsMissingError(NO_WEIGHTS)
-    if model == TINY:
-        from diffcompose.methods.anydoor.tiny import ensure_tiny_anydoor
-
-        log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
-        return ensure_tiny_anydoor()
     root = resolve_model(model, M.REQUIRED, what="AnyDoor model", allow_patterns=_PATTERNS, hint=M.WAYS_OUT)
     return M.check_anydoor_dir(root)
 
@@ -76,7 +68,7 @@ class AnyDoorEngine(DiffusionEngine):
 
     def _load(self) -> None:
         self._resolve_device()
-        root = resolve_anydoor(self.model)
+        root = self.model_dir(locate_anydoor, missing=NO_WEIGHTS)
         self.m = M.load_anydoor(root, self.device, self.dtype)
 
     @classmethod

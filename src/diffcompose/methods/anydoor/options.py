@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diffcompose.methods.options import SamplerOptions, check_range, option, sampler_option
-from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
+from diffcompose.methods.registry import (
+    DIFFUSION, NO_DEFAULT_MODEL, ContractFacts, Converter, EngineInfo, Trainer, register,
+)
 
 ENGINE = "anydoor"
 #: The published weights are a Lightning checkpoint, not a diffusers directory: there is no
-#: hub default. ``--model DIR`` of ``diffcompose convert anydoor`` (or ``tiny``).
-NO_DEFAULT_MODEL = "none"
+#: hub default (:data:`NO_DEFAULT_MODEL`). ``--model DIR`` of ``diffcompose convert anydoor``
+#: (or ``tiny``).
 
 
 @dataclass(frozen=True)
@@ -55,4 +57,26 @@ register(EngineInfo(
     priority=5, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=NO_DEFAULT_MODEL,
     summary="AnyDoor: teleport the reference object into the target region, keeping its identity "
             "(needs converted weights)",
+    tiny="diffcompose.methods.anydoor.tiny:ensure_tiny_anydoor",
+    converter=Converter(
+        "diffcompose.methods.anydoor.convert:convert_anydoor",
+        help="AnyDoor (model.diffusion_model.*, control_model.*, cond_stage_model.*, ...)",
+        description="Convert the public AnyDoor checkpoint (.ckpt, read with weights_only and memory-mapped: no "
+                    "code in it runs, its optimizer state is never read; or .safetensors) into OUT_DIR with unet/, "
+                    "controlnet/, image_encoder/ (DINOv2), id_projector/, vae/ and scheduler/ in safetensors.",
+        like_help="take the UNet, VAE and scheduler configs from this AnyDoor directory (default: the published "
+                  "geometry: SD2.1 UNet, SD VAE; DINOv2's size is read from the weights)",
+    ),
+    trainer=Trainer(
+        config="diffcompose.methods.anydoor.config:load_config",
+        train="diffcompose.methods.anydoor.train:train",
+        example="configs/train_anydoor.example.yaml",
+        help="AnyDoor, identity-preserving object insertion (ControlNet + DINOv2)",
+        description="Train AnyDoor from a YAML config (see configs/train_anydoor.example.yaml) on object pairs from "
+                    "videos, multi-view sets and still images with instance masks (.jsonl manifest). Multi-GPU / "
+                    "multi-node: 'accelerate launch -m diffcompose train anydoor --config FILE'.",
+    ),
+    # The tiny model works at 128 px (AnyDoor crops and resizes itself): only the steps need cutting.
+    contract=ContractFacts(fast_options={"steps": 2}, bad_options={"insert": {"control_strength": 2.5}},
+                           steps="steps", previews=True),
 ))

@@ -56,7 +56,7 @@ def build_tiny_anydoor(seed: int = 0) -> AnyDoorModel:
 
 def write_tiny_anydoor(path: str | os.PathLike, *, seed: int = 0) -> Path:
     """Write a tiny random AnyDoor directory to ``path`` (created, or an empty folder)."""
-    from diffcompose.models.loader import quiet_libraries
+    from diffcompose.models.hub import quiet_libraries
 
     quiet_libraries()
     return save_anydoor(build_tiny_anydoor(seed), path, {"diffcompose_tiny": TINY_ANYDOOR_VERSION})

@@ -77,7 +77,7 @@ def build_model(init: str, init_kind: str = "auto", image_encoder: str = "tiny",
     import json
 
     from diffcompose.methods.anydoor.model import LAYOUT_KEY, load_anydoor
-    from diffcompose.models.loader import quiet_libraries
+    from diffcompose.models.hub import quiet_libraries
 
     quiet_libraries()
     if init == "tiny":

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diffcompose.methods.options import check_range, option
-from diffcompose.methods.registry import EngineInfo, register
+from diffcompose.methods.registry import ContractFacts, EngineInfo, register
 
 ENGINE = "classical"
 
@@ -89,4 +89,9 @@ register(EngineInfo(
     tasks={"remove": RemoveOptions, "paste": PasteOptions, "harmonize": HarmonizeOptions, "segment": SegmentOptions,
            "insert": InsertOptions},
     priority=0, summary="OpenCV/scikit-image, no weights",
+    contract=ContractFacts(
+        bad_options={"remove": {"radius": 0}, "paste": {"feather": -1}, "harmonize": {"strength": 2.0},
+                     "segment": {"iterations": 0}, "insert": {"strength": 2.0}},
+        reports_progress=("remove",),  # one step per separate part of the mask
+    ),
 ))

@@ -61,7 +61,7 @@ class FreeComposeEngine(DiffusionEngine):
 
     def _load(self) -> None:
         self._resolve_device()
-        root = resolve_sd(self.model or self.info.default_model)
+        root = self.model_dir(resolve_sd)
         self.sd = load_sd(root, self.device, self.dtype)
         self._extras: dict[tuple[str, str], Any] = {}
         if self.sd.is_tiny and self.model != "tiny":

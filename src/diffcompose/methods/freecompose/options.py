@@ -14,7 +14,7 @@ from typing import Literal
 
 from diffcompose.errors import InputError
 from diffcompose.methods.options import check_range, option
-from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
+from diffcompose.methods.registry import DIFFUSION, ContractFacts, EngineInfo, register
 
 ENGINE = "freecompose"
 
@@ -148,4 +148,8 @@ register(EngineInfo(
     tasks={"remove": RemoveOptions, "harmonize": HarmonizeOptions, "compose": ComposeOptions},
     priority=10, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_SD,
     summary="FreeCompose: DDS latent optimisation with Stable Diffusion",
+    tiny="diffcompose.models.tiny:ensure_tiny_model",
+    contract=ContractFacts(fast_options={"iterations": 2, "resolution": 64, "band": 0.2},
+                           bad_options={task: {"iterations": 0} for task in ("remove", "harmonize", "compose")},
+                           steps="iterations", previews=True),
 ))

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 
 from diffcompose.errors import WeightsMissingError
 from diffcompose.methods.pbe.encoder import ExemplarEncoder
-from diffcompose.methods.pbe.options import DEFAULT_PBE
 from diffcompose.models.hub import check_complete, read_json, resolve_model
-from diffcompose.models.loader import TINY, load_component
+from diffcompose.models.loader import load_component
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +79,8 @@ def unet_input(z_t: torch.Tensor, z_masked: torch.Tensor, keep_latent: torch.Ten
     return torch.cat([z_t, z_masked, keep_latent], dim=1)
 
 
-def resolve_pbe(model: str | None) -> Path:
-    """A complete local Paint-by-Example directory (``None``: the published model; ``tiny``: random)."""
-    name = model or DEFAULT_PBE
-    if name == TINY:
-        from diffcompose.methods.pbe.tiny import ensure_tiny_pbe
-
-        log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
-        return ensure_tiny_pbe()
+def locate_pbe(name: str) -> Path:
+    """A complete local Paint-by-Example directory for ``name`` (a hub id or a directory)."""
     root = resolve_model(name, _REQUIRED, what="Paint-by-Example model", allow_patterns=_PATTERNS, hint=WAYS_OUT)
     return check_weights(root)
 

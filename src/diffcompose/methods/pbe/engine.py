@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from diffcompose.methods.diffusion import DiffusionEngine
-from diffcompose.methods.pbe.components import PbEComponents, load_pbe, masked_condition, resolve_pbe, unet_input
+from diffcompose.methods.pbe.components import PbEComponents, load_pbe, locate_pbe, masked_condition, unet_input
 from diffcompose.methods.pbe.options import PaintOptions
 from diffcompose.methods.pbe.reference import prepare_reference
 from diffcompose.models import codec
@@ -41,7 +41,7 @@ class PaintByExampleEngine(DiffusionEngine):
 
     def _load(self) -> None:
         self._resolve_device()
-        self.c = load_pbe(resolve_pbe(self.model), self.device, self.dtype)
+        self.c = load_pbe(self.model_dir(locate_pbe), self.device, self.dtype)
 
     @classmethod
     def from_components(cls, c: PbEComponents) -> "PaintByExampleEngine":

@@ -7,7 +7,7 @@ from typing import Literal
 
 from diffcompose.errors import InputError
 from diffcompose.methods.options import SamplerOptions, option, sampler_option
-from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
+from diffcompose.methods.registry import DIFFUSION, ContractFacts, Converter, EngineInfo, Trainer, register
 
 ENGINE = "pbe"
 
@@ -46,4 +46,24 @@ register(EngineInfo(
     tasks={"paint": PaintOptions, "insert": PaintOptions},  # insert = paint into the region (or the shape mask)
     priority=10, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_PBE,
     summary="Paint-by-Example: fill the mask with an object like the reference",
+    tiny="diffcompose.methods.pbe.tiny:ensure_tiny_pbe",
+    converter=Converter(
+        "diffcompose.methods.pbe.convert:convert_pbe",
+        help="Paint-by-Example (model.diffusion_model.*, cond_stage_model.*, ...)",
+        description="Convert the original Paint-by-Example checkpoint (.ckpt, read with weights_only: no code in it "
+                    "runs; or .safetensors) into OUT_DIR with unet/, vae/, image_encoder/ and scheduler/ in "
+                    "safetensors.",
+        like_help="take the component configs from this model directory (default: the published geometry: SD1.x "
+                  "UNet with 9 input channels, SD VAE, CLIP ViT-L/14)",
+    ),
+    trainer=Trainer(
+        config="diffcompose.methods.pbe.config:load_config",
+        train="diffcompose.methods.pbe.train:train",
+        example="configs/train_pbe.example.yaml",
+        help="Paint-by-Example, self-reference training on images with object boxes",
+        description="Self-reference training of Paint-by-Example from a YAML config "
+                    "(see configs/train_pbe.example.yaml).",
+    ),
+    contract=ContractFacts(fast_options={"steps": 2, "resolution": 64},
+                           bad_options={"paint": {"steps": 0}, "insert": {"steps": 0}}, steps="steps", previews=True),
 ))

@@ -86,7 +86,7 @@ def build_model(init: str, init_kind: str, image_encoder: str, seed: int) -> tup
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     from diffcompose.methods.pbe.components import scheduler_config
-    from diffcompose.models.loader import quiet_libraries
+    from diffcompose.models.hub import quiet_libraries
 
     quiet_libraries()
     if init == "tiny":

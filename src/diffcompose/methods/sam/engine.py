@@ -27,10 +27,10 @@ import torch
 from diffcompose.errors import WeightsMissingError
 from diffcompose.inputs.boxes import Box
 from diffcompose.methods.diffusion import DiffusionEngine
-from diffcompose.methods.sam.options import DEFAULT_SAM, SegmentOptions
+from diffcompose.methods.sam.options import SegmentOptions
 from diffcompose.methods.sam.preprocess import Geometry, Preprocessor, logits_to_mask
 from diffcompose.models.hub import resolve_model
-from diffcompose.models.loader import TINY, load_component
+from diffcompose.models.loader import load_component
 from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
 
@@ -44,13 +44,8 @@ _PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors"]
 EMBEDDING_CACHE = 4
 
 
-def resolve_sam(name: str) -> Path:
-    """A complete local SAM directory for ``name`` (a hub id, a directory, or ``"tiny"``)."""
-    if name == TINY:
-        from diffcompose.methods.sam.tiny import ensure_tiny_sam
-
-        log.warning("--model tiny: random weights, the mask is meaningless (for smoke tests only)")
-        return ensure_tiny_sam()
+def locate_sam(name: str) -> Path:
+    """A complete local SAM directory for ``name`` (a hub id or a directory)."""
     root = resolve_model(name, ["config.json"], what="SAM model", allow_patterns=_PATTERNS, hint=WAYS_OUT)
     if not any((root / f).is_file() for f in _WEIGHTS):
         raise WeightsMissingError(f"SAM model directory {root} is incomplete: missing {_WEIGHTS[0]}{WAYS_OUT}")
@@ -66,7 +61,7 @@ class SamEngine(DiffusionEngine):
         from transformers import SamModel
 
         self._resolve_device()
-        root = resolve_sam(self.model or DEFAULT_SAM)
+        root = self.model_dir(locate_sam)
         self.sam = load_component(root, "sam", self.device, self.dtype, cls=SamModel, subfolder=".")
         self.prep = Preprocessor.from_dir(root, int(self.sam.config.vision_config.image_size))
         self.embeddings: OrderedDict[bytes, torch.Tensor] = OrderedDict()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diffcompose.methods.options import check_range, option
-from diffcompose.methods.registry import EngineInfo, register
+from diffcompose.methods.registry import ContractFacts, EngineInfo, register
 
 ENGINE = "sam"
 #: The hub checkpoint ``--model`` means when not given (ViT-B: 94M parameters, 375 MB).
@@ -42,4 +42,7 @@ register(EngineInfo(
     priority=-10,  # below GrabCut: auto must work without weights (see the module docstring)
     requires=("torch", "transformers", "safetensors"), extra="diffusion", default_model=DEFAULT_SAM,
     summary="Segment Anything: an object mask from clicks (points) and/or a box",
+    tiny="diffcompose.methods.sam.tiny:ensure_tiny_sam",
+    # No random choice (the seed cannot change the mask); two progress steps: encode, decode.
+    contract=ContractFacts(bad_options={"segment": {"threshold": 50.0}}, seeded=False, steps=2),
 ))

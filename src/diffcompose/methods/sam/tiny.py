@@ -35,7 +35,7 @@ def tiny_sam_config(**overrides: Any) -> Any:
 def write_tiny_sam(path: str | os.PathLike, *, seed: int = 0) -> Path:
     from transformers import SamModel
 
-    from diffcompose.models.loader import quiet_libraries
+    from diffcompose.models.hub import quiet_libraries
 
     quiet_libraries()
     root = Path(path)

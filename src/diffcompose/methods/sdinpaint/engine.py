@@ -23,9 +23,8 @@ from diffcompose.methods.diffusion import DiffusionEngine
 from diffcompose.methods.sdinpaint.options import InpaintOptions
 from diffcompose.models import codec
 from diffcompose.models.device import make_generator
-from diffcompose.models.loader import TINY, SDComponents, encode_prompts, load_sd, resolve_sd
+from diffcompose.models.loader import SDComponents, encode_prompts, load_sd, resolve_sd
 from diffcompose.models.sampling import denoise, initial_noise, is_guided, make_scheduler
-from diffcompose.models.tiny import ensure_tiny_inpainting_model
 from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
 
@@ -45,11 +44,7 @@ class SDInpaintEngine(DiffusionEngine):
 
     def _load(self) -> None:
         self._resolve_device()
-        if self.model == TINY:
-            log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
-            root = ensure_tiny_inpainting_model()
-        else:
-            root = resolve_sd(self.model or self.info.default_model, hint=WAYS_OUT)
+        root = self.model_dir(lambda name: resolve_sd(name, hint=WAYS_OUT))
         self.sd = load_sd(root, self.device, self.dtype)
         if self.sd.unet.config.in_channels != IN_CHANNELS:
             raise WeightsMissingError(f"{root} is not an inpainting model: its UNet takes "

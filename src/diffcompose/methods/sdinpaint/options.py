@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diffcompose.methods.options import SamplerOptions, sampler_option
-from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
+from diffcompose.methods.registry import DIFFUSION, ContractFacts, EngineInfo, register
 
 ENGINE = "sd-inpaint"
 #: SD 1.5's inpainting checkpoint (9-channel UNet: noisy latent, mask, masked-image latent).
@@ -29,4 +29,7 @@ register(EngineInfo(
     ENGINE, "diffcompose.methods.sdinpaint.engine:SDInpaintEngine", tasks={"inpaint": InpaintOptions},
     priority=10, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_SD_INPAINT,
     summary="Stable Diffusion inpainting (9-channel UNet): public weights",
+    tiny="diffcompose.models.tiny:ensure_tiny_inpainting_model",
+    contract=ContractFacts(fast_options={"steps": 2, "resolution": 64},
+                           bad_options={"inpaint": {"guidance_scale": -1.0}}, steps="steps", previews=True),
 ))

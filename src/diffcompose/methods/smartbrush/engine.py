@@ -42,11 +42,11 @@ from diffcompose.methods.diffusion import DiffusionEngine
 from diffcompose.methods.smartbrush.model import (
     is_smartbrush_unet, latent_mask, precision_levels, split_output,
 )
-from diffcompose.methods.smartbrush.options import NO_DEFAULT_MODEL, SmartBrushOptions
+from diffcompose.methods.smartbrush.options import SmartBrushOptions
 from diffcompose.methods.smartbrush.precision import is_box
 from diffcompose.models import codec
 from diffcompose.models.device import make_generator
-from diffcompose.models.loader import TINY, SDComponents, encode_prompts, load_sd, resolve_sd
+from diffcompose.models.loader import SDComponents, encode_prompts, load_sd, resolve_sd
 from diffcompose.models.sampling import denoise, initial_noise, is_guided, make_scheduler
 from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
@@ -62,22 +62,14 @@ class SmartBrushEngine(DiffusionEngine):
     """Fill a region with the object a prompt describes, following the region's shape as told by ``precision``."""
 
     name = "smartbrush"
-    predicts_mask = True
     sd: SDComponents
     levels: int
 
     def _load(self) -> None:
         self._resolve_device()
-        if self.model in (None, "", NO_DEFAULT_MODEL):
-            raise WeightsMissingError(NO_WEIGHTS)
-        if self.model == TINY:
-            from diffcompose.methods.smartbrush.tiny import ensure_tiny_smartbrush
-
-            log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
-            root = ensure_tiny_smartbrush()
-        else:
-            root = resolve_sd(self.model, hint="; pass --model DIR (a SmartBrush model from 'diffcompose train "
-                                                "smartbrush --export'), or use --engine sd-inpaint")
+        root = self.model_dir(lambda name: resolve_sd(name, hint="; pass --model DIR (a SmartBrush model from "
+                                                                "'diffcompose train smartbrush --export'), or use "
+                                                                "--engine sd-inpaint"), missing=NO_WEIGHTS)
         self.sd = load_sd(root, self.device, self.dtype)
         if not is_smartbrush_unet(self.sd.unet):
             cfg = self.sd.unet.config

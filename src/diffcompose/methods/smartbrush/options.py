@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diffcompose.methods.options import SamplerOptions, check_range, option, sampler_option
-from diffcompose.methods.registry import DIFFUSION, EngineInfo, register
+from diffcompose.methods.registry import DIFFUSION, NO_DEFAULT_MODEL, ContractFacts, EngineInfo, Trainer, register
 from diffcompose.methods.smartbrush.precision import PRECISION_LEVELS
 
 ENGINE = "smartbrush"
-#: No SmartBrush weights are published: there is no default model (``--model DIR`` of a
-#: trained model, or ``tiny`` for a smoke test). The engine explains this in one line.
-NO_DEFAULT_MODEL = "none"
+#: No SmartBrush weights are published: there is no default model (:data:`NO_DEFAULT_MODEL`:
+#: ``--model DIR`` of a trained model, or ``tiny`` for a smoke test). The engine explains this
+#: in one line.
 
 
 @dataclass(frozen=True)
@@ -48,4 +48,18 @@ register(EngineInfo(
     ENGINE, "diffcompose.methods.smartbrush.engine:SmartBrushEngine", tasks={"inpaint": SmartBrushOptions},
     priority=5, requires=DIFFUSION, extra="diffusion", default_model=NO_DEFAULT_MODEL,
     summary="SmartBrush: text and shape-guided object inpainting with a predicted object mask (needs training)",
+    tiny="diffcompose.methods.smartbrush.tiny:ensure_tiny_smartbrush",
+    predicts_mask=True,
+    trainer=Trainer(
+        config="diffcompose.methods.smartbrush.config:load_config",
+        train="diffcompose.methods.smartbrush.train:train",
+        export="diffcompose.methods.smartbrush.train:export_checkpoint",
+        example="configs/train_smartbrush.example.yaml",
+        help="SmartBrush, text and shape-guided inpainting with a mask head",
+        description="Train SmartBrush from a YAML config (see configs/train_smartbrush.example.yaml) on object "
+                    "instances with masks and texts (COCO polygons/RLE or .jsonl). Multi-GPU / multi-node: "
+                    "'accelerate launch -m diffcompose train smartbrush --config FILE'.",
+    ),
+    contract=ContractFacts(fast_options={"steps": 2, "resolution": 64}, bad_options={"inpaint": {"precision": 6}},
+                           steps="steps", previews=True),
 ))

@@ -78,7 +78,8 @@ def build_model(init: str, init_kind: str = "auto") -> tuple[Any, Parts]:
     """(trainable SmartBrush UNet, frozen parts) from an SD, SD-inpainting or SmartBrush directory/hub id."""
     from diffusers import UNet2DConditionModel
 
-    from diffcompose.models.loader import load_component, quiet_libraries, resolve_sd
+    from diffcompose.models.hub import quiet_libraries
+    from diffcompose.models.loader import load_component, resolve_sd
 
     quiet_libraries()
     if init == "tiny":

@@ -1,0 +1,47 @@
+"""The run-folder flags every ``train ENGINE`` command takes, and the checks made before torch.
+
+``--config`` names the trainer's YAML file; ``--max-steps``, ``--output-dir`` and
+``--resume`` override its ``train`` section, so one config serves a smoke run and the real
+one. Every trainer's config has these keys (see :mod:`diffcompose.training.config`), which is
+what lets one command line serve every engine. Light: no torch, so a wrong flag, config or
+folder fails in a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Callable
+
+#: The config keys the command line may override (each is also a ``--flag``).
+OVERRIDES = ("max_steps", "output_dir", "resume")
+
+
+def add_run_flags(parser: argparse.ArgumentParser, example: str) -> None:
+    """The flags every ``train ENGINE`` takes: the config and the overrides of its ``train`` section."""
+    parser.add_argument("--config", type=Path, required=True,
+                        help=f"YAML file with data, model and train sections (see {example})")
+    parser.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
+    parser.add_argument("--output-dir", default=None, help="override train.output_dir")
+    parser.add_argument("--resume", default=None, help="'latest' or a checkpoint directory (overrides train.resume)")
+
+
+def configured(args: argparse.Namespace, load_config: Callable[[Path], Any]) -> Any:
+    """The config of ``--config`` with the command line's overrides, checked again."""
+    cfg = load_config(args.config)
+    for key in OVERRIDES:
+        if getattr(args, key, None) is not None:
+            setattr(cfg, key, getattr(args, key))
+    cfg.__post_init__()
+    return cfg
+
+
+def check_run_folder(cfg: Any) -> Path:
+    """The run's output folder, refused (exit 2) before torch is imported when it is not ours to write."""
+    from diffcompose.outdir import check_out_dir
+
+    out = Path(cfg.output_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, [Path(cfg.manifest)] + ([Path(cfg.image_root)] if cfg.image_root else []), force=False,
+                  reuse=True)
+    return out
