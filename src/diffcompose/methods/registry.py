@@ -112,7 +112,10 @@ class EngineInfo:
     takes no model; :data:`NO_DEFAULT_MODEL`: it takes one, but none is published).
     ``tiny``: ``"module:function"`` returning the folder of a tiny random model, what
     ``--model tiny`` loads. ``predicts_mask``: its ``inpaint`` also predicts the object's mask
-    (``--mask-output``). ``converter``, ``trainer`` and ``contract``: see their classes.
+    (``--mask-output``). ``demo``: ``"module:function"`` returning the engine's
+    :class:`diffcompose.demo.Step` list for a testdata folder (what ``diffcompose demo`` runs:
+    declare one only for an engine that needs no weights). ``converter``, ``trainer`` and
+    ``contract``: see their classes.
     """
 
     name: str
@@ -126,6 +129,7 @@ class EngineInfo:
     summary: str = ""
     tiny: str | None = None
     predicts_mask: bool = False
+    demo: str | None = None
     converter: Converter | None = None
     trainer: Trainer | None = None
     contract: ContractFacts = field(default_factory=ContractFacts)
@@ -137,7 +141,7 @@ class EngineInfo:
             if not dataclasses.is_dataclass(options):
                 raise TypeError(f"options of {self.name} {task} must be a dataclass")
         # A misspelt target fails at registration, not when a user first runs the command.
-        targets = [self.target, self.tiny]
+        targets = [self.target, self.tiny, self.demo]
         if self.converter is not None:
             targets.append(self.converter.target)
         if self.trainer is not None:

@@ -89,6 +89,7 @@ register(EngineInfo(
     tasks={"remove": RemoveOptions, "paste": PasteOptions, "harmonize": HarmonizeOptions, "segment": SegmentOptions,
            "insert": InsertOptions},
     priority=0, summary="OpenCV/scikit-image, no weights",
+    demo="diffcompose.methods.classical.demo:demo_steps",
     contract=ContractFacts(
         bad_options={"remove": {"radius": 0}, "paste": {"feather": -1}, "harmonize": {"strength": 2.0},
                      "segment": {"iterations": 0}, "insert": {"strength": 2.0}},
