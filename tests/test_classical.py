@@ -84,6 +84,16 @@ def test_remove_is_deterministic(photo, ellipse_mask, method) -> None:
     np.testing.assert_array_equal(a, b)
 
 
+def test_remove_reports_one_progress_step_per_separate_part_of_the_mask(photo) -> None:
+    # Each part is filled in its own window, so a mask of two objects is two steps of work.
+    mask = np.zeros(photo.shape[:2], bool)
+    mask[100:140, 60:100] = True
+    mask[300:340, 350:400] = True
+    events = []
+    dc.remove(photo, mask, engine="classical", method="telea", on_progress=events.append)
+    assert [(e.step, e.total) for e in events] == [(1, 2), (2, 2)]
+
+
 def test_remove_refuses_full_mask_and_bad_options(photo) -> None:
     with pytest.raises(InputError, match="covers the whole image"):
         dc.remove(photo, np.ones(photo.shape[:2], bool), engine="classical")
