@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffcompose.errors import InputError, MissingExtraError
+from diffcompose.methods.tasks import TASK_SPECS
 
-#: Tasks the API and CLI know about (an engine implements a subset).
-TASKS = ("remove", "paste", "harmonize", "segment", "compose", "paint", "inpaint", "insert")
+#: The built-in tasks (an engine implements a subset); :func:`~.tasks.register_task` may add more.
+TASKS = tuple(TASK_SPECS)
 
 #: Packages of the ``diffusion`` extra, as importable names.
 DIFFUSION = ("torch", "diffusers", "transformers", "safetensors")
@@ -45,7 +46,7 @@ class EngineInfo:
 
     def __post_init__(self) -> None:
         for task, options in self.tasks.items():
-            if task not in TASKS:
+            if task not in TASK_SPECS:
                 raise ValueError(f"unknown task {task!r}")
             if not dataclasses.is_dataclass(options):
                 raise TypeError(f"options of {self.name} {task} must be a dataclass")
