@@ -163,7 +163,14 @@ def options_json_schema(cls: type) -> dict[str, Any]:
         prop["description"] = opt["help"]
         props[opt["name"]] = prop
     return {"type": "object", "properties": props, "additionalProperties": False,
-            "title": f"{cls.__module__.rsplit('.', 2)[-2]}.{cls.__name__}"}
+            "title": f"{_package(cls)}.{cls.__name__}"}
+
+
+def _package(cls: type) -> str:
+    """The engine package an options class lives in (``diffcompose.methods.pbe.options`` -> ``pbe``); the
+    module itself for a class defined outside a package (a test's)."""
+    parts = cls.__module__.split(".")
+    return parts[-2] if len(parts) > 1 else parts[0]
 
 
 #: JSON schema of each kind of value input in the request JSON (the task checks the values).
