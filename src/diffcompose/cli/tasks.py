@@ -42,6 +42,8 @@ def _add_input(parser: Any, param: InputSpec, default: Any, required: bool) -> N
     if param.is_file:
         kw["type"] = Path
     if param.positional:
+        if not required:
+            kw.update(nargs="?", default=default)
         parser.add_argument(param.keyword, metavar=param.flag, **kw)
         return
     if param.choices:
