@@ -1,4 +1,4 @@
-"""The functional API: one function per task, mirroring the CLI.
+"""The functional API: :func:`run` for any task, and one function per task, mirroring the CLI.
 
 Each function validates its inputs and the engine's options, picks the engine (``auto``
 included), gets it loaded from the process's :class:`~diffcompose.EngineManager` (so
@@ -8,7 +8,8 @@ control (several models, explicit lifetime), use engine objects: :func:`get_engi
 Common keywords: ``engine``; ``device``, ``dtype``, ``model`` (the engine's construction
 arguments); ``seed``; ``on_progress`` (called with each
 :class:`~diffcompose.ProgressEvent`); ``cancel`` (a :class:`~diffcompose.CancelToken`);
-``paste_back`` and ``margin``; ``max_pixels``. Any other keyword is an engine option.
+``paste_back`` and ``margin``; ``max_pixels``. Any other keyword is an engine option
+(for :func:`run`: any other keyword that is not one of the task's inputs, as its spec names them).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Any
 
 from PIL import Image
 
+from diffcompose.errors import InputError
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, Box, ImageLike, MaskLike
 from diffcompose.methods.engine import Engine, check_margin, finish
 from diffcompose.methods.manager import default_manager
 from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import options_for, resolve_engine
-from diffcompose.methods.tasks import prepare
+from diffcompose.methods.tasks import prepare, split_inputs
 from diffcompose.progress import CancelToken, ProgressCallback, RunContext
 
 log = logging.getLogger(__name__)
@@ -37,16 +39,23 @@ def get_engine(name: str, *, device: str | None = None, dtype: str | None = None
     return default_manager().get(name, device=device, dtype=dtype, model=model)
 
 
-def run(task: str, inputs: dict[str, Any], *, engine: str = "auto", device: str | None = None,
+def run(task: str, inputs: dict[str, Any] | None = None, *, engine: str = "auto", device: str | None = None,
         dtype: str | None = None, model: str | None = None, seed: int = 0,
         on_progress: ProgressCallback | None = None, cancel: CancelToken | None = None, paste_back: bool = True,
         margin: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, masks: list | None = None,
-        **options: Any) -> Image.Image | list[Image.Image]:
-    """Validate, pick the engine, run it: what every task function below does.
+        **kwargs: Any) -> Image.Image | list[Image.Image]:
+    """Validate, pick the engine, run it: what every task function below does, for any registered task.
 
-    ``masks``: a list that receives the full-size object masks of an engine with a mask head.
+    The task's inputs (its spec's keywords) come in ``inputs``, or as keywords
+    (``run("remove", image=..., mask=..., method="patchmatch")``); the other keywords are the
+    engine's options. ``masks``: a list that receives the full-size object masks of an engine
+    with a mask head.
     """
-    job = prepare(task, inputs, max_pixels)
+    given, options = split_inputs(task, kwargs)
+    twice = sorted(set(given) & set(inputs or {}))
+    if twice:
+        raise InputError(f"input {', '.join(twice)} given both in inputs and as a keyword")
+    job = prepare(task, {**(inputs or {}), **given}, max_pixels)
     check_margin(margin, paste_back)
     seed = check_seed(seed)
     name, why = resolve_engine(engine, task)

@@ -10,10 +10,11 @@ Manifest: JSON lines, one job per line; paths are relative to the manifest's fol
 
 - ``task`` (required): one of the API's tasks (``remove``, ``paste``, ``harmonize``,
   ``segment``, ``compose``, ``paint``, ``inpaint``, ``insert``).
-- ``inputs``: the task's keyword names as in the Python API (``image``, ``mask``,
-  ``reference``, ``obj``, ``box`` as ``[x0, y0, x1, y1]`` or ``"x0,y0,x1,y1"``, ``prompt``...).
-  Every input is a path except :data:`VALUE_INPUTS` (``box``, ``points``, ``prompt``,
-  ``negative_prompt``, ``condition_type``), which are taken as they are.
+- ``inputs``: the task's keyword names as in the Python API and its spec
+  (:data:`~diffcompose.methods.tasks.TASK_SPECS`: ``image``, ``mask``, ``reference``,
+  ``obj``, ``box`` as ``[x0, y0, x1, y1]`` or ``"x0,y0,x1,y1"``, ``prompt``...). Image and
+  mask inputs are paths; the others (:data:`VALUE_INPUTS`: ``box``, ``points``, ``prompt``,
+  ``negative_prompt``, ``condition_type``) are taken as they are.
 - ``id`` (optional): letters, digits, ``.``, ``_``, ``-`` (at most 100, not starting with
   ``.``); default: the 1-based line number in the file, as ``"000001"`` (blank and comment
   lines count). Ids name the outputs, so an unusable id, an id repeated (ignoring case), or
@@ -55,9 +56,9 @@ No torch here.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import re
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,28 @@ from typing import Any
 from diffcompose.errors import InputError
 from diffcompose.training.manifest import read_json_lines
 
+
+class _ValueInputs(Set):
+    """Input names whose values are values, not paths: the box, points, text and choice inputs of every
+    task. Read from the task specs on each use, so a task registered later counts."""
+
+    def _names(self) -> frozenset[str]:
+        from diffcompose.methods.tasks import TASK_SPECS
+
+        return frozenset(p.keyword for s in TASK_SPECS.values() for p in s.params if not p.is_file)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._names()))
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 #: Input names whose values are values, not paths.
-VALUE_INPUTS = frozenset({"box", "points", "prompt", "negative_prompt", "condition_type"})
+VALUE_INPUTS: Set = _ValueInputs()
 #: Keys a manifest line may have.
 KEYS = frozenset({"id", "task", "engine", "inputs", "options", "seed", "ground_truth", "model"})
 RESULTS = "results.jsonl"
@@ -99,13 +120,11 @@ class Item:
 
 
 def _task_inputs(task: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(all input names, required ones)`` of a task."""
+    """``(all input names, required ones)`` of a task, from its spec."""
     from diffcompose.methods.tasks import TASK_SPECS
 
     spec = TASK_SPECS[task]
-    params = inspect.signature(spec.prepare).parameters
-    required = tuple(n for n in spec.inputs if n in params and params[n].default is inspect.Parameter.empty)
-    return spec.inputs, required
+    return spec.inputs, tuple(p.keyword for p in spec.params if p.required)
 
 
 def _resolve(base: Path, value: Any, what: str) -> str:
@@ -117,7 +136,7 @@ def _resolve(base: Path, value: Any, what: str) -> str:
 
 def _fill(item: Item, job: dict, base: Path) -> None:
     """Check and resolve a parsed line into ``item`` (raises ``ValueError`` with the reason)."""
-    from diffcompose.methods.tasks import TASK_SPECS
+    from diffcompose.methods.tasks import FILE_KINDS, TASK_SPECS
 
     unknown = sorted(set(job) - KEYS)
     if unknown:
@@ -141,10 +160,15 @@ def _fill(item: Item, job: dict, base: Path) -> None:
     missing = [n for n in required if inputs.get(n) is None]
     if missing:
         raise ValueError(f"{task} needs input(s) {', '.join(missing)}")
-    item.inputs = {k: (v if k in VALUE_INPUTS or v is None else _resolve(base, v, f"input {k}"))
-                   for k, v in inputs.items()}
-    if isinstance(item.inputs.get("box"), list):
-        item.inputs["box"] = tuple(item.inputs["box"])  # the API's box form (JSON has no tuples)
+    spec = TASK_SPECS[task]
+    item.inputs = {}
+    for k, v in inputs.items():
+        kind = spec.param(k).kind
+        if v is not None and kind in FILE_KINDS:
+            v = _resolve(base, v, f"input {k}")
+        elif kind == "box" and isinstance(v, list):
+            v = tuple(v)  # the API's box form (JSON has no tuples)
+        item.inputs[k] = v
     item.options = dict(options)
     if "seed" in job:
         item.seed = job["seed"]

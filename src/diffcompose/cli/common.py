@@ -203,13 +203,14 @@ def _names(base: Path, n: int) -> list[Path]:
 
 
 def write_batch(args: argparse.Namespace, inputs: tuple[Path | None, ...], call: Any,
-                mask_output: Path | None = None) -> None:
-    """Run ``call`` (one image, or a list for --num-images N) and write OUT.png, or OUT_0.png ... OUT_{N-1}.png.
+                mask_output: Path | None = None, numbered: bool = True) -> None:
+    """Run ``call`` and write OUT.png, or, for ``numbered`` tasks with --num-images N, OUT_0.png ... OUT_{N-1}.png.
 
     With ``mask_output``, ``call`` returns ``(images, masks)`` and the masks are written the
-    same way. Every output is checked before any work, and written only once all are made.
+    same way. Every output is checked before any work, and written only once all are made;
+    none of them may be one of ``inputs`` (the input files).
     """
-    n = _count(engine_options(args).get("num_images", 1))
+    n = _count(engine_options(args).get("num_images", 1)) if numbered else 1
     outputs = _names(args.output, n)
     masks_out = _names(mask_output, n) if mask_output is not None else []
     if len({p.resolve() for p in outputs + masks_out}) < len(outputs + masks_out):

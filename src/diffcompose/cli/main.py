@@ -22,8 +22,7 @@ from diffcompose.cli.common import Parser
 from diffcompose.errors import Cancelled, DiffComposeError
 
 #: Command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ["edit", "compose", "paint", "inpaint", "insert", "convert", "train", "batch", "demo", "evaluate",
-                   "serve"]
+COMMAND_MODULES = ["tasks", "convert", "train", "batch", "demo", "evaluate", "serve"]
 
 
 def build_parser() -> Parser:

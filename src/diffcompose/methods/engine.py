@@ -30,7 +30,7 @@ from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import (
     NO_DEFAULT_MODEL, EngineInfo, all_engines, get_engine_info, load_target, options_for,
 )
-from diffcompose.methods.tasks import TASK_SPECS, Job, prepare
+from diffcompose.methods.tasks import Job, prepare, split_inputs
 from diffcompose.progress import CancelToken, ProgressCallback, RunContext
 from diffcompose.regions import WindowPolicy, paste_back as restore_outside
 
@@ -188,14 +188,14 @@ class Engine:
             **kwargs: Any) -> Image.Image | list[Image.Image]:
         """Run ``task`` on user inputs (paths, PIL images or arrays) with options as keywords.
 
+        The keywords that the task's spec names as inputs are inputs, the others options.
         Returns PIL images of the input's size: one, or a list for ``paint`` with
         ``num_images`` > 1. Bad inputs and options raise :class:`~diffcompose.InputError`;
         a cancel raises :class:`~diffcompose.Cancelled`. ``masks``: a list that receives the
         full-size object masks of an engine with a mask head (:meth:`execute`).
         """
-        spec = TASK_SPECS[task]
-        inputs = {k: v for k, v in kwargs.items() if k in spec.inputs}
-        options = self.options(task, {k: v for k, v in kwargs.items() if k not in spec.inputs})
+        inputs, values = split_inputs(task, kwargs)
+        options = self.options(task, values)
         job = prepare(task, inputs, max_pixels)
         check_margin(margin, paste_back)
         result = self.execute(job, options, RunContext(check_seed(seed), on_progress, cancel),

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffcompose.errors import InputError, MissingExtraError
+from diffcompose.methods.tasks import TASK_SPECS
 
-#: Tasks the API and CLI know about (an engine implements a subset).
-TASKS = ("remove", "paste", "harmonize", "segment", "compose", "paint", "inpaint", "insert")
+#: The built-in tasks (an engine implements a subset); :func:`~.tasks.register_task` may add more.
+TASKS = tuple(TASK_SPECS)
 
 #: ``default_model`` of an engine that takes a model but has none published (``--model`` is required).
 NO_DEFAULT_MODEL = "none"
@@ -136,7 +137,7 @@ class EngineInfo:
 
     def __post_init__(self) -> None:
         for task, options in self.tasks.items():
-            if task not in TASKS:
+            if task not in TASK_SPECS:
                 raise ValueError(f"unknown task {task!r}")
             if not dataclasses.is_dataclass(options):
                 raise TypeError(f"options of {self.name} {task} must be a dataclass")

@@ -1,14 +1,23 @@
 """The tasks: what each one takes, how its inputs are validated, what comes back.
 
-A task's ``prepare`` turns what users hand us (paths, PIL images, numpy arrays, box
-strings) into a :class:`Job`: the inputs in the internal form of :mod:`diffcompose.inputs`,
-the region the window is planned around, how the runner crops each input, and the mask
-outside which the original pixels come back (paste-back). Every engine of a task sees the
-same validated inputs, so every engine fails the same way on the same bad input.
+Each task is one :class:`TaskSpec`: its inputs declared once, typed (:class:`InputSpec`:
+keyword, kind, required, help, CLI and HTTP names; :class:`OneOf` groups such as
+``mask | box``), a few task-level facts (what it returns, whether paste-back and the device
+flags apply, its help), and its ``prepare`` function. The CLI commands, the HTTP schema and
+its validation, the batch manifest and the Python API are all generated from these specs,
+so adding a task is its spec and its ``prepare`` (:func:`register_task`).
+
+A task's ``prepare`` is the one place its inputs are validated: it turns what users hand us
+(paths, PIL images, numpy arrays, box strings) into a :class:`Job`: the inputs in the
+internal form of :mod:`diffcompose.inputs`, the region the window is planned around, how
+the runner crops each input, and the mask outside which the original pixels come back
+(paste-back). Every engine of a task sees the same validated inputs, so every engine fails
+the same way on the same bad input.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -26,6 +35,9 @@ from diffcompose.inputs.masks import load_soft_mask
 #: How the runner cuts a full-size input to the window: uint8 image, bool mask, float map, box.
 Kind = Literal["image", "mask", "soft", "box"]
 
+#: What a task returns: one image, one image or several (``num_images``), or a mask.
+Output = Literal["image", "images", "mask"]
+
 
 @dataclass
 class Job:
@@ -37,19 +49,161 @@ class Job:
     region: Box
     kinds: dict[str, Kind] = field(default_factory=dict)
     paste_mask: np.ndarray | None = None  # original pixels come back outside it (None: no paste-back)
-    output: Literal["image", "images", "mask"] = "image"
+    output: Output = "image"  # set from the task's spec by :func:`prepare`
 
     @property
     def size(self) -> tuple[int, int]:
         return self.image.shape[1], self.image.shape[0]
 
 
+# ---------------------------------------------------------------------------- the spec
+
+#: What a task input is: a picture, a mask (white = yes), a box, click points, free text, one of fixed words.
+InputKind = Literal["image", "mask", "box", "points", "text", "choice"]
+
+#: Kinds read from a file: a path on the CLI and in a batch manifest, an upload over HTTP. The rest are values.
+FILE_KINDS = frozenset({"image", "mask"})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of a task, as every consumer needs to know it.
+
+    ``keyword`` is the name ``prepare``, the Python API and a batch manifest use. ``help`` is
+    what ``--help`` says (it may name other flags); ``http_help`` is what ``/api/tasks`` and
+    the web page say (default: the kind's own format for boxes and points, the choices, or
+    the keyword). ``cli`` is an upper-case metavar for a positional argument (``IMAGE``) or
+    the flag (default ``--`` + the keyword with dashes); ``field`` is the HTTP name (default:
+    the keyword). Defaults are ``prepare``'s own (not repeated here).
+    """
+
+    keyword: str
+    kind: InputKind
+    required: bool = False
+    help: str = ""
+    http_help: str = ""
+    cli: str = ""
+    field: str = ""
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.kind == "choice") != bool(self.choices):
+            raise ValueError(f"input {self.keyword}: a choice input, and only one, lists its choices")
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag (``--object``), or the metavar of a positional argument (``IMAGE``)."""
+        return self.cli or "--" + self.keyword.replace("_", "-")
+
+    @property
+    def positional(self) -> bool:
+        return not self.flag.startswith("-")
+
+    @property
+    def field_name(self) -> str:
+        """The multipart/JSON name over HTTP (``obj`` -> ``object``)."""
+        return self.field or self.keyword
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind in FILE_KINDS
+
+    @property
+    def about(self) -> str:
+        """What the HTTP API says about the input."""
+        if self.http_help:
+            return self.http_help
+        if self.kind in _FORMATS:
+            return _FORMATS[self.kind]
+        if self.choices:
+            return " or ".join(self.choices)
+        return self.keyword.replace("_", " ")
+
+
+#: How a box and click points are written over HTTP (the CLI help of those inputs says it for a shell).
+_FORMATS = {"box": "x0,y0,x1,y1 in pixels, end-exclusive",
+            "points": "[[x, y, label], ...]: label 1 = on the object, 0 = background"}
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Exactly one of ``alternatives`` is given; an alternative is one input, or several given together.
+
+    ``prepare`` enforces it (with its own message); the CLI turns a group of single inputs
+    into a required mutually exclusive group.
+    """
+
+    alternatives: tuple[tuple[str, ...], ...]
+
+    @property
+    def single(self) -> bool:
+        """Every alternative is one input (argparse can say it)."""
+        return all(len(a) == 1 for a in self.alternatives)
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        return tuple(k for a in self.alternatives for k in a)
+
+
+def one_of(*alternatives: str | tuple[str, ...]) -> OneOf:
+    """``one_of("mask", "box")``; ``one_of("mask", ("obj", "box"))``: the mask, or the object and the box."""
+    return OneOf(tuple((a,) if isinstance(a, str) else tuple(a) for a in alternatives))
+
+
 @dataclass(frozen=True)
 class TaskSpec:
+    """A task: its inputs, its ``prepare``, and what the CLI and the HTTP API say about it.
+
+    ``summary``: one line (``/api/tasks``; the CLI command's line in ``--help`` unless
+    ``cli_help`` is given). ``description``: the command's ``--help`` text. ``output``: what
+    it returns (``images`` tasks name several outputs ``OUT_<k>``). ``paste_back``: whether
+    original pixels come back outside the region (``--no-paste-back``, ``--margin``).
+    ``devices``: whether its engines take ``--device``, ``--dtype`` and ``--model``.
+    ``mask_output``: the help of ``--mask-output`` for a task whose engines may predict the
+    object's mask (empty: none).
+    """
+
     name: str
-    inputs: tuple[str, ...]  # keyword names of the task's inputs (the rest of the keywords are options)
+    params: tuple[InputSpec, ...]
     prepare: Callable[..., Job]
     summary: str
+    output: Output = "image"
+    one_of: tuple[OneOf, ...] = ()
+    paste_back: bool = True
+    devices: bool = True
+    cli_help: str = ""
+    description: str = ""
+    mask_output: str = ""
+
+    def __post_init__(self) -> None:
+        """The spec and its ``prepare`` must agree, so neither can drift from the other."""
+        keywords = self.inputs
+        if len(set(keywords)) != len(keywords):
+            raise ValueError(f"task {self.name}: an input is declared twice")
+        params = inspect.signature(self.prepare).parameters
+        declared = set(keywords) | {"max_pixels"}
+        if set(params) != declared:
+            raise ValueError(f"task {self.name}: prepare takes {sorted(set(params) - {'max_pixels'})}, "
+                             f"the spec declares {sorted(keywords)}")
+        grouped = {k for g in self.one_of for k in g.keywords}
+        if not grouped <= set(keywords):
+            raise ValueError(f"task {self.name}: one_of names unknown inputs {sorted(grouped - set(keywords))}")
+        for p in self.params:
+            if params[p.keyword].default is inspect.Parameter.empty and not p.required:
+                raise ValueError(f"task {self.name}: prepare has no default for {p.keyword}, so it is required")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The inputs' keywords (every other keyword of a run is an engine option)."""
+        return tuple(p.keyword for p in self.params)
+
+    def param(self, keyword: str) -> InputSpec:
+        return next(p for p in self.params if p.keyword == keyword)
+
+    def defaults(self) -> dict[str, Any]:
+        """``prepare``'s default of each optional input (what the CLI passes when a flag is not given)."""
+        params = inspect.signature(self.prepare).parameters
+        return {k: params[k].default for k in self.inputs if params[k].default is not inspect.Parameter.empty}
 
 
 def _image_and_mask(image: ImageLike, mask: MaskLike, max_pixels: int | None, operation: str
@@ -201,7 +355,7 @@ def prepare_segment(image: ImageLike, box: Box | str | tuple[int, int, int, int]
                          max(region.y1, target.y1))
         arrays.update(points=Points(xyl, region), points_frame=region)
         kinds["points_frame"] = "box"
-    return Job("segment", img, arrays, region, kinds, output="mask")
+    return Job("segment", img, arrays, region, kinds)
 
 
 def prepare_paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, reference_mask: MaskLike | None = None,
@@ -213,7 +367,7 @@ def prepare_paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, ref
         ref_mask = load_mask(reference_mask, (ref.shape[1], ref.shape[0]), name="reference mask",
                              max_pixels=max_pixels)
     arrays = {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask}
-    return Job("paint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m, output="images")
+    return Job("paint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m)
 
 
 def _mask_or_box(mask: MaskLike | None, box: Box | str | tuple[int, int, int, int] | None, size: tuple[int, int],
@@ -242,7 +396,7 @@ def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
                      "inpaint needs exactly one of --mask (the region's shape) or --box (a rough region)")
     check_mask_coverage(m, operation="inpainting")
     arrays = {"image": img, "mask": m, "prompt": prompt, "negative_prompt": negative_prompt}
-    return Job("inpaint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m, output="images")
+    return Job("inpaint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m)
 
 
 def _reference_object(reference: ImageLike, ref: np.ndarray, reference_mask: MaskLike | None,
@@ -288,7 +442,7 @@ def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference:
     paste = m if shape is None else m | shape
     arrays = {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask, "shape_mask": shape}
     kinds: dict[str, Kind] = {"image": "image", "mask": "mask", "shape_mask": "mask"}
-    return Job("insert", img, arrays, mask_to_box(paste), kinds, paste, output="images")
+    return Job("insert", img, arrays, mask_to_box(paste), kinds, paste)
 
 
 def _load_condition(source: ImageLike, size: tuple[int, int], name: str, max_pixels: int | None) -> np.ndarray:
@@ -302,12 +456,16 @@ def _load_condition(source: ImageLike, size: tuple[int, int], name: str, max_pix
     return cond
 
 
+#: Kinds of condition map ``compose`` follows (each picks its adapter).
+CONDITION_TYPES = ("canny", "sketch")
+
+
 def prepare_compose(image: ImageLike, edited_condition: ImageLike, *, condition: ImageLike | None = None,
                     condition_type: str = "canny", mask: MaskLike | None = None, prompt: str = "",
                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """``condition``: IMAGE's own condition map (canny is computed when omitted); ``mask``: where change may happen."""
-    if condition_type not in ("canny", "sketch"):
-        raise InputError(f"--condition-type must be canny or sketch, got {condition_type!r}")
+    if condition_type not in CONDITION_TYPES:
+        raise InputError(f"--condition-type must be {' or '.join(CONDITION_TYPES)}, got {condition_type!r}")
     if not isinstance(prompt, str):
         raise InputError(f"--prompt must be text, got {prompt!r}")
     img = load_image(image, "image", max_pixels)
@@ -322,23 +480,144 @@ def prepare_compose(image: ImageLike, edited_condition: ImageLike, *, condition:
     return Job("compose", img, arrays, region, kinds, m)
 
 
-TASK_SPECS: dict[str, TaskSpec] = {s.name: s for s in (
-    TaskSpec("remove", ("image", "mask"), prepare_remove, "remove an object and fill the hole"),
-    TaskSpec("paste", ("background", "obj", "box", "object_mask"), prepare_paste,
-             "place an object into a background at a box"),
-    TaskSpec("harmonize", ("image", "mask", "obj", "box", "object_mask"), prepare_harmonize,
-             "make a pasted object match its surroundings"),
-    TaskSpec("segment", ("image", "box", "points"), prepare_segment,
-             "an object mask from a box around it and/or clicks on it"),
-    TaskSpec("compose", ("image", "edited_condition", "condition", "condition_type", "mask", "prompt"),
-             prepare_compose, "re-shape a pasted object to follow an edited condition map"),
-    TaskSpec("paint", ("image", "mask", "reference", "reference_mask"), prepare_paint,
-             "fill a region with an object like a reference photo"),
-    TaskSpec("inpaint", ("image", "mask", "box", "prompt", "negative_prompt"), prepare_inpaint,
-             "fill a region with what a text prompt describes"),
-    TaskSpec("insert", ("image", "mask", "box", "reference", "reference_mask", "shape_mask"), prepare_insert,
-             "insert the object of a reference photo into a target region"),
-)}
+
+# ---------------------------------------------------------------------------- the tasks
+
+# What the HTTP API says about inputs several tasks share.
+_TO_EDIT = "the image to edit"
+_REGION = "white = the region to change"
+_OBJECT = "white = the object"
+_REFERENCE = "a photo of the object to paint in"
+_PROMPT = "text describing what to paint"
+
+TASK_SPECS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add (or replace) a task: the CLI, the HTTP API, batch and the Python API offer it from now on
+    (to the engines that register for it).
+
+    An input name (keyword, or HTTP field) means one kind in every task: the request JSON and
+    a batch manifest read an input by its name.
+    """
+    for other in TASK_SPECS.values():
+        if other.name == spec.name:
+            continue
+        for mine in spec.params:
+            for theirs in other.params:
+                same = mine.keyword == theirs.keyword or mine.field_name == theirs.field_name
+                if same and mine.kind != theirs.kind:
+                    raise ValueError(f"task {spec.name}: input {mine.keyword} is a {mine.kind} but "
+                                     f"{theirs.keyword} of {other.name} is a {theirs.kind}")
+    TASK_SPECS[spec.name] = spec
+    return spec
+
+
+def unregister_task(name: str) -> None:
+    TASK_SPECS.pop(name, None)
+
+
+def get_task(name: str) -> TaskSpec:
+    try:
+        return TASK_SPECS[name]
+    except (KeyError, TypeError):
+        raise InputError(f"unknown task {name!r}; tasks: {', '.join(TASK_SPECS)}") from None
+
+
+for _spec in (
+    TaskSpec("remove", (
+        InputSpec("image", "image", True, cli="IMAGE", http_help=_TO_EDIT),
+        InputSpec("mask", "mask", True, "white = the object to remove (any size-matched mask file)", _REGION),
+    ), prepare_remove, "remove an object and fill the hole",
+        cli_help="remove an object and fill the hole from its surroundings",
+        description="Remove the object under MASK (white) from IMAGE."),
+    TaskSpec("paste", (
+        InputSpec("background", "image", True, cli="BACKGROUND", field="image", http_help="the background image"),
+        InputSpec("obj", "image", True, "the object photo (its alpha is used as mask if any)", "the object photo",
+                  cli="--object", field="object"),
+        InputSpec("object_mask", "mask", False, "white = the object in the object photo", _OBJECT),
+        InputSpec("box", "box", True, "target box x0,y0,x1,y1 in background pixels"),
+    ), prepare_paste, "place an object into a background at a box", paste_back=False, devices=False,
+        description="Paste OBJECT (cut out by --object-mask or its alpha) into BACKGROUND inside --box, scaled to "
+                    "fit and keeping its aspect ratio."),
+    TaskSpec("harmonize", (
+        InputSpec("image", "image", True, cli="IMAGE", http_help=_TO_EDIT),
+        InputSpec("mask", "mask", False, "white = the pasted object in IMAGE", _REGION),
+        InputSpec("obj", "image", False, "object photo to paste first (IMAGE is then the background)",
+                  "the object photo", cli="--object", field="object"),
+        InputSpec("object_mask", "mask", False, "white = the object in the object photo", _OBJECT),
+        InputSpec("box", "box", False, "where to paste --object: x0,y0,x1,y1"),
+    ), prepare_harmonize, "make a pasted object match its surroundings", one_of=(one_of("mask", ("obj", "box")),),
+        description="Harmonize the object marked by --mask in composite IMAGE, or paste --object at --box into "
+                    "background IMAGE first."),
+    TaskSpec("segment", (
+        InputSpec("image", "image", True, cli="IMAGE", http_help=_TO_EDIT),
+        InputSpec("box", "box", False, "box around the object: x0,y0,x1,y1"),
+        InputSpec("points", "points", False, "clicks x,y,label;x,y,label (label 1: on the object, 0: background; "
+                                             "quote it for the shell)"),
+    ), prepare_segment, "an object mask from a box around it and/or clicks on it", output="mask", paste_back=False,
+        cli_help="an object mask from a box around it (GrabCut) and/or clicks (SAM)",
+        description="Write a mask (white = object) of the object inside --box and/or under --points (--engine sam; "
+                    "the classical engine, GrabCut, needs --box and ignores points)."),
+    TaskSpec("compose", (
+        InputSpec("image", "image", True, "the image, object already pasted in", _TO_EDIT, cli="IMAGE"),
+        InputSpec("edited_condition", "image", True,
+                  "the wanted condition map (white edges/strokes on black), IMAGE's size", "the edited condition map"),
+        InputSpec("condition", "image", False, "IMAGE's own condition map (default for canny: computed with OpenCV)",
+                  "the image's own condition map (edges or sketch, white on black)"),
+        InputSpec("condition_type", "choice", False,
+                  "kind of condition map, which picks the T2I-Adapter (default: canny)", choices=CONDITION_TYPES),
+        InputSpec("mask", "mask", False, "white = the region allowed to change (default: all)", _REGION),
+        InputSpec("prompt", "text", False, "what the object is, e.g. 'A toy.'", _PROMPT),
+    ), prepare_compose, "re-shape a pasted object to follow an edited condition map",
+        cli_help="re-shape a pasted object to follow an edited edge map or sketch",
+        description="Semantic composition: change IMAGE so that its condition map (canny edges or a sketch) becomes "
+                    "--edited-condition, keeping its appearance."),
+    TaskSpec("paint", (
+        InputSpec("image", "image", True, cli="IMAGE", http_help=_TO_EDIT),
+        InputSpec("mask", "mask", True, "white = the region to fill", _REGION),
+        InputSpec("reference", "image", True, "photo of the object to paint in", _REFERENCE),
+        InputSpec("reference_mask", "mask", False,
+                  "white = the object in the reference (its background is turned white)", _OBJECT),
+    ), prepare_paint, "fill a region with an object like a reference photo", output="images",
+        cli_help="fill a masked region with an object like a reference photo (Paint-by-Example)",
+        description="Fill the white region of --mask in IMAGE with an object that looks like --reference, "
+                    "harmonised with the scene."),
+    TaskSpec("inpaint", (
+        InputSpec("image", "image", True, cli="IMAGE", http_help=_TO_EDIT),
+        InputSpec("mask", "mask", False, "white = the region to fill, in its exact shape", _REGION),
+        InputSpec("box", "box", False, "a rough region x0,y0,x1,y1"),
+        InputSpec("prompt", "text", True, "what to paint, e.g. 'a red vintage armchair'", _PROMPT),
+        InputSpec("negative_prompt", "text", False, "what to avoid (default: none)"),
+    ), prepare_inpaint, "fill a region with what a text prompt describes", output="images",
+        one_of=(one_of("mask", "box"),),
+        cli_help="fill a region with what a text prompt describes (SD inpainting, SmartBrush)",
+        description="Fill the white region of --mask (or --box, a rough region) in IMAGE with what --prompt "
+                    "describes, keeping everything else.",
+        mask_output="also write the object mask the engine predicted (engines with a mask head: smartbrush); only "
+                    "its pixels were repainted"),
+    TaskSpec("insert", (
+        InputSpec("image", "image", True, cli="SCENE", http_help=_TO_EDIT),
+        InputSpec("mask", "mask", False, "white = the target region", _REGION),
+        InputSpec("box", "box", False, "the target region x0,y0,x1,y1"),
+        InputSpec("reference", "image", True, "photo of the object to insert", _REFERENCE),
+        InputSpec("reference_mask", "mask", False,
+                  "white = the object in the reference (default: its alpha, if any; anydoor needs one)", _OBJECT),
+        InputSpec("shape_mask", "mask", False,
+                  "scene-sized mask of the shape the object should take, inside the region (shape control)", _OBJECT),
+    ), prepare_insert, "insert the object of a reference photo into a target region", output="images",
+        one_of=(one_of("mask", "box"),),
+        cli_help="insert the object of a reference photo into a region (classical, Paint-by-Example, AnyDoor)",
+        description="Insert the object of --reference into the white region of --mask (or into --box) of SCENE, "
+                    "fitted to the region and made to belong to the scene."),
+):
+    register_task(_spec)
+
+
+def split_inputs(task: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(inputs, options)``: the keywords of ``values`` that are inputs of ``task``, and the rest."""
+    names = set(get_task(task).inputs)
+    return ({k: v for k, v in values.items() if k in names}, {k: v for k, v in values.items() if k not in names})
 
 
 #: Largest ``max_pixels`` accepted (a terapixel: far beyond memory, but a finite limit).
@@ -346,8 +625,14 @@ MAX_PIXELS_LIMIT = 10**12
 
 
 def prepare(task: str, inputs: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
-    """Validate ``inputs`` (keyword names of :data:`TASK_SPECS`) of ``task`` into a :class:`Job`."""
+    """Validate ``inputs`` (the keywords of the task's spec) of ``task`` into a :class:`Job`."""
+    spec = get_task(task)
+    unknown = sorted(set(inputs) - set(spec.inputs))
+    if unknown:
+        raise InputError(f"{task} takes no input {', '.join(unknown)}; its inputs: {', '.join(spec.inputs)}")
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer))
                                    or not 1 <= max_pixels <= MAX_PIXELS_LIMIT):
         raise InputError(f"--max-pixels must be a whole number from 1 to {MAX_PIXELS_LIMIT}, got {max_pixels!r}")
-    return TASK_SPECS[task].prepare(**inputs, max_pixels=max_pixels)
+    job = spec.prepare(**inputs, max_pixels=max_pixels)
+    job.output = spec.output
+    return job

@@ -45,7 +45,7 @@ from diffcompose.server import schema
 from diffcompose.server.jobs import FINISHED, JobManager, JobNotFound, QueueFull, Unavailable, result_metadata
 from diffcompose.server.reference import render_reference
 from diffcompose.server.settings import Settings
-from diffcompose.server.schema import FILE_FIELDS
+from diffcompose.server.schema import file_fields
 from diffcompose.server.uploads import BodyLimit, UploadTooLarge, parse_request
 from diffcompose.server.validate import build_submission
 
@@ -265,12 +265,12 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
                         text = (await value.read()).decode("utf-8", "replace")
                     else:
                         text = value
-                elif key in FILE_FIELDS:
+                elif key in file_fields():
                     if not isinstance(value, UploadFile):
                         raise InputError(f"'{key}' must be an uploaded image file, not a text field")
                     files[key] = await value.read()
                 else:
-                    raise InputError(f"unknown form field '{key}'; fields: request, {', '.join(FILE_FIELDS)}")
+                    raise InputError(f"unknown form field '{key}'; fields: request, {', '.join(file_fields())}")
             req = parse_request(text)
         finally:
             await form.close()
@@ -422,7 +422,7 @@ _ERRORS: dict[int | str, dict] = {code: {"description": why, "content": _ERROR_B
 def _multipart_body() -> dict:
     props: dict[str, Any] = {"request": {"type": "string", "contentMediaType": "application/json",
                                          "description": "JSON, see the JobRequest schema"}}
-    for name in FILE_FIELDS:
+    for name in file_fields():
         props[name] = {"type": "string", "format": "binary"}
     return {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "required": ["request"], "properties": props, "additionalProperties": False}}}}

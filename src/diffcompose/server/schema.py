@@ -2,10 +2,11 @@
 
 One source of truth: every option the server lists (name, type, default, range, choices,
 help) is read from the engines' options dataclasses (:mod:`diffcompose.methods.options`),
-and every input from the task's ``prepare`` signature (:data:`~diffcompose.methods.tasks.TASK_SPECS`).
-Ranges are not written twice either: they live in each dataclass's ``__post_init__``
-(``check_range``); :func:`option_range` provokes that check with an extreme value and reads
-the bounds off the :class:`~diffcompose.methods.options.OptionRangeError` it raises.
+and every input (name, kind, required, help) from the task's spec
+(:data:`~diffcompose.methods.tasks.TASK_SPECS`). Ranges are not written twice either: they
+live in each dataclass's ``__post_init__`` (``check_range``); :func:`option_range` provokes
+that check with an extreme value and reads the bounds off the
+:class:`~diffcompose.methods.options.OptionRangeError` it raises.
 
 No FastAPI here (plain dicts): the OpenAPI schema, ``/api/engines`` and the tests use it.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -22,60 +22,34 @@ from typing import Any, Literal
 from diffcompose.errors import InputError
 from diffcompose.methods import all_engines, engines_for
 from diffcompose.methods.options import OptionRangeError, default_of, field_types, unwrap_optional
-from diffcompose.methods.tasks import TASK_SPECS
-
-#: Kind of each task input the page must collect (anything else is text).
-INPUT_KINDS = {
-    "image": "image", "background": "image", "obj": "image", "reference": "image", "condition": "image",
-    "edited_condition": "image", "mask": "mask", "object_mask": "mask", "reference_mask": "mask",
-    "shape_mask": "mask", "box": "box", "points": "points",
-}
-
-#: Upload field names that differ from the task's keyword (the page names images by role).
-FIELD_NAMES = {"obj": "object", "background": "image"}
-
-#: Upload fields a client may send (each is decoded as an image; nothing else is read from disk).
-FILE_FIELDS = ("image", "mask", "reference", "reference_mask", "object", "object_mask", "condition",
-               "edited_condition", "shape_mask")
+from diffcompose.methods.tasks import TASK_SPECS, InputSpec, get_task
 
 
-def field_name(keyword: str) -> str:
-    """The multipart/JSON name of a task keyword (``obj`` -> ``object``)."""
-    return FIELD_NAMES.get(keyword, keyword)
-
-
-def input_kind(keyword: str) -> str:
-    return INPUT_KINDS.get(keyword, "text")
+def input_kind(param: InputSpec) -> str:
+    """The kind the page collects: image, mask, box, points, or text (a choice is text the task checks)."""
+    return "text" if param.kind == "choice" else param.kind
 
 
 def task_inputs(task: str) -> list[dict[str, Any]]:
-    """Inputs of ``task`` in the order of its ``prepare`` signature; required = no default there."""
-    spec = TASK_SPECS[task]
-    params = inspect.signature(spec.prepare).parameters
-    out = []
-    for keyword in spec.inputs:
-        p = params.get(keyword)
-        required = p is not None and p.default is inspect.Parameter.empty
-        out.append({"name": field_name(keyword), "keyword": keyword, "kind": input_kind(keyword),
-                    "required": required, "help": _input_help(task, keyword)})
+    """Inputs of ``task`` in the order of its spec."""
+    return [{"name": p.field_name, "keyword": p.keyword, "kind": input_kind(p), "required": p.required,
+             "help": p.about} for p in get_task(task).params]
+
+
+def file_fields() -> tuple[str, ...]:
+    """Upload fields a client may send: the image and mask inputs of every task (each is decoded as an
+    image; nothing else is read from disk)."""
+    return tuple(dict.fromkeys(p.field_name for s in TASK_SPECS.values() for p in s.params if p.is_file))
+
+
+def value_fields() -> dict[str, InputSpec]:
+    """The request JSON's task inputs (boxes, points, text) of every task, by name (the first task's spec of each)."""
+    out: dict[str, InputSpec] = {}
+    for spec in TASK_SPECS.values():
+        for p in spec.params:
+            if not p.is_file:
+                out.setdefault(p.field_name, p)
     return out
-
-
-def _input_help(task: str, keyword: str) -> str:
-    kind = input_kind(keyword)
-    if kind == "mask":
-        return "white = " + ("the region to change" if keyword == "mask" else "the object")
-    if kind == "box":
-        return "x0,y0,x1,y1 in pixels, end-exclusive"
-    if kind == "points":
-        return "[[x, y, label], ...]: label 1 = on the object, 0 = background"
-    return _HELP.get(keyword, keyword.replace("_", " "))
-
-
-_HELP = {"image": "the image to edit", "background": "the background image", "obj": "the object photo",
-         "reference": "a photo of the object to paint in", "prompt": "text describing what to paint",
-         "condition": "the image's own condition map (edges or sketch, white on black)",
-         "edited_condition": "the edited condition map", "condition_type": "canny or sketch"}
 
 
 def tasks() -> list[dict[str, Any]]:
@@ -189,7 +163,22 @@ def options_json_schema(cls: type) -> dict[str, Any]:
         prop["description"] = opt["help"]
         props[opt["name"]] = prop
     return {"type": "object", "properties": props, "additionalProperties": False,
-            "title": f"{cls.__module__.rsplit('.', 2)[-2]}.{cls.__name__}"}
+            "title": f"{_package(cls)}.{cls.__name__}"}
+
+
+def _package(cls: type) -> str:
+    """The engine package an options class lives in (``diffcompose.methods.pbe.options`` -> ``pbe``); the
+    module itself for a class defined outside a package (a test's)."""
+    parts = cls.__module__.split(".")
+    return parts[-2] if len(parts) > 1 else parts[0]
+
+
+#: JSON schema of each kind of value input in the request JSON (the task checks the values).
+_VALUE_SCHEMAS: dict[str, Any] = {
+    "box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
+    "points": {"type": "array", "items": {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}},
+    "text": {"type": "string"},
+}
 
 
 def openapi_components() -> dict[str, Any]:
@@ -201,7 +190,6 @@ def openapi_components() -> dict[str, Any]:
             key = f"Options_{info.name.replace('-', '_')}_{task}"
             schemas[key] = options_json_schema(cls)
             refs.append({"$ref": f"#/components/schemas/{key}"})
-    text_inputs = sorted({i["name"] for t in TASK_SPECS for i in task_inputs(t) if i["kind"] == "text"})
     props: dict[str, Any] = {
         "task": {"enum": [t["name"] for t in tasks()]},
         "engine": {"type": "string", "default": "auto",
@@ -210,16 +198,11 @@ def openapi_components() -> dict[str, Any]:
         "model": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None,
                   "description": "'tiny', a subfolder name of the server's --model-dir, or a hub id (never a path)"},
         "options": {"anyOf": refs, "description": "options of the chosen engine for the task (see /api/engines)"},
-        "box": {"anyOf": [{"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4},
-                          {"type": "null"}], "default": None},
-        "points": {"anyOf": [{"type": "array", "items": {"type": "array", "items": {"type": "number"},
-                                                           "minItems": 3, "maxItems": 3}}, {"type": "null"}],
-                   "default": None},
         "paste_back": {"type": "boolean", "default": True},
         "margin": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}], "default": None},
     }
-    for name in text_inputs:
-        props[name] = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+    for name, param in sorted(value_fields().items()):
+        props[name] = {"anyOf": [_VALUE_SCHEMAS[input_kind(param)], {"type": "null"}], "default": None}
     schemas["JobRequest"] = {"type": "object", "required": ["task"], "properties": props,
                              "additionalProperties": False,
                              "description": "the JSON text of the multipart field 'request'"}

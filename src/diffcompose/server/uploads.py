@@ -142,8 +142,8 @@ def resolve_model_name(name: str, model_dir: Path | None, what: str = "model") -
     return name
 
 
-#: Keys of the ``request`` JSON besides the task's own text inputs.
-REQUEST_KEYS = ("task", "engine", "seed", "model", "options", "box", "points", "paste_back", "margin", "prompt")
+#: Keys of the ``request`` JSON besides the tasks' own inputs (boxes, points, text: see the task specs).
+REQUEST_KEYS = ("task", "engine", "seed", "model", "options", "paste_back", "margin")
 
 
 def parse_request(text: str | bytes | None) -> dict[str, Any]:

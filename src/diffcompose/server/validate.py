@@ -41,11 +41,11 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
     if task not in TASK_SPECS:
         raise InputError(f"unknown task '{task}'; tasks: {', '.join(TASK_SPECS)}")
     inputs = schema.task_inputs(task)
-    text_inputs = {i["name"] for i in inputs if i["kind"] == "text"}
-    unknown = sorted(k for k in req if k not in REQUEST_KEYS and k not in text_inputs)
+    task_keys = set(schema.value_fields())  # boxes, points and text of any task
+    unknown = sorted(k for k in req if k not in REQUEST_KEYS and k not in task_keys)
     if unknown:
         raise InputError(f"unknown key(s) in the request: {', '.join(unknown)}; known: "
-                         f"{', '.join(sorted(set(REQUEST_KEYS) | text_inputs))}")
+                         f"{', '.join(sorted(set(REQUEST_KEYS) | task_keys))}")
     engine_name = req.get("engine", "auto")
     if not isinstance(engine_name, str):
         raise InputError(f"engine must be a name (see /api/engines), got {engine_name!r}")
@@ -90,12 +90,12 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
             if name in files:
                 kwargs[keyword] = decode_image(files[name], name.replace("_", " "), max_pixels)
         elif kind == "box":
-            box = parse_box(req.get("box"))
+            box = parse_box(req.get(name))
             if box is not None:
                 kwargs[keyword] = box
         elif kind == "points":  # the task parses them (its messages, its limits)
-            if req.get("points") is not None:
-                kwargs[keyword] = req["points"]
+            if req.get(name) is not None:
+                kwargs[keyword] = req[name]
         elif req.get(name) is not None:
             if not isinstance(req[name], str):
                 raise InputError(f"{name} must be text, got {req[name]!r}")
@@ -103,7 +103,7 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
         if i["required"] and keyword not in kwargs:
             where = "an uploaded file" if kind in ("image", "mask") else f"\"{name}\" in the request JSON"
             raise InputError(f"{task} needs '{name}' ({where})")
-    for key in ("box", "points", "prompt"):
+    for key in sorted(task_keys):
         if req.get(key) is not None and key not in fields_of_task:
             raise InputError(f"task {task} takes no {key}")
     job = prepare(task, kwargs, max_pixels)

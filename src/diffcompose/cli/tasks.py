@@ -1,0 +1,99 @@
+"""Every task command (``remove``, ``paste``, ... ``insert``), generated from its
+:class:`~diffcompose.methods.tasks.TaskSpec`.
+
+Each input becomes a positional argument or a flag with its help; a :class:`~.tasks.OneOf`
+of single inputs becomes a required mutually exclusive group; then the flags every task
+shares (:func:`~diffcompose.cli.common.add_task_flags`). Running one hands the inputs to
+:func:`diffcompose.api.run` and writes what comes back. A task registered with
+:func:`~diffcompose.methods.tasks.register_task` gets its command here without any edit,
+as soon as an engine serves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+from typing import Any
+
+from diffcompose.cli import common
+from diffcompose.methods import engines_for
+from diffcompose.methods.tasks import TASK_SPECS, InputSpec, TaskSpec
+
+#: Appended to the description of a task returning several images.
+NUMBERED = " With --num-images N > 1 the outputs are OUT_0.png ... OUT_{N-1}.png."
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for spec in TASK_SPECS.values():
+        if engines_for(spec.name):  # a task no engine serves has no command
+            add_task_command(sub, spec)
+
+
+def _help(param: InputSpec) -> str | None:
+    text = param.help
+    if param.kind == "box":  # a negative coordinate would read as a flag
+        text += f" (end-exclusive; {param.flag}=... for a value starting with '-')"
+    return text.replace("%", "%%") or None  # argparse formats help with %
+
+
+def _add_input(parser: Any, param: InputSpec, default: Any, required: bool) -> None:
+    kw: dict[str, Any] = {"help": _help(param)}
+    if param.is_file:
+        kw["type"] = Path
+    if param.positional:
+        if not required:
+            kw.update(nargs="?", default=default)
+        parser.add_argument(param.keyword, metavar=param.flag, **kw)
+        return
+    if param.choices:
+        kw["choices"] = list(param.choices)
+    elif param.flag != "--" + param.keyword.replace("_", "-"):  # --object for obj: OBJECT, not OBJ
+        kw["metavar"] = param.flag.lstrip("-").upper().replace("-", "_")
+    if required:
+        kw["required"] = True
+    else:
+        kw["default"] = default
+    parser.add_argument(param.flag, dest=param.keyword, **kw)
+
+
+def add_task_command(sub: argparse._SubParsersAction, spec: TaskSpec) -> argparse.ArgumentParser:
+    description = (spec.description or spec.summary) + (NUMBERED if spec.output == "images" else "")
+    p = sub.add_parser(spec.name, help=spec.cli_help or spec.summary, description=description)
+    groups = [g for g in spec.one_of if g.single]  # argparse can say "exactly one" of single flags only
+    made: dict[int, Any] = {}  # index in groups -> its argparse group, made with its first member
+    defaults = spec.defaults()
+    for param in spec.params:
+        index = next((i for i, g in enumerate(groups) if param.keyword in g.keywords), None)
+        if index is None:
+            _add_input(p, param, defaults.get(param.keyword), param.required)
+            continue
+        if index not in made:
+            made[index] = p.add_mutually_exclusive_group(required=True)
+        _add_input(made[index], param, defaults.get(param.keyword), False)
+    if spec.mask_output:
+        p.add_argument("--mask-output", type=Path, default=None, help=spec.mask_output)
+    common.add_task_flags(p, spec.name, paste_back=spec.paste_back, runtime=spec.devices)
+    p.set_defaults(func=functools.partial(run_task, spec.name))
+    return p
+
+
+def run_task(task: str, args: argparse.Namespace) -> None:
+    """Check the outputs, run ``task`` on the inputs the command got, write the image(s) (and masks)."""
+    import diffcompose.api as api
+    from diffcompose.methods.engine import finish
+
+    spec = TASK_SPECS[task]
+    inputs = {p.keyword: getattr(args, p.keyword) for p in spec.params}
+    files = tuple(inputs[p.keyword] for p in spec.params if p.is_file)
+    mask_output = getattr(args, "mask_output", None)
+
+    def call() -> Any:
+        kw = common.run_kwargs(args)
+        if mask_output is None:
+            return api.run(task, inputs, **kw)
+        masks: list = []
+        images = api.run(task, inputs, masks=masks, **kw)
+        return images, finish(masks)
+
+    common.write_batch(args, files, call, mask_output=mask_output, numbered=spec.output == "images")
