@@ -74,10 +74,10 @@ def remove(image: ImageLike, mask: MaskLike, **kw: Any) -> Image.Image:
 
 
 def paste(background: ImageLike, obj: ImageLike, box: BoxLike, *, object_mask: MaskLike | None = None,
-          engine: str = "classical", **kw: Any) -> Image.Image:
+          **kw: Any) -> Image.Image:
     """Place ``obj`` (cut out by ``object_mask`` or its alpha) into ``box``, keeping its aspect ratio."""
     inputs = {"background": background, "obj": obj, "box": box, "object_mask": object_mask}
-    return run("paste", inputs, engine=engine, **kw)  # type: ignore[return-value]
+    return run("paste", inputs, **kw)  # type: ignore[return-value]
 
 
 def harmonize(image: ImageLike, mask: MaskLike | None = None, *, obj: ImageLike | None = None,
@@ -91,15 +91,13 @@ def harmonize(image: ImageLike, mask: MaskLike | None = None, *, obj: ImageLike 
     return run("harmonize", inputs, **kw)  # type: ignore[return-value]
 
 
-def segment(image: ImageLike, box: BoxLike | None = None, *, points: Any = None, engine: str = "classical",
-            **kw: Any) -> Image.Image:
+def segment(image: ImageLike, box: BoxLike | None = None, *, points: Any = None, **kw: Any) -> Image.Image:
     """An object mask (mode ``L``, white = object) from a box around it and/or clicks.
 
-    ``points``: ``[[x, y, label], ...]`` (label 1 on the object, 0 on the background; the
-    ``sam`` engine uses them, GrabCut needs a box).
+    ``points``: ``[[x, y, label], ...]`` (label 1 on the object, 0 on the background; an
+    engine that takes no clicks needs the box and ignores them).
     """
-    return run("segment", {"image": image, "box": box, "points": points}, engine=engine,  # type: ignore[return-value]
-               **kw)
+    return run("segment", {"image": image, "box": box, "points": points}, **kw)  # type: ignore[return-value]
 
 
 def paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, reference_mask: MaskLike | None = None,
@@ -131,7 +129,7 @@ def inpaint(image: ImageLike, mask: MaskLike | None = None, *, box: BoxLike | No
     """Fill ``mask`` (white; or ``box``, a rough region) with what ``prompt`` describes, keeping the rest.
 
     Returns one image, or a list when ``num_images`` > 1. With ``return_masks`` (engines
-    with a mask head: ``smartbrush``), returns ``(images, masks)``: the object mask each
+    with a mask head, ``predicts_mask`` in their registration), returns ``(images, masks)``: the object mask each
     image's content was predicted to occupy (mode ``L``), which is also where its pixels
     were pasted back.
     """
@@ -149,10 +147,8 @@ def insert(image: ImageLike, mask: MaskLike | None = None, reference: ImageLike 
     """Insert the object of ``reference`` into the target region of ``image``: ``mask`` (white) or ``box``.
 
     ``reference_mask`` (white = the object in the reference; default its alpha) cuts the
-    object out: ``anydoor`` needs it. ``shape_mask`` (scene-sized, inside the region's box) is
-    the shape the object should take. Engines: ``classical`` (paste + harmonize, no
-    weights), ``pbe`` (Paint-by-Example), ``anydoor``. Returns one image, or a list when
-    ``num_images`` > 1.
+    object out (some engines need it). ``shape_mask`` (scene-sized, inside the region's box)
+    is the shape the object should take. Returns one image, or a list when ``num_images`` > 1.
     """
     inputs = {"image": image, "mask": mask, "box": box, "reference": reference, "reference_mask": reference_mask,
               "shape_mask": shape_mask}

@@ -142,7 +142,7 @@ def add_paste_back(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime(parser: argparse.ArgumentParser) -> None:
-    """Where diffusion engines run (the classical engine ignores these)."""
+    """Where torch engines run (engines without torch ignore these)."""
     group = parser.add_argument_group("device (diffusion engines)")
     group.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
     group.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from diffcompose.cli import common
-from diffcompose.methods import engines_for
+from diffcompose.methods import all_engines, engines_for
 from diffcompose.methods.tasks import TASK_SPECS, InputSpec, TaskSpec
 
 #: Appended to the description of a task returning several images.
@@ -59,7 +59,9 @@ def _add_input(parser: Any, param: InputSpec, default: Any, required: bool) -> N
 
 def add_task_command(sub: argparse._SubParsersAction, spec: TaskSpec) -> argparse.ArgumentParser:
     description = (spec.description or spec.summary) + (NUMBERED if spec.output == "images" else "")
-    p = sub.add_parser(spec.name, help=spec.cli_help or spec.summary, description=description)
+    engines = engines_for(spec.name)  # named from the registry, so a new engine is listed without an edit here
+    help_text = (spec.cli_help or spec.summary) + (f" ({', '.join(engines)})" if engines else "")
+    p = sub.add_parser(spec.name, help=help_text, description=description)
     groups = [g for g in spec.one_of if g.single]  # argparse can say "exactly one" of single flags only
     made: dict[int, Any] = {}  # index in groups -> its argparse group, made with its first member
     defaults = spec.defaults()
@@ -72,7 +74,9 @@ def add_task_command(sub: argparse._SubParsersAction, spec: TaskSpec) -> argpars
             made[index] = p.add_mutually_exclusive_group(required=True)
         _add_input(made[index], param, defaults.get(param.keyword), False)
     if spec.mask_output:
-        p.add_argument("--mask-output", type=Path, default=None, help=spec.mask_output)
+        heads = [i.name for i in all_engines() if i.predicts_mask and spec.name in i.tasks]
+        p.add_argument("--mask-output", type=Path, default=None,
+                       help=spec.mask_output + (f" (engines with a mask head: {', '.join(heads)})" if heads else ""))
     common.add_task_flags(p, spec.name, paste_back=spec.paste_back, runtime=spec.devices)
     p.set_defaults(func=functools.partial(run_task, spec.name))
     return p

@@ -556,9 +556,9 @@ for _spec in (
         InputSpec("points", "points", False, "clicks x,y,label;x,y,label (label 1: on the object, 0: background; "
                                              "quote it for the shell)"),
     ), prepare_segment, "an object mask from a box around it and/or clicks on it", output="mask", paste_back=False,
-        cli_help="an object mask from a box around it (GrabCut) and/or clicks (SAM)",
-        description="Write a mask (white = object) of the object inside --box and/or under --points (--engine sam; "
-                    "the classical engine, GrabCut, needs --box and ignores points)."),
+        cli_help="an object mask from a box around it and/or clicks on it",
+        description="Write a mask (white = object) of the object inside --box and/or under --points (an engine "
+                    "that takes no clicks needs --box and ignores points)."),
     TaskSpec("compose", (
         InputSpec("image", "image", True, "the image, object already pasted in", _TO_EDIT, cli="IMAGE"),
         InputSpec("edited_condition", "image", True,
@@ -566,7 +566,7 @@ for _spec in (
         InputSpec("condition", "image", False, "IMAGE's own condition map (default for canny: computed with OpenCV)",
                   "the image's own condition map (edges or sketch, white on black)"),
         InputSpec("condition_type", "choice", False,
-                  "kind of condition map, which picks the T2I-Adapter (default: canny)", choices=CONDITION_TYPES),
+                  "kind of condition map, which picks the condition model (default: canny)", choices=CONDITION_TYPES),
         InputSpec("mask", "mask", False, "white = the region allowed to change (default: all)", _REGION),
         InputSpec("prompt", "text", False, "what the object is, e.g. 'A toy.'", _PROMPT),
     ), prepare_compose, "re-shape a pasted object to follow an edited condition map",
@@ -580,7 +580,7 @@ for _spec in (
         InputSpec("reference_mask", "mask", False,
                   "white = the object in the reference (its background is turned white)", _OBJECT),
     ), prepare_paint, "fill a region with an object like a reference photo", output="images",
-        cli_help="fill a masked region with an object like a reference photo (Paint-by-Example)",
+        cli_help="fill a masked region with an object like a reference photo",
         description="Fill the white region of --mask in IMAGE with an object that looks like --reference, "
                     "harmonised with the scene."),
     TaskSpec("inpaint", (
@@ -591,23 +591,22 @@ for _spec in (
         InputSpec("negative_prompt", "text", False, "what to avoid (default: none)"),
     ), prepare_inpaint, "fill a region with what a text prompt describes", output="images",
         one_of=(one_of("mask", "box"),),
-        cli_help="fill a region with what a text prompt describes (SD inpainting, SmartBrush)",
+        cli_help="fill a region with what a text prompt describes",
         description="Fill the white region of --mask (or --box, a rough region) in IMAGE with what --prompt "
                     "describes, keeping everything else.",
-        mask_output="also write the object mask the engine predicted (engines with a mask head: smartbrush); only "
-                    "its pixels were repainted"),
+        mask_output="also write the object mask the engine predicted; only its pixels were repainted"),
     TaskSpec("insert", (
         InputSpec("image", "image", True, cli="SCENE", http_help=_TO_EDIT),
         InputSpec("mask", "mask", False, "white = the target region", _REGION),
         InputSpec("box", "box", False, "the target region x0,y0,x1,y1"),
         InputSpec("reference", "image", True, "photo of the object to insert", _REFERENCE),
         InputSpec("reference_mask", "mask", False,
-                  "white = the object in the reference (default: its alpha, if any; anydoor needs one)", _OBJECT),
+                  "white = the object in the reference (default: its alpha, if any; some engines need one)", _OBJECT),
         InputSpec("shape_mask", "mask", False,
                   "scene-sized mask of the shape the object should take, inside the region (shape control)", _OBJECT),
     ), prepare_insert, "insert the object of a reference photo into a target region", output="images",
         one_of=(one_of("mask", "box"),),
-        cli_help="insert the object of a reference photo into a region (classical, Paint-by-Example, AnyDoor)",
+        cli_help="insert the object of a reference photo into a region",
         description="Insert the object of --reference into the white region of --mask (or into --box) of SCENE, "
                     "fitted to the region and made to belong to the scene."),
 ):
