@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,8 +31,9 @@ from diffcompose.models.device import make_generator
 from diffcompose.models.loader import SDComponents, load_adapter, load_sd, load_vgg, resolve_sd
 from diffcompose.models.lpips import find_heads, load_heads
 from diffcompose.models.vgg import DEFAULT_VGG
+from diffcompose.inputs.boxes import Box
 from diffcompose.progress import RunContext
-from diffcompose.regions import WindowPolicy
+from diffcompose.regions import Window, WindowPolicy, default_margin, plan_window
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,26 @@ DEFAULT_ADAPTERS = {"canny": "TencentARC/t2iadapter_canny_sd15v2", "sketch": "Te
 DEFAULT_COMPOSE_PROMPT = "A photo of an object."
 #: Condition maps are binarised at this level (the public code's 100/255).
 CONDITION_THRESHOLD = 100 / 255
+
+
+@dataclass(frozen=True)
+class BandWindow(WindowPolicy):
+    """The window reaches past the region by the free band and the default seam, at least.
+
+    The runner restores the original pixels outside ``band`` x the region's height plus a
+    seam; the window's context alone (a share of the region's size) can be narrower: for a
+    300x500 object in a 1920x1080 photo, remove's 500-px band reached 225 px past the window
+    at 0.75 context, and that part of the band kept the original pixels behind an unfeathered
+    edge. So the window grows to hold the band and the seam (1% of the photo's long side;
+    a wider ``--margin`` than that may still reach past it).
+    """
+
+    band: float = 0.0
+
+    def plan(self, image_size: tuple[int, int], region: Box) -> Window:
+        reach = int(round(self.band * region.height)) + default_margin((image_size[1], image_size[0]))
+        return plan_window(image_size, region, context=self.context, min_context=max(self.min_context, reach),
+                           resolution=self.size, multiple=self.multiple, square=self.square)
 
 
 def binarise(condition: np.ndarray) -> np.ndarray:
@@ -80,7 +102,8 @@ class FreeComposeEngine(DiffusionEngine):
 
     def window_policy(self, task: str, options: Any) -> WindowPolicy:
         size = options.resolution or self.sd.resolution
-        return WindowPolicy(size, codec.latent_multiple(self.sd.unet, self.sd.vae), context=options.context)
+        return BandWindow(size, codec.latent_multiple(self.sd.unet, self.sd.vae), context=options.context,
+                          band=options.band)
 
     def paste_band(self, task: str, options: Any, mask: np.ndarray) -> int:
         """``--band`` x the object's height: what removal and harmonization exist to change around it."""
