@@ -103,6 +103,11 @@ SABOTAGES: list[Sabotage] = [
     Sabotage("freecompose", "condition-maps-area-shrunk", "21.13", "methods/engine.py",
              "args[key] = win.crop_lines(value)", "args[key] = win.crop_mask(value, soft=True)",
              ("tests/test_freecompose_window.py", "-k", "condition_map")),
+    # ---- FreeCompose, issue 21 item 14: the working size keeps the window's aspect ratio
+    Sabotage("freecompose", "work-size-rounded-to-stride", "21.14", FC,
+             "BandWindow(size, 1, context=options.context",
+             "BandWindow(size, codec.latent_multiple(self.sd.unet, self.sd.vae), context=options.context",
+             ("tests/test_freecompose_window.py", "-k", "aspect or mirrored")),
 ]
 
 
@@ -134,7 +139,7 @@ def _pytest(src: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider"]
     try:
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return -1, f"timed out after {timeout:.0f} s"
     tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
@@ -145,7 +150,7 @@ def _imports_from(src: Path) -> bool:
     """Whether ``diffcompose`` is imported from ``src`` (an installed copy must not win)."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run([sys.executable, "-c", "import diffcompose; print(diffcompose.__file__)"], cwd=REPO,
-                         env=env, capture_output=True, text=True).stdout.strip()
+                         env=env, capture_output=True, text=True, check=False).stdout.strip()
     return Path(out).resolve().is_relative_to(src.resolve())
 
 

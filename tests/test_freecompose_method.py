@@ -15,6 +15,7 @@ pytest.importorskip("diffusers")
 
 from diffcompose import EngineManager  # noqa: E402
 from diffcompose.attention import AttentionEdit, EditedSelfAttention  # noqa: E402
+from diffcompose.inputs import Box  # noqa: E402
 from diffcompose.methods.freecompose import dds  # noqa: E402
 from diffcompose.methods.freecompose import engine as fc  # noqa: E402
 from diffcompose.methods.freecompose.perceptual import MaskedPerceptual  # noqa: E402
@@ -204,8 +205,11 @@ def test_condition_maps_are_binarised_at_the_working_size(engine, monkeypatch) -
                         lambda self, adapter, m, scale: (maps.extend(m), real(self, adapter, m, scale))[1])
     soft = np.clip(edges * 0.3 + moved * 0.9, 0, 1)  # 0.3 is below the public 100/255, 0.9 above
     engine.compose(img, soft, condition=soft, prompt="A toy.", iterations=2, final_iters=0, resolution=64)
+    # the working size keeps the photo's aspect (73x55 here), mirrored up to the UNet's stride of 64
+    win = engine.window_policy("compose", engine.options("compose", {"resolution": 64})).plan((W, H), Box(0, 0, W, H))
+    assert win.work_size == (73, 55)
     for m in maps:
-        assert set(np.unique(m)) <= {0.0, 1.0} and m.shape == (64, 64)
+        assert set(np.unique(m)) <= {0.0, 1.0} and m.shape == (64, 128)
     assert maps[1].sum() > 0
 
 

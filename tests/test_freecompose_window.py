@@ -106,3 +106,45 @@ def test_user_condition_map_keeps_its_edges_on_a_large_photo(engine, monkeypatch
     assert own.shape == edited.shape == (512, 512)
     assert np.array_equal(edited, (user > 0).reshape(512, 4, 512, 4).max(axis=(1, 3)).astype(np.float32))
     assert 1 / 3 < edited.sum() / own.sum() < 3
+
+
+# ----------------------------------------------------------------------------- aspect ratio
+
+@pytest.mark.parametrize("size,box", [((520, 300), (200, 100, 300, 200)),  # was worked at 512x256
+                                      ((300, 300), (100, 100, 150, 200)),
+                                      ((300, 520), (20, 30, 120, 200)),
+                                      ((1000, 800), (400, 300, 600, 500)),
+                                      ((1920, 1080), (800, 300, 1100, 800)),
+                                      ((3000, 700), (100, 100, 400, 600))])
+@pytest.mark.parametrize("resolution", [None, 256])
+def test_the_window_is_worked_at_its_own_aspect_ratio(engine, size, box, resolution) -> None:
+    mask = _object(size, box)
+    options = engine.options("remove", {"resolution": resolution} if resolution else {})
+    win = engine.window_policy("remove", options).plan(size, mask_to_box(mask))
+    (w, h), (bw, bh) = win.work_size, (win.box.width, win.box.height)
+    assert abs((w / h) / (bw / bh) - 1) <= 0.02, win
+    assert w <= bw and h <= bh  # never upsampled
+    if size[0] * size[1] <= (resolution or engine.sd.resolution) ** 2:
+        assert win.work_size == size  # a small photo is worked whole at its own pixels
+
+
+def test_a_small_photo_is_mirrored_to_the_stride_not_stretched(engine, monkeypatch) -> None:
+    """520x300 at resolution 512: worked at 520x300, mirrored to 576x320 for the UNet, cut back after."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (300, 520, 3), dtype=np.uint8)
+    mask = _object((520, 300), (200, 100, 300, 200))
+    seen = {}
+    real_encode, real_weight = fc.dds.encode_image, fc.FreeComposeEngine._latent_map
+    monkeypatch.setattr(fc.dds, "encode_image", lambda sd, image: (seen.setdefault("image", image),
+                                                                     real_encode(sd, image))[1])
+    monkeypatch.setattr(fc.FreeComposeEngine, "_latent_map",
+                        lambda self, m, z: (seen.setdefault("mask", m), real_weight(self, m, z))[1])
+    previews = []
+    out = np.asarray(engine.remove(img, mask, iterations=1, resolution=512, perceptual_weight=0, band=0,
+                                   paste_back=False, on_progress=lambda e: previews.append(e.preview())))
+    assert seen["image"].shape == (320, 576, 3) and seen["mask"].shape == (320, 576)
+    assert np.array_equal(seen["image"][:300, :520], img) and np.array_equal(seen["mask"][:300, :520], mask)
+    assert np.array_equal(seen["image"][300:320, :520], img[299:279:-1])  # mirrored past the bottom edge
+    assert np.array_equal(seen["image"][:300, 520:576], img[:, 519:463:-1])  # and past the right edge
+    assert np.array_equal(seen["mask"][:300, 520:], mask[:, 519:463:-1])
+    assert out.shape == img.shape and previews[0].shape == (300, 520, 3)
