@@ -55,8 +55,8 @@ def test_masked_attention_matches_reference(latent: tuple[int, int], level: int)
         x = torch.randn(4, gh * gw, 16)
         excluded = edit.excluded(gh * gw)
         assert excluded.any() and not excluded.all()
-        # The exclusion is the mask point-sampled (nearest) at the grid's tokens, as the public code.
-        m = F.interpolate(mask[None, None], size=(gh, gw), mode="nearest")[0, 0]
+        # The exclusion is the mask sampled bilinearly at the grid's cell centres, as the public code.
+        m = F.interpolate(mask[None, None], size=(gh, gw), mode="bilinear", align_corners=False)[0, 0]
         assert torch.equal(excluded, (m > 0.1).flatten())
         with torch.no_grad():
             got = EditedSelfAttention(AttnProcessor2_0(), 0, edit)(attn, x)

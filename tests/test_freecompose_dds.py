@@ -125,7 +125,9 @@ def test_remove_and_harmonize_keep_background_any_size(size: tuple[int, int]) ->
         out = np.asarray(fn(img, mask, **FAST))
         assert out.shape == img.shape and out.dtype == np.uint8
         assert np.array_equal(out[outside], img[outside])
-        assert not np.array_equal(out[mask], img[mask])
+        # the optimiser moved the object's pixels: a step too small to show is the VAE round trip alone
+        still = np.asarray(fn(img, mask, **{**FAST, "lr": 1e-9}))
+        assert not np.array_equal(out[mask], still[mask])
 
 
 def test_compose_with_canny_and_given_condition(photo) -> None:

@@ -15,6 +15,7 @@ pytest.importorskip("diffusers")
 
 from diffcompose import EngineManager  # noqa: E402
 from diffcompose.attention import AttentionEdit, EditedSelfAttention  # noqa: E402
+from diffcompose.inputs import Box  # noqa: E402
 from diffcompose.methods.freecompose import dds  # noqa: E402
 from diffcompose.methods.freecompose import engine as fc  # noqa: E402
 from diffcompose.methods.freecompose.perceptual import MaskedPerceptual  # noqa: E402
@@ -204,20 +205,61 @@ def test_condition_maps_are_binarised_at_the_working_size(engine, monkeypatch) -
                         lambda self, adapter, m, scale: (maps.extend(m), real(self, adapter, m, scale))[1])
     soft = np.clip(edges * 0.3 + moved * 0.9, 0, 1)  # 0.3 is below the public 100/255, 0.9 above
     engine.compose(img, soft, condition=soft, prompt="A toy.", iterations=2, final_iters=0, resolution=64)
+    # the working size keeps the photo's aspect (73x55 here), mirrored up to the UNet's stride of 64
+    win = engine.window_policy("compose", engine.options("compose", {"resolution": 64})).plan((W, H), Box(0, 0, W, H))
+    assert win.work_size == (73, 55)
     for m in maps:
-        assert set(np.unique(m)) <= {0.0, 1.0} and m.shape == (64, 64)
+        assert set(np.unique(m)) <= {0.0, 1.0} and m.shape == (64, 128)
     assert maps[1].sum() > 0
 
 
-def test_mask_is_point_sampled_on_token_grids() -> None:
-    """A 12-px stripe at 512 px falls between the 32x32 grid's sample points: no token is excluded."""
+def _public_mask_list(mask: torch.Tensor, sizes=(64, 32, 16, 8), threshold: float = 0.1) -> dict:
+    """What the public editor excludes per square token grid (its mask sampling, rewritten here):
+    the pixel mask resized bilinearly (half-pixel centres) to each grid, above the threshold."""
+    m = mask.float()[None, None]
+    return {i * i: (torch.nn.functional.interpolate(m, size=(i, i), mode="bilinear", align_corners=False)
+                    .reshape(-1) > threshold) for i in sizes}
+
+
+def _stripes_and_shapes() -> list[torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.arange(512), torch.arange(512), indexing="ij")
+    masks = []
+    for x0, width in ((100, 12), (96, 16), (7, 1), (8, 1), (250, 3), (300, 40)):
+        m = torch.zeros(512, 512)
+        m[:, x0:x0 + width] = 1
+        masks.append(m)
+    masks.append((((yy - 260) / 90.0) ** 2 + ((xx - 200) / 140.0) ** 2 <= 1).float())  # a disc
+    masks.append(((yy - xx).abs() <= 2).float())  # a thin diagonal
+    blobs = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    masks.append((torch.nn.functional.interpolate(blobs, size=(512, 512), mode="bilinear")[0, 0] > 0.7).float())
+    return masks
+
+
+def test_mask_sampling_on_token_grids_is_the_public_one() -> None:
+    """Every token grid of a 512-px window excludes exactly the tokens the public editor excludes."""
+    for mask in _stripes_and_shapes():
+        edit = AttentionEdit("mask", (64, 64), mask=mask)
+        for tokens, want in _public_mask_list(mask).items():
+            if want.any() and not want.all():
+                assert torch.equal(edit.excluded(tokens), want), tokens
+            else:  # nothing (or everything) excluded: plain attention
+                assert not edit.excluded(tokens).any()
+
+
+def test_thin_stripe_excludes_the_tokens_whose_centre_it_covers() -> None:
+    """A 12-px stripe at x = 100..111 of 512 px: the 32-grid's cells are 16 px wide, the 7th is centred
+    at x = 103.5 (between pixels 103 and 104), inside the stripe, so its whole column (32 tokens) goes."""
     mask = torch.zeros(512, 512)
     mask[:, 100:112] = 1
     edit = AttentionEdit("mask", (64, 64), mask=mask)
-    assert not edit.excluded(32 * 32).any()
-    mask[:, 96:112] = 1  # now covers x = 96, a sample point of the 32 grid (every 16 px)
-    edit = AttentionEdit("mask", (64, 64), mask=mask)
-    assert int(edit.excluded(32 * 32).sum()) == 32
+    excluded = edit.excluded(32 * 32).view(32, 32)
+    assert int(excluded.sum()) == 32 and bool(excluded[:, 6].all())
+    assert int(_public_mask_list(mask)[32 * 32].sum()) == 32
+    # (nearest sampling reads pixel 16 i, here 96 and 112, both outside: it excluded none). A stripe at
+    # x = 113..117 lies between the centres 103.5 and 119.5: no token
+    mask = torch.zeros(512, 512)
+    mask[:, 113:118] = 1
+    assert not AttentionEdit("mask", (64, 64), mask=mask).excluded(32 * 32).any()
 
 
 # ----------------------------------------------------------------------------- paste-back

@@ -20,7 +20,10 @@ class AttentionEdit:
     levels are derived from it (each level halves it, rounding up), so any grid shape
     works. ``mask`` (for ``mode="mask"``) is a float map in 0..1 of any resolution (the
     working-size pixel mask), 1 = the region whose keys/values the target rows must not see;
-    it is point-sampled (nearest) at each token grid. ``src_rows``/``tgt_rows``
+    each token grid samples it bilinearly at its cells' centres (half-pixel centres, no
+    antialiasing) and excludes the tokens whose value exceeds ``mask_threshold``, as the
+    public editor does, so a stripe thinner than a token still excludes the tokens whose
+    centre it covers. ``src_rows``/``tgt_rows``
     index the batch (default: the DDS layout ``[u_src, u_tgt, c_src, c_tgt]``).
 
     Gates: a layer is edited when its execution index (0..15 for SD1.x/2.x) lies in
@@ -74,8 +77,7 @@ class AttentionEdit:
             h, w = self.grid(tokens)
             assert self.mask is not None
             m = self.mask.to(device=device, dtype=torch.float32)[None, None]
-            # Point-sampled at the token positions (as the public code): a thin mask excludes few tokens.
-            m = F.interpolate(m, size=(h, w), mode="nearest")[0, 0]
+            m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
             keep = (m <= self.mask_threshold).flatten().nonzero().flatten()
             self._grid_cache[key] = None if keep.numel() in (0, tokens) else keep
         return self._grid_cache[key]

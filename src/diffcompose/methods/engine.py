@@ -155,8 +155,10 @@ class Engine:
                     args[key] = win.crop(value)
                 elif kind == "box":
                     args[key] = win.crop_box(value)
+                elif kind == "soft":  # condition maps: their 1-px lines must survive the shrink
+                    args[key] = win.crop_lines(value)
                 else:
-                    args[key] = win.crop_mask(value, soft=kind == "soft")
+                    args[key] = win.crop_mask(value)
             result = getattr(self, "_" + job.task)(**args, options=options, ctx=ctx)
         predicted = None
         if isinstance(result, tuple):

@@ -1,0 +1,231 @@
+"""Mutation check: does some test fail when one part of a method is sabotaged?
+
+Each row of :data:`SABOTAGES` names one small change to the package's source (a file under
+``src/diffcompose/``, an exact text that must occur there exactly once, its replacement) and
+the tests that must catch it. For each row the script copies ``src/`` to a temporary folder,
+applies that one change to the copy (the working tree is never touched), runs the named
+tests with ``PYTHONPATH`` pointing at the copy, and counts the row as caught when pytest
+reports a failure. First it runs all the named tests once on an unchanged copy: a failure
+there would make every row look caught, so the script stops. It ends with ``caught k/n``
+and the names of the rows that survived::
+
+    .venv/bin/python benchmarks/mutations.py                      # every row
+    .venv/bin/python benchmarks/mutations.py --engine freecompose  # one engine's rows
+    .venv/bin/python benchmarks/mutations.py --only remove-weight-inverted --keep
+    .venv/bin/python benchmarks/mutations.py --check               # texts still match (no tests)
+
+Adding an engine's sabotages is adding rows (``engine`` groups them). A row whose text no
+longer occurs exactly once is an error, so the table cannot silently go stale: the suite
+runs ``--check``'s function (``tests/test_mutations.py``). Exit status: 0 when every row was
+caught, 1 when some survived, 2 on a stale table or a failing baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = "src/diffcompose"
+
+
+@dataclass(frozen=True)
+class Sabotage:
+    """One change to one file of the package, and the pytest arguments that must catch it."""
+
+    engine: str
+    name: str
+    issue: str  # where it was asked for, e.g. "21.4"
+    file: str  # relative to src/diffcompose/
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]
+
+
+FC = "methods/freecompose/engine.py"
+FC_WIRING = ("tests/test_freecompose_wiring.py",)
+
+SABOTAGES: list[Sabotage] = [
+    # ---- FreeCompose, issue 21 item 4: wiring in engine.py
+    Sabotage("freecompose", "remove-weight-inverted", "21.4", FC,
+             "weight = (m_lat + options.background_weight * (1 - m_lat))[None, None]",
+             "weight = ((1 - m_lat) + options.background_weight * m_lat)[None, None]", FC_WIRING),
+    Sabotage("freecompose", "remove-prompts-swapped", "21.4", FC,
+             '["", "", options.source_prompt, options.target_prompt]))\n        attention = AttentionEdit("mask"',
+             '["", "", options.target_prompt, options.source_prompt]))\n        attention = AttentionEdit("mask"',
+             FC_WIRING),
+    Sabotage("freecompose", "remove-attention-mask-inverted", "21.4", FC,
+             "mask=torch.from_numpy(mask.astype(np.float32))",
+             "mask=torch.from_numpy((~mask).astype(np.float32))", FC_WIRING),
+    Sabotage("freecompose", "remove-perceptual-on-object", "21.4", FC,
+             "keep = 1 - codec.mask_to_tensor(mask, self.device)",
+             "keep = codec.mask_to_tensor(mask, self.device)", FC_WIRING),
+    Sabotage("freecompose", "remove-decode-not-float32", "21.4", FC,
+             "losses=losses, attention=attention, decode=self._decode32)",
+             "losses=losses, attention=attention)", FC_WIRING),
+    Sabotage("freecompose", "harmonize-perceptual-dropped", "21.4", FC,
+             'progress=ctx.progress("harmonize", cfg.iterations), losses=losses, decode=self._decode32)',
+             'progress=ctx.progress("harmonize", cfg.iterations), decode=self._decode32)', FC_WIRING),
+    Sabotage("freecompose", "compose-maps-swapped", "21.4", FC,
+             "[condition, edited_condition], options.adapter_scale",
+             "[edited_condition, condition], options.adapter_scale", FC_WIRING),
+    Sabotage("freecompose", "compose-adapter-scale-ignored", "21.4", FC,
+             "[condition, edited_condition], options.adapter_scale)",
+             "[condition, edited_condition], 1.0)", FC_WIRING),
+    Sabotage("freecompose", "compose-inject-all-layers", "21.4", FC,
+             'AttentionEdit("inject", tuple(z_src.shape[-2:]), min_layer=options.attn_layer,',
+             'AttentionEdit("inject", tuple(z_src.shape[-2:]), min_layer=0,', FC_WIRING),
+    Sabotage("freecompose", "guidance-fixed-at-1", "21.4", FC,
+             "guidance=opts.guidance", "guidance=1.0", FC_WIRING),
+    # ---- FreeCompose, more of the same kind
+    Sabotage("freecompose", "harmonize-decode-not-float32", "21.4", FC,
+             "losses=losses, decode=self._decode32)", "losses=losses)", FC_WIRING),
+    Sabotage("freecompose", "remove-mask-all-layers", "21.4", FC,
+             "min_layer=options.attn_layer, start_iter=options.attn_start)",
+             "min_layer=0, start_iter=options.attn_start)", FC_WIRING),
+    Sabotage("freecompose", "dds-step-deleted", "21.4", "methods/freecompose/dds.py",
+             "            opt.step()\n", "",
+             ("tests/test_freecompose_dds.py", "-k", "any_size")),
+    # ---- FreeCompose, issue 21 item 11: the removal mask on token grids
+    Sabotage("freecompose", "mask-sampled-nearest", "21.11", "attention/controller.py",
+             'mode="bilinear", align_corners=False)[0, 0]', 'mode="nearest")[0, 0]',
+             ("tests/test_freecompose_method.py", "-k", "mask_sampling or thin_stripe")),
+    # ---- FreeCompose, issue 21 items 12 and 13: large photos
+    Sabotage("freecompose", "window-ignores-band", "21.12", FC,
+             "band=options.band)", "band=0.0)", ("tests/test_freecompose_window.py",)),
+    Sabotage("freecompose", "condition-maps-area-shrunk", "21.13", "methods/engine.py",
+             "args[key] = win.crop_lines(value)", "args[key] = win.crop_mask(value, soft=True)",
+             ("tests/test_freecompose_window.py", "-k", "condition_map")),
+    # ---- FreeCompose, issue 21 item 14: the working size keeps the window's aspect ratio
+    Sabotage("freecompose", "work-size-rounded-to-stride", "21.14", FC,
+             "BandWindow(size, 1, context=options.context",
+             "BandWindow(size, codec.latent_multiple(self.sd.unet, self.sd.vae), context=options.context",
+             ("tests/test_freecompose_window.py", "-k", "aspect or mirrored")),
+]
+
+
+def check(rows: list[Sabotage], src: Path = REPO / PACKAGE) -> list[str]:
+    """Problems of the table against a source tree: texts that do not occur exactly once."""
+    problems = []
+    names = [r.name for r in rows]
+    problems += [f"duplicate row name {n!r}" for n in sorted({n for n in names if names.count(n) > 1})]
+    for row in rows:
+        path = src / row.file
+        if not path.is_file():
+            problems.append(f"{row.name}: no file {row.file}")
+            continue
+        count = path.read_text(encoding="utf-8").count(row.old)
+        if count != 1:
+            problems.append(f"{row.name}: its text occurs {count} times in {row.file} (must be once)")
+        if row.old == row.new:
+            problems.append(f"{row.name}: the replacement is the text itself")
+    return problems
+
+
+def _copy_source(dest: Path, source: Path = REPO / "src") -> Path:
+    shutil.copytree(source, dest / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest / "src"
+
+
+def _pytest(src: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    """Run pytest on ``tests`` with the package imported from ``src``; (exit status, last lines)."""
+    env = {**os.environ, "PYTHONPATH": str(src), "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "pytest", *tests, "-x", "-q", "-p", "no:cacheprovider"]
+    try:
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return -1, f"timed out after {timeout:.0f} s"
+    tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+    return done.returncode, " | ".join(tail)
+
+
+def _imports_from(src: Path) -> bool:
+    """Whether ``diffcompose`` is imported from ``src`` (an installed copy must not win)."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run([sys.executable, "-c", "import diffcompose; print(diffcompose.__file__)"], cwd=REPO,
+                         env=env, capture_output=True, text=True, check=False).stdout.strip()
+    return Path(out).resolve().is_relative_to(src.resolve())
+
+
+def _union(rows: list[Sabotage]) -> tuple[str, ...]:
+    """One pytest invocation that runs every row's tests (files with ``-k`` run whole)."""
+    files = []
+    for row in rows:
+        for arg in row.tests:
+            if arg.startswith("tests/") and arg not in files:
+                files.append(arg)
+    return tuple(files)
+
+
+def run(rows: list[Sabotage], *, timeout: float, baseline: bool, keep: bool) -> int:
+    with tempfile.TemporaryDirectory(prefix="mutations-") as tmp:
+        clean = _copy_source(Path(tmp) / "clean")
+        if not _imports_from(clean):
+            print("diffcompose is not imported from the copy (PYTHONPATH loses to an install?)", file=sys.stderr)
+            return 2
+        if baseline:
+            code, tail = _pytest(clean, _union(rows), timeout * 3)
+            if code != 0:
+                print(f"baseline: the tests fail without any sabotage ({tail})", file=sys.stderr)
+                return 2
+            print("baseline: the named tests pass on the unchanged source", flush=True)
+        survived = []
+        for i, row in enumerate(rows, 1):
+            work = Path(tmp) / f"m{i}"
+            src = _copy_source(work, clean)  # the snapshot taken at the start, whatever happens to src/ since
+            path = src / "diffcompose" / row.file
+            path.write_text(path.read_text(encoding="utf-8").replace(row.old, row.new, 1), encoding="utf-8")
+            start = time.perf_counter()
+            code, tail = _pytest(src, row.tests, timeout)
+            verdict = {0: "SURVIVED", 1: "caught"}.get(code, f"error (pytest exit {code})")
+            print(f"[{i}/{len(rows)}] {row.engine} {row.name} ({row.issue}): {verdict} "
+                  f"in {time.perf_counter() - start:.0f} s", flush=True)
+            if code != 1:
+                survived.append(row.name)
+                print(f"    {tail}", flush=True)
+            if keep:
+                kept = Path(tempfile.gettempdir()) / f"mutation-{row.name}"
+                shutil.copytree(work, kept, dirs_exist_ok=True)
+                print(f"    kept {kept}", flush=True)
+            shutil.rmtree(work)
+        print(f"caught {len(rows) - len(survived)}/{len(rows)}")
+        if survived:
+            print("survived: " + ", ".join(survived))
+        return 1 if survived else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engine", action="append", help="only this engine's rows (repeatable)")
+    ap.add_argument("--only", action="append", help="only the row of this name (repeatable)")
+    ap.add_argument("--list", action="store_true", help="list the rows and exit")
+    ap.add_argument("--check", action="store_true", help="check that every row's text occurs once, run no test")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per pytest run (default 600)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the run on the unchanged source")
+    ap.add_argument("--keep", action="store_true", help="keep each sabotaged copy under the temp folder")
+    args = ap.parse_args(argv)
+    rows = [r for r in SABOTAGES if (not args.engine or r.engine in args.engine)
+            and (not args.only or r.name in args.only)]
+    if not rows:
+        print("no row matches", file=sys.stderr)
+        return 2
+    problems = check(rows)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    if args.list or args.check:
+        for row in rows:
+            print(f"{row.engine:12} {row.name:32} {row.issue:6} {row.file}  <- {' '.join(row.tests)}")
+        return 0
+    return run(rows, timeout=args.timeout, baseline=not args.no_baseline, keep=args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
