@@ -151,3 +151,113 @@ def test_the_blend_follows_the_predicted_mask_not_the_users(engine, image, monke
     z = calls[-1]["x"][0, :4]
     assert torch.equal(z[:, ~box], z0[:, ~box])
     assert (z[:, box] - z0[:, box]).abs().amin(0).min() > 0
+
+
+# --------------------------------------------------------------------------- item 9: the explicit choices
+
+@pytest.mark.parametrize("start", ["noise", "noised-image"])
+def test_sampling_starts_from_pure_noise_unless_told_otherwise(engine, image, start) -> None:
+    from diffcompose.models.device import make_generator
+    from diffcompose.models.sampling import initial_noise
+
+    assert engine.options("inpaint", {}).start == "noise"  # the default
+    calls = _spy_unet(engine)
+    seed, lat = 4, SIZE // 8
+    _run(engine, image, _box(), start=start)
+    x_t = calls[0]["x"][0, :4]
+    noise = initial_noise(engine.sd.vae, 1, lat, lat, make_generator(seed))[0]  # the generator's first draw
+    with torch.no_grad():
+        z0 = codec.encode(engine.sd.vae, codec.images_to_tensor(image))[0]
+    box = torch.from_numpy(_box()[::8, ::8].copy())
+    assert torch.equal(x_t[:, ~box], z0[:, ~box])  # outside the region: the photo's clean latent
+    if start == "noise":
+        assert torch.equal(x_t[:, box], noise[:, box])  # inside: pure Gaussian noise, nothing of the photo
+    else:
+        from diffcompose.models.sampling import make_scheduler
+
+        sched = make_scheduler("ddim", dict(engine.sd.scheduler.config))
+        sched.set_timesteps(3)
+        noised = sched.add_noise(z0[None], noise[None], sched.timesteps[:1])[0]
+        torch.testing.assert_close(x_t[:, box], noised[:, box])
+        assert not torch.allclose(noised[:, box], noise[:, box])
+
+
+def _caption_data(tmp_path):
+    """One instance (an egg on a noisy photo) and one image-caption pair (a plain blue photo)."""
+    import json
+
+    from diffcompose.methods.smartbrush.data import encode_rle
+
+    photo = (np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    Image.fromarray(np.full((40, 60, 3), (20, 40, 200), np.uint8)).save(tmp_path / "sky.png")
+    yy, xx = np.mgrid[:48, :80]
+    exact = ((xx - 50) / 14.0) ** 2 + ((yy - 24) / 12.0) ** 2 <= 1
+    lines = [{"image": "a.png", "rle": encode_rle(exact), "label": "egg"},
+             {"image": "sky.png", "caption": "a clear blue sky"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return tmp_path / "m.jsonl"
+
+
+def test_text_to_image_samples_use_image_caption_pairs(tmp_path) -> None:
+    """The paper's 20% text-to-image share comes from image-caption pairs (a line with only an image and a
+    caption, or a COCO captions file), not from segmentation photos labelled with one object."""
+    from diffcompose.methods.smartbrush.data import SmartBrushDataset, read_training_data, text_to_image_pairs
+
+    instances, pairs = read_training_data(_caption_data(tmp_path))
+    assert [i.label for i in instances] == ["egg"] and [p.caption for p in pairs] == ["a clear blue sky"]
+    ds = SmartBrushDataset(instances, resolution=32, seed=5, pairs=text_to_image_pairs("auto", pairs))
+    samples = [ds.sample(k) for k in range(300)]
+    t2i = [s for s in samples if s[1].all()]
+    assert 0.12 < len(t2i) / len(samples) < 0.28
+    for image, coarse, target, level, text in t2i:
+        assert target.all() and level == S and text in ("a clear blue sky", "")
+        assert np.array_equal(image, np.full((32, 32, 3), (20, 40, 200), np.uint8))  # the pair's photo
+    assert all(s[4] in ("egg", "") and not s[1].all() for s in samples if not s[1].all())
+    # the instances' own photos instead, when told so (or when there are no pairs)
+    ds = SmartBrushDataset(instances, resolution=32, seed=5, pairs=text_to_image_pairs("instances", pairs))
+    t2i = [s for s in (ds.sample(k) for k in range(100)) if s[1].all()]
+    assert t2i and all(s[4] in ("egg", "") and not (s[0] == (20, 40, 200)).all() for s in t2i)
+    from diffcompose.errors import InputError
+
+    with pytest.raises(InputError, match="image-caption pairs"):
+        text_to_image_pairs("captions", [])
+
+
+def test_coco_captions_file_and_config(tmp_path) -> None:
+    """COCO's captions file (annotations with a caption and no segmentation) is a source of pairs, named in
+    the config as ``data.captions`` next to the instances manifest."""
+    import json
+
+    from diffcompose.methods.smartbrush.config import load_config
+    from diffcompose.methods.smartbrush.data import read_training_data
+
+    manifest = _caption_data(tmp_path)
+    coco = {"images": [{"id": 7, "file_name": "sky.png", "width": 60, "height": 40}],
+            "annotations": [{"id": 1, "image_id": 7, "caption": "blue sky"},
+                            {"id": 2, "image_id": 7, "caption": "nothing but sky"}]}
+    (tmp_path / "captions.json").write_text(json.dumps(coco))
+    (tmp_path / "train.yaml").write_text("data:\n  manifest: m.jsonl\n  captions: captions.json\n"
+                                         "  text_to_image: captions\n")
+    cfg = load_config(tmp_path / "train.yaml")
+    assert cfg.captions == str(tmp_path / "captions.json") and cfg.text_to_image == "captions"
+    instances, pairs = read_training_data(manifest, None, cfg.min_area, cfg.max_area, tmp_path / "captions.json")
+    assert sorted(p.caption for p in pairs) == ["a clear blue sky", "blue sky", "nothing but sky"]
+    assert all(p.image == tmp_path / "sky.png" for p in pairs) and len(instances) == 1
+
+
+def test_the_base_model_default_is_stated() -> None:
+    """The default base model is the one the config, the example config and the docs name; the paper's
+    (SD v1.2, text-to-image) is named beside it."""
+    from pathlib import Path
+
+    import yaml
+
+    from diffcompose.methods.smartbrush.config import DEFAULT_INIT, PAPER_INIT, SmartBrushTrainConfig
+
+    root = Path(__file__).resolve().parents[1]
+    assert SmartBrushTrainConfig(manifest="x").init == DEFAULT_INIT
+    example = yaml.safe_load((root / "configs" / "train_smartbrush.example.yaml").read_text())
+    assert example["model"]["init"] == DEFAULT_INIT and example["data"]["text_to_image"] == "auto"
+    docs = (root / "docs" / "engines" / "smartbrush.md").read_text()
+    assert f"default `{DEFAULT_INIT}`" in docs and PAPER_INIT in docs and "--start" in docs
