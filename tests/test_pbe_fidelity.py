@@ -137,3 +137,31 @@ def test_inference_guides_against_the_learned_unconditional_vector(tmp_path, mon
     assert seen[0].shape[0] == 2
     torch.testing.assert_close(seen[0][0], enc.uncond_vector[0].detach())
     torch.testing.assert_close(seen[0][1], token[0])
+
+
+# --------------------------------------------------------------------------- item 10: the reference resize
+
+def test_inference_stretches_the_reference_as_the_original_script(photo) -> None:
+    """``stretch`` is what the original's ``scripts/inference.py`` does to a reference: Pillow's ``resize((224,
+    224))`` with its default filter (bicubic), on a real photo."""
+    from diffcompose.methods.pbe.reference import normalize, prepare_reference, to_square
+
+    reference = photo[40:300, 120:330]  # a non-square crop of a real photo (260 x 210)
+    original = np.asarray(Image.fromarray(reference).convert("RGB").resize((224, 224)))
+    assert np.array_equal(to_square(reference, 224, "stretch"), original)
+    np.testing.assert_array_equal(prepare_reference(reference), normalize(original))
+    small = photo[100:150, 200:260]  # growing a small reference too
+    assert np.array_equal(to_square(small, 224, "stretch"), np.asarray(Image.fromarray(small).resize((224, 224))))
+
+
+def test_training_resizes_the_reference_bilinearly_as_the_original(photo) -> None:
+    """The original's training resizes the reference crop with albumentations' ``Resize`` (OpenCV bilinear,
+    ``INTER_LINEAR``), shrinking or growing alike."""
+    import cv2
+
+    from diffcompose.methods.pbe.augment import Plan, ReferenceAugment
+
+    plain = ReferenceAugment(size=224, flip_p=0, rotate_p=0, blur_p=0, elastic_p=0)
+    for crop in (photo[40:300, 120:330], photo[100:150, 200:260]):  # larger and smaller than 224
+        expected = cv2.resize(crop, (224, 224), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(plain.apply(crop, Plan(False, None, None, None, 0)), expected)
