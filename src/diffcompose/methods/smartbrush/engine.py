@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,7 +142,7 @@ class SmartBrushEngine(DiffusionEngine):
         return images, object_masks(blend.prob, mask, options.mask_threshold, options.mask_margin)
 
 
-def start_latents(sched, z0: torch.Tensor, noise: torch.Tensor, m: torch.Tensor, start: str) -> torch.Tensor:
+def start_latents(sched: Any, z0: torch.Tensor, noise: torch.Tensor, m: torch.Tensor, start: str) -> torch.Tensor:
     """``x_T``: the region starts from ``noise`` (``start="noise"``) or from ``z0`` noised to the first
     timestep (``"noised-image"``); outside it the photo's clean latent ``z0`` (module docstring, point 2)."""
     if start == "noise":
