@@ -5,7 +5,7 @@ without heavy augmentation the model learns to copy pixels. These distortions fo
 carry over what the object *is*, not where its pixels were.
 
 The recipe is the original's (albumentations 0.4.3 in ``ldm/data/open-images.py``): resize
-to 224, horizontal flip (p 0.5), rotation within +-20 degrees (p 0.5), box blur of size 3, 5
+to 224 (bilinear, OpenCV's ``INTER_LINEAR`` without antialiasing: that ``Resize``'s default), horizontal flip (p 0.5), rotation within +-20 degrees (p 0.5), box blur of size 3, 5
 or 7 (p 0.3) and that version's ``ElasticTransform`` (p 0.3) with its defaults ``alpha=1,
 sigma=50, alpha_affine=50``. The last is in effect a strong random **affine** warp: three
 anchor points around the centre each move by up to +-50 px (on 224 px) and the image
@@ -24,6 +24,11 @@ import cv2
 import numpy as np
 
 BASE = 224  # the size the original's pixel distances are given at
+
+
+#: How the reference crop reaches ``size``: bilinear, as the original's albumentations ``Resize``
+#: (its default interpolation, ``cv2.INTER_LINEAR``), whatever the crop's size.
+REFERENCE_RESIZE = cv2.INTER_LINEAR
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,7 @@ class ReferenceAugment:
         return Plan(flip, angle, blur, anchors, field_seed)
 
     def apply(self, crop: np.ndarray, plan: Plan) -> np.ndarray:
-        out = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_AREA
-                         if crop.shape[0] * crop.shape[1] > self.size ** 2 else cv2.INTER_CUBIC)
+        out = cv2.resize(crop, (self.size, self.size), interpolation=REFERENCE_RESIZE)
         if plan.flip:
             out = out[:, ::-1]
         if plan.angle is not None:

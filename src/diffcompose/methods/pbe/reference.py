@@ -3,7 +3,14 @@
 Two ways to reach CLIP's square input: ``stretch`` resizes the whole photo to a square (the
 original Paint-by-Example; nothing of the object is cut off, its aspect ratio changes) and
 ``crop`` resizes the short side and centre-crops (diffusers; the aspect ratio is kept, the
-edges of a long object are lost). A reference mask turns the background white, which
+edges of a long object are lost).
+
+Both resize with Pillow's bicubic filter. For ``stretch`` that is what the original's
+inference code does: ``scripts/inference.py`` and its test-bench loader call Pillow's
+``resize((224, 224))`` without a filter, and Pillow's default filter is bicubic (since
+Pillow 7.0, 2020, older than the original's release). Its *training* resizes the reference
+crop bilinearly (albumentations' ``Resize``), which :mod:`.augment` follows; so inference
+is bicubic and training bilinear, as in the original. A reference mask turns the background white, which
 keeps the scene around the reference object out of the condition.
 """
 
@@ -20,6 +27,8 @@ CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 Preprocess = Literal["stretch", "crop"]
+#: The original inference's filter (module docstring): Pillow's default for ``resize``.
+STRETCH_FILTER = Image.BICUBIC
 
 
 def whiten_background(reference: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -37,10 +46,10 @@ def whiten_background(reference: np.ndarray, mask: np.ndarray | None) -> np.ndar
 
 
 def to_square(reference: np.ndarray, size: int, mode: Preprocess) -> np.ndarray:
-    """uint8 ``(size, size, 3)``: bicubic stretch, or short side to ``size`` + centre crop."""
+    """uint8 ``(size, size, 3)``: bicubic stretch (the original's inference), or short side to ``size`` + centre crop."""
     pil = Image.fromarray(reference)
     if mode == "stretch":
-        return np.asarray(pil.resize((size, size), Image.BICUBIC))
+        return np.asarray(pil.resize((size, size), STRETCH_FILTER))
     if mode != "crop":
         raise InputError(f"reference preprocessing must be stretch or crop, got {mode!r}")
     w, h = pil.size

@@ -10,23 +10,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffcompose.errors import InputError
 from diffcompose.methods.options import check_choice, check_range
 from diffcompose.training import config as shared
+
+#: The base model training starts from by default: SD 1.5 inpainting, whose 9-channel input
+#: already reads the mask and the masked image, so the fine-tune starts from a working inpainter.
+DEFAULT_INIT = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+#: The paper's base: Stable Diffusion v1.2, text-to-image (``init_kind: auto`` finds ``sd``: the 5
+#: new input channels start at zero).
+PAPER_INIT = "CompVis/stable-diffusion-v1-2"
+#: Where text-to-image samples come from (``data.py``): image-caption pairs when the data has any.
+TEXT_TO_IMAGE = ("auto", "captions", "instances")
 
 
 @dataclass
 class SmartBrushTrainConfig:
     # data
-    manifest: str = ""  # COCO instances .json (polygons or RLE) or .jsonl manifest
+    manifest: str = ""  # COCO instances .json (polygons or RLE) or .jsonl manifest (instances, caption pairs)
+    captions: str | None = None  # a second manifest, e.g. COCO captions .json: image-caption pairs
     image_root: str | None = None  # default: the manifest's folder
     resolution: int = 512
     min_area: float = 0.01  # instances covering 1%..90% of their image
     max_area: float = 0.9
     inpaint_share: float = 0.8  # the rest: text-to-image samples (the whole image is the region)
+    text_to_image: str = "auto"  # their source: auto (captions when there are pairs) | captions | instances
     text_dropout: float = 0.1  # empty text, for classifier-free guidance
     num_workers: int = 2
     # model
-    init: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"  # SD or SD-inpainting (or "tiny")
+    init: str = DEFAULT_INIT  # SD or SD-inpainting (the paper: PAPER_INIT), a SmartBrush export, or "tiny"
     init_kind: str = "auto"  # auto | sd | sd-inpainting | smartbrush (continue from an export)
     # optimisation
     output_dir: str = "runs/smartbrush"
@@ -50,6 +62,7 @@ class SmartBrushTrainConfig:
         shared.check_training_keys(self)
         check_range("inpaint_share", self.inpaint_share, 0.0, 1.0)
         check_range("text_dropout", self.text_dropout, 0.0, 1.0)
+        check_choice("text_to_image", self.text_to_image, TEXT_TO_IMAGE)
         check_choice("init_kind", self.init_kind, ("auto", "sd", "sd-inpainting", "smartbrush"))
         check_range("dice_weight", self.dice_weight, 0.0, 1e3)
 
@@ -60,5 +73,12 @@ def config_from_dict(raw: Any) -> SmartBrushTrainConfig:
 
 
 def load_config(path: Path) -> SmartBrushTrainConfig:
-    """The config in YAML file ``path``; data paths in it are relative to its folder (the shared reader)."""
-    return shared.load_config(path, SmartBrushTrainConfig)
+    """The config in YAML file ``path``; data paths in it are relative to its folder (the shared reader,
+    and ``captions`` here)."""
+    cfg = shared.load_config(path, SmartBrushTrainConfig)
+    if cfg.captions:
+        captions = Path(cfg.captions)
+        cfg.captions = str(captions if captions.is_absolute() else Path(path).parent / captions)
+        if not Path(cfg.captions).is_file():
+            raise InputError(f"config: data.captions not found: {cfg.captions}")
+    return cfg

@@ -8,26 +8,35 @@ Sources (relative paths resolve against ``image_root``, default the manifest's f
   string or list of run lengths; ``iscrowd`` ones are skipped) and ``categories`` (``id``,
   ``name``: the label). An annotation may carry a ``"caption"`` of its segment (e.g. from
   BLIP), which COCO itself does not have.
-* **JSON lines** (any other suffix), one instance per line::
+  A COCO **captions** JSON (``captions_*.json``: annotations with ``image_id`` and ``caption``
+  and no ``segmentation``) gives **image–caption pairs** instead.
+* **JSON lines** (any other suffix), one instance or one image–caption pair per line::
 
       {"image": "a.jpg", "mask": "a_dog.png", "label": "dog", "caption": "a brown dog lying down"}
       {"image": "b.jpg", "polygons": [[10, 10, 90, 12, 50, 80]], "label": "kite"}
       {"image": "c.jpg", "rle": {"size": [480, 640], "counts": "..."}, "caption": "a red car"}
+      {"image": "d.jpg", "caption": "a busy street market at dusk"}
 
-  with the mask as a file (white = object), polygons or RLE, and at least one of
-  ``label`` and ``caption``.
+  an instance with its mask as a file (white = object), polygons or RLE, and at least one
+  of ``label`` and ``caption``; a line without a mask is an image–caption pair.
 
 Instances whose mask covers less than ``min_area`` or more than ``max_area`` of their image
-are skipped.
+are skipped. A second manifest (``captions`` in the config, e.g. COCO's captions file next
+to its instances file) is read the same way, with the same ``image_root``.
 
-Sample ``k`` is a function of ``(seed, k)`` only (so a resumed run sees the same data):
-an instance is drawn; a square crop of the image's short side containing the object's box
-(where it fits) is resized to ``resolution``; with probability ``inpaint_share`` (0.8) it is
-an **inpainting** sample: a precision level ``s`` drawn uniformly from 0..S and the coarse
-mask at that level (:mod:`.precision`), the exact mask as the mask head's target;
-otherwise a **text-to-image** sample: the whole image is the region (``s = S``) and the
-target. The text is the label or the caption, half each when both exist; with probability
-``text_dropout`` it is empty (for classifier-free guidance).
+Sample ``k`` is a function of ``(seed, k)`` only (so a resumed run sees the same data).
+With probability ``inpaint_share`` (0.8) it is an **inpainting** sample: an instance is
+drawn, a square crop of its image's short side containing the object's box (where it fits)
+is resized to ``resolution``, a precision level ``s`` is drawn uniformly from 0..S and the
+coarse mask at that level (:mod:`.precision`) is the region, the exact mask the mask head's
+target; the text is the label or the caption, half each when both exist. Otherwise it is a
+**text-to-image** sample: the whole image is the region and the target (``s = S``). Its
+source (``text_to_image``) is an image–caption pair, as the paper does (``captions``:
+a centre square crop of the short side, the pair's caption), or an instance's image with
+the instance's text (``instances``: the inpainting crop, without the mask); ``auto`` takes
+the pairs when the data has any. With probability ``text_dropout`` the text is empty (for
+classifier-free guidance). (An inpainting draw whose crop lost the object becomes a
+text-to-image sample of that instance.)
 """
 
 from __future__ import annotations
@@ -161,20 +170,33 @@ class Instance:
         return [t for t in (self.label, self.caption) if t]
 
 
+@dataclass
+class CaptionPair:
+    """An image and a caption of the whole of it: the source of the paper's text-to-image samples."""
+
+    image: Path
+    caption: str
+
+
+
+
 def _area_ok(area: float, size: tuple[int, int], min_area: float, max_area: float) -> bool:
     return min_area <= area / float(size[0] * size[1]) <= max_area
 
 
-def read_coco(path: Path, root: Path, min_area: float, max_area: float) -> list[Instance]:
+def read_coco(path: Path, root: Path, min_area: float, max_area: float) -> list[Instance | CaptionPair]:
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict) or "annotations" not in data or "images" not in data:
         raise InputError(f"{path}: a COCO manifest is a JSON object with images and annotations")
     images = {im["id"]: im for im in data["images"]}
     names = {c["id"]: c["name"] for c in data.get("categories", [])}
-    out = []
+    out: list[Instance | CaptionPair] = []
     for ann in data["annotations"]:
         im = images.get(ann["image_id"])
         seg = ann.get("segmentation")
+        if im is not None and "segmentation" not in ann and str(ann.get("caption") or "").strip():
+            out.append(CaptionPair(root / im["file_name"], ann["caption"].strip()))  # COCO captions file
+            continue
         if im is None or ann.get("iscrowd", 0) or not seg:
             continue
         size = (int(im["width"]), int(im["height"]))
@@ -194,10 +216,21 @@ def read_coco(path: Path, root: Path, min_area: float, max_area: float) -> list[
     return out
 
 
-def read_jsonl(path: Path, root: Path, min_area: float, max_area: float) -> list[Instance]:
+def image_size(image: Path, where: str) -> tuple[int, int]:
+    """``(width, height)`` of a training image, read from its header (one-line errors)."""
     from PIL import Image
 
-    out = []
+    try:
+        with Image.open(image) as im:
+            return im.size
+    except FileNotFoundError:
+        raise InputError(f"{where}: image not found: {image}") from None
+    except OSError:
+        raise InputError(f"{where}: cannot read image {image}") from None
+
+
+def read_jsonl(path: Path, root: Path, min_area: float, max_area: float) -> list[Instance | CaptionPair]:
+    out: list[Instance | CaptionPair] = []
     for line in read_json_lines(path):
         where, entry = f"{path}:{line.number}", line.value
         try:
@@ -205,19 +238,17 @@ def read_jsonl(path: Path, root: Path, min_area: float, max_area: float) -> list
         except (KeyError, TypeError):
             raise InputError(f"{where}: expected a JSON object with an \"image\" key") from None
         kinds = [k for k in ("mask", "polygons", "rle") if k in entry]
+        texts = {k: entry.get(k) for k in ("label", "caption")}
+        if not kinds and "label" not in entry and isinstance(texts["caption"], str) and texts["caption"].strip():
+            image_size(image, where)  # the image is there and readable
+            out.append(CaptionPair(image, texts["caption"].strip()))
+            continue
         if len(kinds) != 1:
             raise InputError(f"{where}: give the object's mask as exactly one of \"mask\" (a file), \"polygons\" "
-                             "or \"rle\"")
-        texts = {k: entry.get(k) for k in ("label", "caption")}
+                             "or \"rle\" (or only \"image\" and \"caption\": an image-caption pair)")
         if not any(isinstance(v, str) and v.strip() for v in texts.values()):
             raise InputError(f"{where}: needs a \"label\" or a \"caption\" (the text of the object)")
-        try:
-            with Image.open(image) as im:
-                size = im.size
-        except FileNotFoundError:
-            raise InputError(f"{where}: image not found: {image}") from None
-        except OSError:
-            raise InputError(f"{where}: cannot read image {image}") from None
+        size = image_size(image, where)
         inst = Instance(image, size, label=(texts["label"] or "").strip() or None,
                         caption=(texts["caption"] or "").strip() or None)
         if kinds[0] == "mask":
@@ -238,11 +269,37 @@ def read_jsonl(path: Path, root: Path, min_area: float, max_area: float) -> list
 def read_instances(manifest: Path, image_root: Path | None = None, min_area: float = 0.01,
                    max_area: float = 0.9) -> list[Instance]:
     """The usable instances of a COCO ``.json`` or a ``.jsonl`` manifest (one-line errors)."""
-    instances = read_training_manifest(manifest, image_root, (read_coco, read_jsonl), min_area, max_area)
+    return read_training_data(manifest, image_root, min_area, max_area)[0]
+
+
+def read_training_data(manifest: Path, image_root: Path | None = None, min_area: float = 0.01, max_area: float = 0.9,
+                       captions: Path | None = None) -> tuple[list[Instance], list[CaptionPair]]:
+    """``(instances, image-caption pairs)`` of ``manifest`` and of the optional second manifest
+    ``captions`` (COCO ``.json`` or ``.jsonl``, images under the same ``image_root``; one-line errors)."""
+    entries = read_training_manifest(manifest, image_root, (read_coco, read_jsonl), min_area, max_area)
+    if captions is not None:
+        entries += read_training_manifest(captions, image_root or manifest.parent, (read_coco, read_jsonl),
+                                          min_area, max_area)
+    instances = [e for e in entries if isinstance(e, Instance)]
+    pairs = [e for e in entries if isinstance(e, CaptionPair)]
     if not instances:
         raise InputError(f"{manifest}: no object with a text and a mask covering {min_area}..{max_area} of its image")
-    log.info("%s: %d instances in %d images", manifest, len(instances), len({i.image for i in instances}))
-    return instances
+    log.info("%s: %d instances in %d images, %d image-caption pairs", manifest, len(instances),
+             len({i.image for i in instances}), len(pairs))
+    return instances, pairs
+
+
+def text_to_image_pairs(source: str, pairs: list[CaptionPair]) -> list[CaptionPair]:
+    """The pairs text-to-image samples are drawn from (``[]``: from the instances) for config ``text_to_image``."""
+    if source == "captions" and not pairs:
+        raise InputError("text_to_image: captions needs image-caption pairs (jsonl lines with only \"image\" and "
+                         "\"caption\", or a COCO captions file as data.captions); or set text_to_image: instances")
+    if source == "instances":
+        return []
+    if not pairs:
+        log.warning("no image-caption pairs: text-to-image samples use the instances' images and texts "
+                    "(the paper uses image-caption pairs; see data.captions)")
+    return pairs
 
 
 # ----------------------------------------------------------------------------- samples
@@ -265,11 +322,16 @@ def object_crop(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int, i
 
 class SmartBrushDataset(torch.utils.data.Dataset):
     """Sample ``k`` -> ``{"image": (3,R,R) in [-1,1], "mask": (1,R,R) coarse, 1 = region, "target": (1,R,R)
-    exact object mask, "level": int, "text": str}`` (see the module docstring)."""
+    exact object mask, "level": int, "text": str}`` (see the module docstring).
+
+    ``pairs``: the image-caption pairs text-to-image samples are drawn from; empty, they come
+    from the instances (:func:`text_to_image_pairs` decides from the config).
+    """
 
     def __init__(self, instances: list[Instance], *, resolution: int = 512, seed: int = 0,
-                 inpaint_share: float = 0.8, text_dropout: float = 0.1) -> None:
+                 inpaint_share: float = 0.8, text_dropout: float = 0.1, pairs: list[CaptionPair] | None = None) -> None:
         self.instances = instances
+        self.pairs = list(pairs or [])
         self.resolution = resolution
         self.seed = seed
         self.inpaint_share = inpaint_share
@@ -286,6 +348,11 @@ class SmartBrushDataset(torch.utils.data.Dataset):
     def sample(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, str]:
         """uint8 image (R,R,3), bool coarse mask, bool target mask, level, text of sample ``k``."""
         rng = np.random.default_rng([self.seed, int(k)])
+        inpaint = rng.random() < self.inpaint_share
+        if not inpaint and self.pairs:
+            image, text = self._caption_sample(rng)
+            whole = np.ones(image.shape[:2], dtype=bool)
+            return image, whole, whole, PRECISION_LEVELS, self._dropped(text, rng)
         inst = self.instances[int(rng.integers(len(self.instances)))]
         image = load_image(inst.image, "training image", max_pixels=None)
         exact = inst.mask()
@@ -293,18 +360,32 @@ class SmartBrushDataset(torch.utils.data.Dataset):
             raise InputError(f"the mask of {inst.image} is {exact.shape[1]}x{exact.shape[0]}, the image "
                              f"{image.shape[1]}x{image.shape[0]}")
         x0, y0, side = object_crop(exact, rng)
+        image = self._square(image[y0:y0 + side, x0:x0 + side])
         r = self.resolution
-        crop = image[y0:y0 + side, x0:x0 + side]
-        image = cv2.resize(crop, (r, r), interpolation=cv2.INTER_AREA if side > r else cv2.INTER_CUBIC)
         exact = resize_mask(exact[y0:y0 + side, x0:x0 + side], (r, r))
-        if rng.random() < self.inpaint_share and exact.any():
+        if inpaint and exact.any():
             level = int(rng.integers(0, PRECISION_LEVELS + 1))
             coarse, target = precision_mask(exact, level), exact
-        else:  # text-to-image: the whole image is the region and the "object"
+        else:  # text-to-image from an instance: the whole image is the region and the "object"
             level = PRECISION_LEVELS
             coarse = target = np.ones((r, r), dtype=bool)
         texts = inst.texts()
         text = texts[int(rng.integers(len(texts)))]
-        if rng.random() < self.text_dropout:
-            text = ""
-        return image, coarse, target, level, text
+        return image, coarse, target, level, self._dropped(text, rng)
+
+    def _caption_sample(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        """A centre square crop of the short side of a drawn pair's image, at ``resolution``, and its caption."""
+        pair = self.pairs[int(rng.integers(len(self.pairs)))]
+        image = load_image(pair.image, "training image", max_pixels=None)
+        h, w = image.shape[:2]
+        side = min(h, w)
+        y0, x0 = (h - side) // 2, (w - side) // 2
+        return self._square(image[y0:y0 + side, x0:x0 + side]), pair.caption
+
+    def _square(self, crop: np.ndarray) -> np.ndarray:
+        r = self.resolution
+        return cv2.resize(crop, (r, r), interpolation=cv2.INTER_AREA if crop.shape[0] > r else cv2.INTER_CUBIC)
+
+    def _dropped(self, text: str, rng: np.random.Generator) -> str:
+        """``text``, or with probability ``text_dropout`` the empty text (for classifier-free guidance)."""
+        return "" if rng.random() < self.text_dropout else text

@@ -5,8 +5,11 @@ Per request (on the window the runner cuts around the region):
 1. the user's mask is the *coarse* mask at precision level ``s`` (``--precision``; by
    default ``S`` for a rectangle, 0 otherwise); the UNet gets ``[x_t, m, z_masked]``, the
    text context and ``class_labels = s`` (:mod:`.model`);
-2. sampling starts from ``x_T = noised(z_0) * m + z_0 * (1 - m)`` (``z_0``: the latent of the
-   image, the posterior mean) and, with guidance, runs both halves in one batched call;
+2. sampling starts from ``x_T = n * m + z_0 * (1 - m)`` (``z_0``: the latent of the image, the
+   posterior mean): ``n`` is pure Gaussian noise by default (``--start noise``, as Stable
+   Diffusion samples), or with ``--start noised-image`` ``z_0`` noised to the first timestep
+   (a faint trace of the region's old colours stays); with guidance both halves run in one
+   batched call;
 3. at every step the mask head's probability (of the conditional half) is smoothed over
    time, ``p <- a p + (1 - a) sigmoid(logit)`` with ``a = --mask-smoothing``, starting from
    the user's mask; thresholded at ``--mask-threshold``, grown by ``--mask-margin`` pixels
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,7 +124,7 @@ class SmartBrushEngine(DiffusionEngine):
         cond_in = torch.cat([m, z_masked], 1).expand(n, -1, -1, -1)
         if guided:
             cond_in = torch.cat([cond_in, cond_in])
-        latents = sched.add_noise(z0, noise, sched.timesteps[:1].repeat(n)) * m + z0 * (1 - m)
+        latents = start_latents(sched, z0, noise, m, options.start)
 
         blend = ObjectMaskBlend(m, z0, options, cells=math.ceil(options.mask_margin / stride), guided=guided)
 
@@ -136,6 +140,18 @@ class SmartBrushEngine(DiffusionEngine):
                           after_step=blend)
         images = codec.tensor_to_images(codec.decode(sd.vae, latents).clamp(-1, 1))
         return images, object_masks(blend.prob, mask, options.mask_threshold, options.mask_margin)
+
+
+def start_latents(sched: Any, z0: torch.Tensor, noise: torch.Tensor, m: torch.Tensor, start: str) -> torch.Tensor:
+    """``x_T``: the region starts from ``noise`` (``start="noise"``) or from ``z0`` noised to the first
+    timestep (``"noised-image"``); outside it the photo's clean latent ``z0`` (module docstring, point 2)."""
+    if start == "noise":
+        region = noise * sched.init_noise_sigma
+    elif start == "noised-image":
+        region = sched.add_noise(z0, noise, sched.timesteps[:1].repeat(z0.shape[0]))
+    else:
+        raise ValueError(f"start must be noise or noised-image, got {start!r}")
+    return region * m + z0 * (1 - m)
 
 
 class ObjectMaskBlend:

@@ -30,6 +30,9 @@ class SmartBrushOptions(SamplerOptions):
     mask_threshold: float = option(0.5, "the predicted object mask is where the head's probability is at least this")
     mask_margin: int = option(8, "pixels the predicted object mask is grown by before it is used (whole latent "
                                  "cells while sampling)")
+    start: Literal["noise", "noised-image"] = option(
+        "noise", "what sampling starts from inside the region: pure Gaussian noise (as Stable Diffusion samples) or "
+                 "the photo's latent noised to the first step (keeps a faint trace of the region's colours)")
     mask_smoothing: float = option(0.5, "weight of the previous steps' object mask in each step's estimate "
                                         "(0 = each step's prediction alone)")
     context: float = sampler_option("context")

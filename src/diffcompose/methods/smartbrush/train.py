@@ -197,11 +197,12 @@ def train(cfg: SmartBrushTrainConfig, *, on_progress: ProgressCallback | None = 
     """
     from diffusers import DDPMScheduler
 
-    from diffcompose.methods.smartbrush.data import SmartBrushDataset, read_instances
+    from diffcompose.methods.smartbrush.data import SmartBrushDataset, read_training_data, text_to_image_pairs
 
     acc, out = start_run(cfg, "train smartbrush")
-    instances = read_instances(Path(cfg.manifest), Path(cfg.image_root) if cfg.image_root else None,
-                               cfg.min_area, cfg.max_area)
+    instances, pairs = read_training_data(Path(cfg.manifest), Path(cfg.image_root) if cfg.image_root else None,
+                                          cfg.min_area, cfg.max_area, Path(cfg.captions) if cfg.captions else None)
+    pairs = text_to_image_pairs(cfg.text_to_image, pairs)
     unet, parts = build_model(cfg.init, cfg.init_kind)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
@@ -212,7 +213,7 @@ def train(cfg: SmartBrushTrainConfig, *, on_progress: ProgressCallback | None = 
     model = SmartBrushTrainModel(unet).train()
     named = list(model.unet.named_parameters())
     ds = SmartBrushDataset(instances, resolution=cfg.resolution, seed=cfg.seed, inpaint_share=cfg.inpaint_share,
-                           text_dropout=cfg.text_dropout)
+                           text_dropout=cfg.text_dropout, pairs=pairs)
     warmup = cfg.warmup_steps
 
     def micro_step(m: torch.nn.Module, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
