@@ -308,6 +308,7 @@ def test_safetensors_input_reads_only_model_keys(tmp_path):
     assert set(C.load_anydoor_checkpoint(path)) == {"control_model.a"}
 
 
+@pytest.mark.slow
 def test_cli_convert_anydoor(tmp_path, like_dir):
     state, _ = public_checkpoint(seed=2)
     ckpt = tmp_path / "a.ckpt"

@@ -344,6 +344,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_items_and_merge_the_same_results_as_one(folder: Path):
     """``accelerate launch`` with two CPU processes (gloo): each rank runs a disjoint share, all ranks together
     every item, and the merged results and outputs equal a single-process run's."""

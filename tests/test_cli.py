@@ -148,6 +148,7 @@ def test_remove_every_testdata_removal_case_via_cli(capsys, testdata, tmp_path) 
         assert not np.array_equal(res[mask], img[mask])
 
 
+@pytest.mark.slow
 def test_demo_writes_its_outputs_and_refuses_to_overwrite(capsys, tmp_path) -> None:
     out_dir = tmp_path / "demo"
     code, stdout, _ = _run(capsys, ["demo", "--output-dir", str(out_dir), "--testdata", str(tmp_path / "none")])

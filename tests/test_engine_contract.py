@@ -501,6 +501,7 @@ CONTRACT_CHECKS = [check_output_size, check_kept_pixels, check_seed, check_cance
 
 # --------------------------------------------------------------------------- the contract tests
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "task"), CASES)
 def test_output_size(manager, name, task) -> None:
     check_output_size(manager, name, task)
