@@ -37,6 +37,7 @@ def _check_background(out: Path, image: Path, mask: Path) -> None:
     assert not np.array_equal(got[m], img[m])
 
 
+@pytest.mark.slow
 def test_cli_remove_real_512_photo(testdata: Path, tmp_path: Path, capsys) -> None:
     files = _case("removal", "image", "mask", size=(512, 512))
     out = tmp_path / "removed.png"
