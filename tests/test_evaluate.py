@@ -128,6 +128,7 @@ def test_report_has_one_row_per_item_with_thumbnail_files_and_sortable_headers(c
     assert links and all((out_dir / link).resolve().is_file() for link in links)
 
 
+@pytest.mark.slow
 def test_report_sorts_by_a_clicked_header_in_a_browser(capsys, batch_dir, tmp_path) -> None:
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     if not Path("/usr/bin/chromium").exists():
