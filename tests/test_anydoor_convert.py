@@ -322,6 +322,7 @@ def test_cli_convert_anydoor(tmp_path, like_dir):
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_optimizer_state_is_never_read(tmp_path):
     """The public file is mostly optimizer state: memory-mapped loading leaves it on disk (a plain
     ``torch.load`` would read all 128 MB of it into memory)."""

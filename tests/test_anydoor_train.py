@@ -148,6 +148,7 @@ def test_video_pairs_are_at_least_a_tenth_of_the_clip_apart() -> None:
     assert D.pick_pair(5, "image", rng) == (0, 0)
 
 
+@pytest.mark.slow
 def test_shape_masks_are_used_with_p_07_and_cover_the_object(tmp_path) -> None:
     image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     mask = _disk((96, 96), (48, 44), 14)
@@ -353,6 +354,7 @@ def test_resume_is_exact(tmp_path, one_thread) -> None:
         assert x.keys() == y.keys() and all(np.array_equal(x[k].numpy(), y[k].numpy()) for k in x)
 
 
+@pytest.mark.slow
 def test_a_new_anydoor_starts_from_sd_and_dinov2(tmp_path, one_thread) -> None:
     """``init_kind: sd``: the ControlNet copies the SD UNet's encoder with a zero ``conv_in`` and zero output
     convolutions, so the new model predicts exactly what the text-to-image UNet does on the ID tokens."""

@@ -281,6 +281,7 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.C
                           timeout=120, env=env)
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_summary_and_no_torch_for_a_classical_batch(folder: Path):
     write(folder / "some.jsonl", [remove_line("a", "a"), remove_line("z", "zzz")])
     write(folder / "none.jsonl", [remove_line("z", "zzz")])

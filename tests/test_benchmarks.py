@@ -75,7 +75,8 @@ SMOKE: dict[str, Smoke] = {
         slow=True),
     "removal_tradeoff.py": Smoke(
         ("--limit", "1", "--per-photo", "1", "--max-side", "128", "--testdata", "{testdata}"),
-        (r"\| patchmatch \| [\d.]+", r"\| 0\.5 ns \+ 0\.5 patchmatch \|", r"\| patchmatch gated to ns, t 24 \|")),
+        (r"\| patchmatch \| [\d.]+", r"\| 0\.5 ns \+ 0\.5 patchmatch \|", r"\| patchmatch gated to ns, t 24 \|"),
+        slow=True),
     "sam_speed.py": Smoke(
         ("--model", "tiny", "--size", "64x48"),
         (r"segment 64x48 \(box \+ 1 click\(s\)\): [\d.]+ s \(image encoder run\)",

@@ -81,6 +81,7 @@ def test_remove_end_to_end_keeps_inputs_and_pixels_outside(capsys, files, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
 
 
+@pytest.mark.slow
 def test_output_format_follows_the_extension(capsys, files, tmp_path) -> None:
     for ext, fmt in ((".jpg", "JPEG"), (".webp", "WEBP"), (".tiff", "TIFF"), (".png", "PNG")):
         out = tmp_path / f"out{ext}"

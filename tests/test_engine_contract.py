@@ -655,6 +655,7 @@ def test_freecompose_works_at_a_window_around_the_object(manager) -> None:
 
 # --------------------------------------------------------------------------- the manager
 
+@pytest.mark.slow
 def test_manager_budget_evicts_least_recently_used() -> None:
     _diffusion("freecompose")
     _diffusion("pbe")
@@ -675,6 +676,7 @@ def test_manager_budget_evicts_least_recently_used() -> None:
         mgr.unload()
 
 
+@pytest.mark.slow
 def test_manager_evicts_in_lru_order_and_keeps_what_fits() -> None:
     _diffusion("freecompose")
     _diffusion("pbe")

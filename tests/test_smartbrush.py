@@ -107,6 +107,7 @@ def _check_levels(name: str, exact: np.ndarray) -> list[float]:
     return [(c - cov[0]) / (1.0 - cov[0]) for c in cov] if cov[0] < 1.0 else []
 
 
+@pytest.mark.slow
 def test_precision_levels_on_real_masks(testdata) -> None:
     masks = _real_masks()
     assert len(masks) >= 10
@@ -355,6 +356,7 @@ def test_training_config_errors(tmp_path) -> None:
     assert cfg.dice_weight == 0.01 and cfg.inpaint_share == 0.8
 
 
+@pytest.mark.slow
 def test_train_cli_and_export(photos, small_init, tmp_path, capsys) -> None:
     from diffcompose.cli.main import main
 
