@@ -67,7 +67,8 @@ def main() -> None:
         "remove": (m_lat + 0.2 * (1 - m_lat), [(0.3, 1 - mask)]),
         "harmonize": (torch.ones_like(m_lat), [(0.3, 1 - mask), (0.1, mask)]),
     }
-    print(f"{'SD1.5' if args.shape == 'sd15' else 'tiny'}-shaped random weights, {size}x{size}, {device} {str(dtype).replace('torch.', '')}, lr {LR}")
+    shape = "SD1.5" if args.shape == "sd15" else "tiny"
+    print(f"{shape}-shaped random weights, {size}x{size}, {device} {str(dtype).replace('torch.', '')}, lr {LR}")
     print("| task | DDS step | perceptual step, LPIPS weights | ratio | perceptual step, uniform 1/C | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for task, (weight, terms) in tasks.items():

@@ -90,7 +90,7 @@ def build(device: torch.device, dtype: torch.dtype, shape: str = "sd15"
 
 
 def float32_decoder(sd: SDComponents) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Latent -> image in [0, 1] through a float32 VAE, with autograd: how the engine decodes for its perceptual terms."""
+    """Latent -> image in [0, 1] through a float32 VAE, with autograd: the engine's decode for its perceptual terms."""
     vae = sd.vae if sd.dtype == torch.float32 else copy.deepcopy(sd.vae).float()
     return lambda z: (codec.decode(vae, z.float()).float() + 1.0) / 2.0
 

@@ -108,7 +108,8 @@ def _environment() -> dict[str, str]:
 def test_benchmark_smoke_run(script: str, tmp_path: Path) -> None:
     smoke = SMOKE.get(script)
     if smoke is None:
-        pytest.fail(f"benchmarks/{script} has no smoke run: add its shortest arguments to SMOKE in {Path(__file__).name}")
+        pytest.fail(f"benchmarks/{script} has no smoke run: add its shortest arguments to SMOKE in "
+                    f"{Path(__file__).name}")
     if smoke.testdata and not (TESTDATA / "manifest.json").exists():
         pytest.skip("../shared/testdata is not present")
     for module in smoke.needs:
