@@ -10,6 +10,7 @@ perceptual backward runs in float32, as in the engine. Random weights make the a
 figures meaningless for real images; the ratio between the two channel weightings is not::
 
     .venv/bin/python benchmarks/freecompose_gradients.py --size 256
+    .venv/bin/python benchmarks/freecompose_gradients.py --shape tiny --size 64   # smoke run
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from __future__ import annotations
 import argparse
 
 import torch
-from freecompose_speed import build
+from freecompose_speed import build, float32_decoder
 
 from diffcompose.methods.freecompose import dds
 from diffcompose.methods.freecompose.perceptual import MaskedPerceptual
 from diffcompose.models import codec
 from diffcompose.models.device import pick_device, pick_dtype
-from diffcompose.models.lpips import find_heads, load_heads
 
 LR = 0.05
 
@@ -33,12 +33,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None)
+    ap.add_argument("--shape", choices=["sd15", "tiny"], default="sd15",
+                    help="sd15: the published shapes (the figures); tiny: the test-sized networks (a smoke run)")
     args = ap.parse_args()
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)
-    sd, _, vgg = build(device, dtype)
-    vae32 = sd.vae if dtype == torch.float32 else __import__("copy").deepcopy(sd.vae).float()
-    lpips = load_heads(find_heads(), vgg.widths)
+    sd, _, vgg, lpips = build(device, dtype, args.shape)
+    decode32 = float32_decoder(sd)
     uniform = [torch.full_like(h, 1.0 / h.numel()) for h in lpips]
 
     gen = torch.Generator().manual_seed(0)
@@ -49,7 +50,7 @@ def main() -> None:
     mask = torch.zeros(1, 1, size, size, device=device)
     mask[..., size // 4: 3 * size // 4, size // 3: 2 * size // 3] = 1
     m_lat = torch.nn.functional.interpolate(mask, size=(lat, lat), mode="area")
-    emb = torch.randn(4, 77, 768, generator=gen).to(device, dtype)
+    emb = torch.randn(4, 77, sd.unet.config.cross_attention_dim, generator=gen).to(device, dtype)
     noise = torch.randn(z_src.shape, generator=gen).to(device)
     alphas = sd.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
     delta = dds.dds_gradient(sd, z_src, z_src, 500, noise, dds.Branches(emb), 7.5, alphas)
@@ -57,7 +58,7 @@ def main() -> None:
 
     def perceptual_step(terms: list[tuple[float, torch.Tensor]], heads: list[torch.Tensor]) -> float:
         z = z_src.clone().requires_grad_(True)
-        decoded = (codec.decode(vae32, z).float() + 1) / 2
+        decoded = decode32(z)
         total = sum(w * MaskedPerceptual(vgg, heads, image, region)(decoded) for w, region in terms)
         total.backward()
         return LR * float(z.grad.norm())
@@ -66,7 +67,8 @@ def main() -> None:
         "remove": (m_lat + 0.2 * (1 - m_lat), [(0.3, 1 - mask)]),
         "harmonize": (torch.ones_like(m_lat), [(0.3, 1 - mask), (0.1, mask)]),
     }
-    print(f"SD1.5-shaped random weights, {size}x{size}, {device} {str(dtype).replace('torch.', '')}, lr {LR}")
+    shape = "SD1.5" if args.shape == "sd15" else "tiny"
+    print(f"{shape}-shaped random weights, {size}x{size}, {device} {str(dtype).replace('torch.', '')}, lr {LR}")
     print("| task | DDS step | perceptual step, LPIPS weights | ratio | perceptual step, uniform 1/C | ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for task, (weight, terms) in tasks.items():

@@ -12,6 +12,7 @@ tiny`` the test-sized model. Examples::
 
     .venv/bin/python benchmarks/pbe_speed.py --shape tiny --size 128 --steps 10 --rounds 3
     .venv/bin/python benchmarks/pbe_speed.py --shape sd --size 512 --steps 20 --rounds 3   # on a GPU
+    .venv/bin/python benchmarks/pbe_speed.py --shape tiny --size 64 --steps 2 --rounds 1   # smoke run
 """
 
 from __future__ import annotations
@@ -78,12 +79,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=["tiny", "sd"], default="tiny")
     ap.add_argument("--size", type=int, default=128, help="image side in pixels")
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=10, help="denoising steps per run (at least 2: a step is timed "
+                                                         "between two callbacks)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scheduler", choices=["plms", "ddim", "euler", "dpm"], default="plms")
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None)
     args = ap.parse_args()
+    if args.steps < 2:
+        ap.error(f"--steps must be at least 2, got {args.steps}")
 
     device = pick_device(args.device)
     dtype = pick_dtype(device, args.dtype)

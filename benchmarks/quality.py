@@ -29,6 +29,7 @@ too. An LPIPS column is added when LPIPS's VGG16 weights load (``--vgg``).
     .venv/bin/python benchmarks/quality.py                 # all classical engines
     .venv/bin/python benchmarks/quality.py --engines classical:biharmonic,freecompose
     .venv/bin/python benchmarks/quality.py --tasks harmonize --opt strength=1.0
+    .venv/bin/python benchmarks/quality.py --limit 1 --per-photo 1 --max-side 128 --speed-repeats 1   # smoke run
 """
 
 from __future__ import annotations
@@ -304,7 +305,8 @@ def bench_removal(args: argparse.Namespace, wanted: set[str] | None, models: Mod
     for name, *values, t in rows:
         cells = [format(v, fmt) for v, (_, _, _, fmt, _) in zip(values, metrics)]
         print(f"| {name} | " + " | ".join(cells) + f" | {t:.2f} |")
-    speed_table(args.work_dir / "speed", runs[1:], args.seed)
+    if args.speed_repeats:
+        speed_table(args.work_dir / "speed", runs[1:], args.seed, args.speed_repeats)
 
 
 def speed_table(work: Path, runs: list[Variant], seed: int, repeats: int = 3) -> None:
@@ -406,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="at most this many photos per task")
     ap.add_argument("--per-photo", type=int, default=3, help="removal: object pastes per photo")
     ap.add_argument("--max-side", type=int, default=640, help="photos are shrunk to this long side first")
+    ap.add_argument("--speed-repeats", type=int, default=3,
+                    help="removal speed table: timed runs per engine after the warm-up (0: no speed table)")
     ap.add_argument("--work-dir", type=Path, default=None,
                     help="where the cases, manifests, batch outputs and reports go (default: a temporary folder, "
                          "removed at the end)")

@@ -6,8 +6,14 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-import pytest
+# One OpenMP thread for the session and the processes its tests start, set before numpy or torch
+# loads: the tests run tiny models, which gain nothing from intra-op threads, and on a shared 2-core
+# machine spinning OpenMP threads made them 3-10x slower (a FreeCompose seed test: 14.2 s with 2
+# threads, 2.6 s with 1). An OMP_NUM_THREADS already set wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = Path(os.environ.get("DIFFCOMPOSE_TESTDATA", REPO.parent / "shared" / "testdata"))

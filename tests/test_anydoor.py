@@ -330,6 +330,7 @@ def test_guidance_one_is_a_single_conditional_pass(engine, monkeypatch):
     assert calls == [1]
 
 
+@pytest.mark.slow
 def test_tiny_model_end_to_end_on_a_real_photo(testdata, tmp_path):
     """``dc.insert(..., engine="anydoor", model="tiny")`` on AnyDoor's own example (RGBA reference: its alpha
     is the reference mask), through the manager, the loader and the cached tiny directory; and the CLI."""

@@ -308,6 +308,7 @@ def test_safetensors_input_reads_only_model_keys(tmp_path):
     assert set(C.load_anydoor_checkpoint(path)) == {"control_model.a"}
 
 
+@pytest.mark.slow
 def test_cli_convert_anydoor(tmp_path, like_dir):
     state, _ = public_checkpoint(seed=2)
     ckpt = tmp_path / "a.ckpt"
@@ -321,6 +322,7 @@ def test_cli_convert_anydoor(tmp_path, like_dir):
     assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_optimizer_state_is_never_read(tmp_path):
     """The public file is mostly optimizer state: memory-mapped loading leaves it on disk (a plain
     ``torch.load`` would read all 128 MB of it into memory)."""

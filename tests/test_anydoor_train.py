@@ -148,6 +148,7 @@ def test_video_pairs_are_at_least_a_tenth_of_the_clip_apart() -> None:
     assert D.pick_pair(5, "image", rng) == (0, 0)
 
 
+@pytest.mark.slow
 def test_shape_masks_are_used_with_p_07_and_cover_the_object(tmp_path) -> None:
     image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     mask = _disk((96, 96), (48, 44), 14)
@@ -254,6 +255,7 @@ def test_config_example_and_cli_errors(tmp_path, capsys) -> None:
     assert "colour" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_command_runs_end_to_end(tmp_path, capsys, one_thread) -> None:
     """``diffcompose train anydoor --config C`` (paths relative to the config, flags over keys) writes
     a checkpoint and a final model directory the engine's loader reads."""
@@ -302,6 +304,7 @@ def _eval_loss(model, manifest: Path, n: int = 4) -> float:
     return total / n
 
 
+@pytest.mark.slow
 def test_training_learns_real_photos_and_changes_only_the_published_parts(tmp_path, one_thread) -> None:
     """Real subject photos (or, without ../shared/testdata, scikit-image's astronaut): 10 steps at a
     high learning rate lower a fixed evaluation loss; the checkpoints hold exactly the published
@@ -332,6 +335,7 @@ def test_training_learns_real_photos_and_changes_only_the_published_parts(tmp_pa
     assert frozen and not (set(frozen) & changed)
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path, one_thread) -> None:
     """4 steps straight == 2 steps, then ``resume: latest`` for 2 more (weights, AdamW moments, losses);
     with gradient checkpointing on, as the published training runs."""
@@ -350,6 +354,7 @@ def test_resume_is_exact(tmp_path, one_thread) -> None:
         assert x.keys() == y.keys() and all(np.array_equal(x[k].numpy(), y[k].numpy()) for k in x)
 
 
+@pytest.mark.slow
 def test_a_new_anydoor_starts_from_sd_and_dinov2(tmp_path, one_thread) -> None:
     """``init_kind: sd``: the ControlNet copies the SD UNet's encoder with a zero ``conv_in`` and zero output
     convolutions, so the new model predicts exactly what the text-to-image UNet does on the ID tokens."""
@@ -381,6 +386,7 @@ def test_a_new_anydoor_starts_from_sd_and_dinov2(tmp_path, one_thread) -> None:
         build_model(str(sd), "sd", "tiny")
 
 
+@pytest.mark.slow
 def test_progress_and_cancel_stop_within_a_step_and_resume_latest_continues(tmp_path, one_thread) -> None:
     """The shared loop (``training/loop.py``) reports each optimizer step once, counting from the resumed
     step; a cancel stops right after the step in progress, leaving its checkpoints and no export."""

@@ -281,6 +281,7 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.C
                           timeout=120, env=env)
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_summary_and_no_torch_for_a_classical_batch(folder: Path):
     write(folder / "some.jsonl", [remove_line("a", "a"), remove_line("z", "zzz")])
     write(folder / "none.jsonl", [remove_line("z", "zzz")])
@@ -344,6 +345,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_items_and_merge_the_same_results_as_one(folder: Path):
     """``accelerate launch`` with two CPU processes (gloo): each rank runs a disjoint share, all ranks together
     every item, and the merged results and outputs equal a single-process run's."""

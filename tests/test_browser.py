@@ -173,6 +173,7 @@ def _png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
+@pytest.mark.slow
 def test_paint_remove_download_equals_api(page: Any, tmp_path: Path) -> None:
     from diffcompose.inputs import load_image
     from diffcompose.regions.pasteback import changed_region, default_margin
@@ -220,6 +221,7 @@ def test_paint_remove_download_equals_api(page: Any, tmp_path: Path) -> None:
     assert not np.array_equal(ours[mask], image[mask]), "nothing was removed"
 
 
+@pytest.mark.slow
 def test_cancel_a_long_run_from_the_page(page: Any, tmp_path: Path) -> None:
     photo = _photo(tmp_path)
     token = "browser-test-token"
@@ -278,6 +280,7 @@ def _drag(page: Any, frm: tuple[float, float], to: tuple[float, float]) -> None:
     _stroke(page, frm, to, steps=5)
 
 
+@pytest.mark.slow
 def test_box_and_clicks_to_mask_then_edit_it(page: Any, tmp_path: Path) -> None:
     """A dropped photo larger than the view; box -> GrabCut mask; clicks -> SAM mask (tiny model);
     undo/redo, grow/shrink, invert, ``[``/``]``. Coordinates and masks are in image pixels."""

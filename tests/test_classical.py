@@ -68,6 +68,7 @@ def test_remove_odd_sizes_and_extreme_aspect_ratios(h, w, method) -> None:
     np.testing.assert_array_equal(out[outside], img[outside])
 
 
+@pytest.mark.slow
 def test_remove_big_photo_works_in_a_window() -> None:
     big = np.asarray(Image.fromarray(data.coffee()).resize((4000, 2600)))
     mask = np.zeros(big.shape[:2], bool)
@@ -257,6 +258,7 @@ def test_segment_extreme_aspect_ratios(h, w, box) -> None:
     assert out.shape == (h, w)
 
 
+@pytest.mark.slow
 def test_segment_finds_real_objects(testdata) -> None:
     ious = []
     for case in cases_of("subjects"):

@@ -131,6 +131,7 @@ def test_default_fills_a_real_texture_with_texture_not_a_smear() -> None:
                                                  hole), smooth
 
 
+@pytest.mark.slow
 def test_patchmatch_reconstructs_a_periodic_pattern_far_better_than_telea() -> None:
     img = _periodic()
     hole = _ellipse(*img.shape[:2], 81, 101, 24, 30)
@@ -146,7 +147,8 @@ def test_patchmatch_reconstructs_a_periodic_pattern_far_better_than_telea() -> N
 
 # ----------------------------------------------------------------------------- exactness, seeds, sizes
 
-@pytest.mark.parametrize("method", EXEMPLAR)
+@pytest.mark.parametrize("method", [pytest.param(m, marks=[pytest.mark.slow] if m == "fsr-fast" else [])
+                                    for m in EXEMPLAR])
 def test_exemplar_methods_touch_only_the_hole(photo, ellipse_mask, method) -> None:
     raw = _arr(dc.remove(photo, ellipse_mask, engine="classical", method=method, paste_back=False, seed=1))
     assert raw.shape == photo.shape and raw.dtype == np.uint8
@@ -157,6 +159,7 @@ def test_exemplar_methods_touch_only_the_hole(photo, ellipse_mask, method) -> No
     np.testing.assert_array_equal(kept[outside], photo[outside])
 
 
+@pytest.mark.slow
 def test_patchmatch_is_deterministic_per_seed_and_the_seed_is_used(photo, ellipse_mask) -> None:
     def run(seed: int) -> np.ndarray:
         return _arr(dc.remove(photo, ellipse_mask, engine="classical", method="patchmatch", seed=seed))
@@ -166,6 +169,7 @@ def test_patchmatch_is_deterministic_per_seed_and_the_seed_is_used(photo, ellips
     assert (a != c).any()  # PatchMatch is randomised: the seed reaches it
 
 
+@pytest.mark.slow
 def test_patchmatch_seeds_hold_across_threads() -> None:
     """PyPatchMatch's seed is process-wide native state: concurrent runs must not mix seeds."""
     img = _texture("gravel")[:160, :160].copy()
@@ -241,6 +245,7 @@ def test_exemplar_odd_sizes_and_multi_part_masks(h, w, method) -> None:
 
 # ----------------------------------------------------------------------------- windows, caps, cancel
 
+@pytest.mark.slow
 def test_patchmatch_works_in_a_window_of_a_big_photo_and_caps_huge_ones(monkeypatch) -> None:
     seen: list[tuple[int, int]] = []
     real = exemplar.patchmatch_fill
@@ -346,6 +351,7 @@ def test_patchmatch_fill_uses_the_seam_correction() -> None:
 
 # ----------------------------------------------------------------------------- the benchmark
 
+@pytest.mark.slow
 def test_quality_benchmark_reports_the_texture_distance(capsys, testdata) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
@@ -365,6 +371,7 @@ def test_quality_benchmark_reports_the_texture_distance(capsys, testdata) -> Non
     assert "| engine | s (wall) | s (CPU) |" in out
 
 
+@pytest.mark.slow
 def test_removal_tradeoff_benchmark_gates_by_contrast_and_prints_every_table(capsys, testdata) -> None:
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:

@@ -81,6 +81,7 @@ def test_remove_end_to_end_keeps_inputs_and_pixels_outside(capsys, files, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
 
 
+@pytest.mark.slow
 def test_output_format_follows_the_extension(capsys, files, tmp_path) -> None:
     for ext, fmt in ((".jpg", "JPEG"), (".webp", "WEBP"), (".tiff", "TIFF"), (".png", "PNG")):
         out = tmp_path / f"out{ext}"
@@ -148,6 +149,7 @@ def test_remove_every_testdata_removal_case_via_cli(capsys, testdata, tmp_path) 
         assert not np.array_equal(res[mask], img[mask])
 
 
+@pytest.mark.slow
 def test_demo_writes_its_outputs_and_refuses_to_overwrite(capsys, tmp_path) -> None:
     out_dir = tmp_path / "demo"
     code, stdout, _ = _run(capsys, ["demo", "--output-dir", str(out_dir), "--testdata", str(tmp_path / "none")])

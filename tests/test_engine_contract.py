@@ -477,6 +477,7 @@ CONTRACT_CHECKS = [check_output_size, check_kept_pixels, check_seed, check_cance
 
 # --------------------------------------------------------------------------- the contract tests
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "task"), CASES)
 def test_output_size(manager, name, task) -> None:
     check_output_size(manager, name, task)
@@ -630,6 +631,7 @@ def test_freecompose_works_at_a_window_around_the_object(manager) -> None:
 
 # --------------------------------------------------------------------------- the manager
 
+@pytest.mark.slow
 def test_manager_budget_evicts_least_recently_used() -> None:
     _diffusion("freecompose")
     _diffusion("pbe")
@@ -650,6 +652,7 @@ def test_manager_budget_evicts_least_recently_used() -> None:
         mgr.unload()
 
 
+@pytest.mark.slow
 def test_manager_evicts_in_lru_order_and_keeps_what_fits() -> None:
     _diffusion("freecompose")
     _diffusion("pbe")

@@ -128,6 +128,7 @@ def test_report_has_one_row_per_item_with_thumbnail_files_and_sortable_headers(c
     assert links and all((out_dir / link).resolve().is_file() for link in links)
 
 
+@pytest.mark.slow
 def test_report_sorts_by_a_clicked_header_in_a_browser(capsys, batch_dir, tmp_path) -> None:
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
     if not Path("/usr/bin/chromium").exists():
@@ -206,6 +207,7 @@ def test_model_metrics_run_where_their_inputs_exist_and_missing_weights_are_skip
     assert items["rm-good"]["skipped"]["fid"].startswith("weights missing: FID Inception weights not found")
 
 
+@pytest.mark.slow
 def test_fid_of_a_group_is_the_frechet_distance_of_its_outputs_and_truths(batch_dir) -> None:
     """FID over the items of one task/engine; local FID over their mask crops (SmartBrush)."""
     from diffcompose.evaluation.fid import FIDInceptionV3, fid_from_features, inception_features
@@ -229,6 +231,7 @@ def test_fid_of_a_group_is_the_frechet_distance_of_its_outputs_and_truths(batch_
     assert agg[0]["local-fid"] == pytest.approx(fid_from_features(lfake, lreal), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_an_item_with_several_images_scores_their_mean_and_each_counts_in_fid_once(batch_dir, monkeypatch) -> None:
     from diffcompose.evaluation.fid import FIDInceptionV3, fid_from_features, inception_features
 

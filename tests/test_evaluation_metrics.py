@@ -165,6 +165,7 @@ STANDARD_KEYS = {
 }
 
 
+@pytest.mark.slow
 def test_fid_network_has_the_standard_architecture_and_loads_the_standard_names(tmp_path) -> None:
     model = FIDInceptionV3()
     # torchvision's inception_v3 without the aux head (27,161,264 - 3,326,696) with a 1008-way fc.

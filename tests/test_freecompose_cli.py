@@ -44,6 +44,7 @@ def _check_background(out: Path, image: Path, mask: Path, still: Path) -> None:
     assert not np.array_equal(got[m], load_image(still)[m])  # the optimiser moved the region's pixels
 
 
+@pytest.mark.slow
 def test_cli_remove_real_512_photo(testdata: Path, tmp_path: Path, capsys) -> None:
     files = _case("removal", "image", "mask", size=(512, 512))
     out = tmp_path / "removed.png"

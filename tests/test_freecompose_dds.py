@@ -114,7 +114,8 @@ def test_same_seed_same_output_different_seed_differs(photo, ellipse_mask) -> No
     assert not np.array_equal(a, c)
 
 
-@pytest.mark.parametrize("size", [(97, 203), (301, 77), (150, 150)])
+@pytest.mark.parametrize("size", [(97, 203), pytest.param((301, 77), marks=pytest.mark.slow),
+                                  pytest.param((150, 150), marks=pytest.mark.slow)])
 def test_remove_and_harmonize_keep_background_any_size(size: tuple[int, int]) -> None:
     h, w = size
     rng = np.random.default_rng(0)

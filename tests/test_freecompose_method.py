@@ -160,6 +160,7 @@ def test_removal_weight_map_losses_and_masked_attention(engine, monkeypatch) -> 
     assert [bool(c.active) for c in unet.calls] == [False] * 3 + [True] * 3
 
 
+@pytest.mark.slow
 def test_compose_injection_its_gate_final_timesteps_and_adapter(engine, caplog) -> None:
     import logging
 

@@ -172,6 +172,7 @@ def _light_run(argv: list[str], cwd: Path) -> tuple[int, str, bool]:
     return p.returncode, p.stderr, p.stdout.strip() == "True"
 
 
+@pytest.mark.slow
 def test_convert_and_train_check_arguments_before_importing_torch(tmp_path):
     users = tmp_path / "mine"
     users.mkdir()
@@ -277,6 +278,7 @@ def test_choice_options_have_their_choices_typed():
     assert typing.get_origin(field_types(get_engine_info("pbe").tasks["paint"])["scheduler"]) is typing.Literal
 
 
+@pytest.mark.slow
 def test_library_warnings_do_not_reach_stderr(files, tmp_path):
     """A fresh interpreter (pytest would swallow the warning itself): the CLI keeps library warnings off stderr."""
     code = (

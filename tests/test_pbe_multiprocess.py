@@ -94,6 +94,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_share_weights_split_data_and_one_writes(tmp_path, photo):
     pytest.importorskip("accelerate")
     torch = pytest.importorskip("torch")

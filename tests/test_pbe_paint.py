@@ -22,7 +22,7 @@ def tiny_dir(tmp_path_factory):
     return write_tiny_pbe(tmp_path_factory.mktemp("pbe") / "tiny", seed=1)
 
 
-@pytest.mark.parametrize("size", [(173, 131), (97, 240)])
+@pytest.mark.parametrize("size", [(173, 131), pytest.param((97, 240), marks=pytest.mark.slow)])
 def test_paste_back_keeps_outside_pixels(tiny_dir, photo, size):
     w, h = size
     image = np.asarray(Image.fromarray(photo).resize((w, h)))

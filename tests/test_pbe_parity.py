@@ -60,6 +60,7 @@ def inputs(photo: np.ndarray):
     return image, mask, reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler,steps,num_images", [("plms", 6, 1), ("ddim", 4, 2), ("euler", 4, 1)])
 def test_same_image_as_diffusers(tiny_dir, engine, photo, scheduler, steps, num_images):
     image, mask, reference = inputs(photo)
@@ -78,6 +79,7 @@ def test_same_image_as_diffusers(tiny_dir, engine, photo, scheduler, steps, num_
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_seed_and_guidance_matter(engine, photo):
     image, mask, reference = inputs(photo)
     run = lambda seed, **kw: pbe_paint(engine, image, mask, reference, seed, steps=3, **kw)[0]  # noqa: E731

@@ -62,6 +62,7 @@ def config(manifest, out, init, **train):
     })
 
 
+@pytest.mark.slow
 def test_overfits_and_resumes_with_the_same_curve(manifest, sd_init, tmp_path):
     first = train(config(manifest, tmp_path / "a", sd_init, max_steps=32, checkpoint_every=8))
     assert len(first) == 32 and all(np.isfinite(first))
@@ -104,6 +105,7 @@ def cpu_grad_scaler(monkeypatch):
     AcceleratorState._reset_state()
 
 
+@pytest.mark.slow
 def test_fp16_resume_restores_the_loss_scale(manifest, sd_init, tmp_path, cpu_grad_scaler):
     kw = dict(max_steps=16, checkpoint_every=5, mixed_precision="fp16", ema_decay=None)
     first = train(config(manifest, tmp_path / "a", sd_init, **kw))

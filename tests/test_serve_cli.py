@@ -76,6 +76,7 @@ def test_serve_starts_fast_on_loopback_without_torch_and_runs_a_classical_job() 
     assert "cancelled" not in proc.stderr.read()  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """... and leaves no results folder behind (its own TMPDIR stays empty)."""
     proc, url, _ = _start()
@@ -89,6 +90,7 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
         _stop(proc)
 
 
+@pytest.mark.slow
 def test_serve_off_loopback_generates_and_requires_a_token() -> None:
     proc, url, _ = _start("--host", "0.0.0.0")
     try:
@@ -101,6 +103,7 @@ def test_serve_off_loopback_generates_and_requires_a_token() -> None:
         _stop(proc)
 
 
+@pytest.mark.slow
 def test_serve_refuses_bad_settings_in_one_line() -> None:
     r = subprocess.run([sys.executable, "-m", "diffcompose", "serve", "--host", "0.0.0.0", "--token", "short"],
                        capture_output=True, text=True, timeout=60)

@@ -345,6 +345,7 @@ def test_cancel_stops_a_running_job_within_one_step_and_a_queued_job_at_once(ser
     assert _events(s.client.get(f"/api/jobs/{job}/events").text)[-1] == ("cancelled", {})
 
 
+@pytest.mark.slow
 def test_cancel_a_tiny_freecompose_run_within_one_step(server, inputs) -> None:
     pytest.importorskip("torch")
     s = server(preview_interval=0.0)

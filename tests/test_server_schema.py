@@ -39,6 +39,7 @@ def app():
     application.state.jobs.shutdown()
 
 
+@pytest.mark.slow
 def test_no_generated_request_gets_a_server_error(app) -> None:
     api = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in api.get_all_operations()]
@@ -120,6 +121,7 @@ def job_requests(engines: list[dict]) -> st.SearchStrategy:
     return build()
 
 
+@pytest.mark.slow
 def test_any_job_request_is_accepted_or_refused_in_one_line_and_accepted_jobs_run(app) -> None:
     """Requests drawn around the documented JobRequest schema, with real images for every upload
     field a task takes: each is 202 or a 4xx JSON line, never 5xx; every accepted job then ends

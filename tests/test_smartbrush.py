@@ -107,6 +107,7 @@ def _check_levels(name: str, exact: np.ndarray) -> list[float]:
     return [(c - cov[0]) / (1.0 - cov[0]) for c in cov] if cov[0] < 1.0 else []
 
 
+@pytest.mark.slow
 def test_precision_levels_on_real_masks(testdata) -> None:
     masks = _real_masks()
     assert len(masks) >= 10
@@ -289,6 +290,7 @@ def _mask_head_dice(model_dir: Path, manifest: Path) -> dict[int, tuple[float, f
     return {s: tuple(np.mean(v, axis=0)) for s, v in scores.items()}
 
 
+@pytest.mark.slow
 def test_training_losses_fall_resume_is_exact_and_export_loads(photos, small_init, tmp_path) -> None:
     """The recipe as configured by default (lambda = 0.01): both losses fall on three real photos
     (measured over 240 steps: noise MSE to 0.29x, DICE to 0.81x of the first 40 steps' mean)."""
@@ -315,6 +317,7 @@ def test_training_losses_fall_resume_is_exact_and_export_loads(photos, small_ini
         train(_config(photos, tmp_path / "c", small_init, max_steps=2, resume=str(tmp_path / "a")))
 
 
+@pytest.mark.slow
 def test_mask_head_overfits_real_photos(photos, small_init, tmp_path) -> None:
     """The mask head learns the exact object shape from coarse masks (DICE > 0.8 on training samples).
 
@@ -353,6 +356,7 @@ def test_training_config_errors(tmp_path) -> None:
     assert cfg.dice_weight == 0.01 and cfg.inpaint_share == 0.8
 
 
+@pytest.mark.slow
 def test_train_cli_and_export(photos, small_init, tmp_path, capsys) -> None:
     from diffcompose.cli.main import main
 
@@ -608,6 +612,7 @@ def _worker(config: str, records: str) -> None:
     Path(records, f"rank{rec['rank']}.json").write_text(json.dumps(rec))
 
 
+@pytest.mark.slow
 def test_data_parallel_on_two_processes(photos, small_init, tmp_path) -> None:
     """``accelerate launch`` with two CPU processes (gloo), as on two GPUs: different samples per rank,
     the same weights on both after every step, one writer."""
