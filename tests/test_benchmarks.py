@@ -60,6 +60,10 @@ SMOKE: dict[str, Smoke] = {
     "make_manifest.py": Smoke(
         ("-n", "3", "--harmonize", "-o", "{tmp}/manifest.jsonl", "--testdata", "{testdata}"),
         (r"manifest\.jsonl",), testdata=True, wrote={"manifest.jsonl": 3}),
+    "mutations.py": Smoke(
+        ("--only", "pbe-training-reference-not-bilinear"),
+        (r"baseline: the named tests pass on the unchanged source", r"caught 1/1"),
+        slow=True, needs=("torch",)),
     "pbe_speed.py": Smoke(
         ("--shape", "tiny", "--size", "64", "--steps", "2", "--rounds", "1"),
         (r"shape tiny, 64x64, plms, 2 steps, best of 1",
