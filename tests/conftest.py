@@ -15,7 +15,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent  # the tests mirror src/diffcompose/ in folders below this one
+REPO = TESTS.parent
 TESTDATA = Path(os.environ.get("DIFFCOMPOSE_TESTDATA", REPO.parent / "shared" / "testdata"))
 CLIP_TOKENIZER = Path(os.environ.get("DIFFCOMPOSE_CLIP_TOKENIZER", REPO.parent / "shared" / "assets" / "clip_tokenizer"))
 

@@ -34,7 +34,7 @@ EXPECTED_AFTER_MERGE: frozenset[str] = frozenset()
 PACKAGE_DIRS = ("attention", "batch", "cli", "evaluation", "inputs", "methods", "models", "regions", "server",
                 "training")
 
-#: Folders of the repository whose files the docs name (`tests/test_sam.py`, `benchmarks/quality.py`).
+#: Folders of the repository whose files the docs name (`tests/methods/sam/test_sam.py`, `benchmarks/quality.py`).
 REPO_DIRS = ("src", "tests", "benchmarks", "configs", "scripts", "docs", ".ci")
 
 #: Placeholders in example paths (``configs/train_<engine>.example.yaml``, the example engine ``myengine``).

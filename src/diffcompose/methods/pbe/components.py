@@ -55,7 +55,7 @@ class PbEComponents:
 # ----------------------------------------------------------------------------- the UNet input
 # Training (``train.py``) and the sampler (``engine.py``) both build the UNet input
 # through these two functions, so they cannot disagree on mask polarity, the masked image or
-# the channel order (``tests/test_pbe_train_sampler.py``).
+# the channel order (``tests/methods/pbe/test_pbe_train_sampler.py``).
 
 def masked_condition(image: torch.Tensor, hole: torch.Tensor, latent_size: tuple[int, int],
                      latent_mask: LatentMask = "bilinear") -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,7 +10,7 @@ towards the matching edge of the **extended** box (its control point is that edg
 midpoint), sampled at t = 0.05 .. 0.9 and jittered by a few pixels (not clipped), then
 filled. The curves bulge out beyond the object on the sides where the box was extended
 and cut the object's corners, so the hole is far from a rectangle (mean IoU with the
-extended box about 0.6, ``tests/test_pbe_dataset.py``).
+extended box about 0.6, ``tests/methods/pbe/test_pbe_dataset.py``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 SmartBrush trains on masks of several precisions made from one exact instance mask by a
 Gaussian blur and a threshold; the paper publishes neither the kernels nor S. Ours (pinned
-by ``tests/test_smartbrush.py`` on real masks):
+by ``tests/methods/smartbrush/test_smartbrush.py`` on real masks):
 
 ===== ============================ =====================================================
 level sigma (share of object size) what the mask looks like (share of the gap exact->box)

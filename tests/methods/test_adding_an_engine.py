@@ -42,7 +42,7 @@ ENGINE = "throwaway-fill"
 #: The package, file by file: what adding an engine takes.
 SOURCES = {
     "__init__.py": '''
-        """A throw-away fill engine (tests/test_adding_an_engine.py)."""
+        """A throw-away fill engine (tests/methods/test_adding_an_engine.py)."""
     ''',
     "options.py": '''
         """Its options and its registration: light (no torch), imported to register the engine."""

@@ -4,7 +4,7 @@ A random SAM's masks mean nothing, so these tests pin what does not depend on th
 the prompts reach the model at the right coordinates (in a window too), the preprocessing
 matches the reference processor's, the mask comes back at the input's size (inside the box
 when there is one), runs repeat exactly, bad points fail in one line before any work, and
-missing weights fail in one line. ``tests/test_engine_contract.py`` runs the shared contract.
+missing weights fail in one line. ``tests/methods/test_engine_contract.py`` runs the shared contract.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from diffcompose.methods.classical.options import RemoveOptions
 from diffcompose.progress import CancelToken
 from diffcompose.regions import changed_region, default_margin
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 EXEMPLAR = ["patchmatch", "fsr-fast"]
 
 

@@ -349,7 +349,7 @@ def test_training_config_errors(tmp_path) -> None:
         config_from_dict({"data": {"manifest": "x", "inpaint_shar": 0.5}})
     with pytest.raises(InputError, match="init_kind"):
         config_from_dict({"data": {"manifest": "x"}, "model": {"init_kind": "pbe"}})
-    example = Path(__file__).resolve().parents[1] / "configs" / "train_smartbrush.example.yaml"
+    example = Path(__file__).resolve().parents[3] / "configs" / "train_smartbrush.example.yaml"
     import yaml
 
     cfg = config_from_dict(yaml.safe_load(example.read_text()))
@@ -633,7 +633,7 @@ def test_data_parallel_on_two_processes(photos, small_init, tmp_path) -> None:
         f"train: {{output_dir: {out}, max_steps: 3, checkpoint_every: 2, batch_size: 1, warmup_steps: 0, "
         "learning_rate: 1.0e-3, gradient_checkpointing: false}\n")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(conftest.TESTS), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
            str(port), __file__, str(tmp_path / "cfg.yaml"), str(records)]

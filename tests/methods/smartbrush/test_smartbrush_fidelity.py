@@ -255,7 +255,7 @@ def test_the_base_model_default_is_stated() -> None:
 
     from diffcompose.methods.smartbrush.config import DEFAULT_INIT, PAPER_INIT, SmartBrushTrainConfig
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     assert SmartBrushTrainConfig(manifest="x").init == DEFAULT_INIT
     example = yaml.safe_load((root / "configs" / "train_smartbrush.example.yaml").read_text())
     assert example["model"]["init"] == DEFAULT_INIT and example["data"]["text_to_image"] == "auto"

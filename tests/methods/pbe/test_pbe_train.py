@@ -18,7 +18,7 @@ from diffcompose.methods.pbe.config import TrainConfig, config_from_dict, load_c
 from diffcompose.methods.pbe.train import condition_dropout, train  # noqa: E402
 from diffcompose.training.loop import warmup_factor  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: threads only add contention (conftest)
 
 

@@ -118,7 +118,7 @@ def test_two_cpu_processes_share_weights_split_data_and_one_writes(tmp_path, pho
         f"train: {{output_dir: {out}, max_steps: 3, checkpoint_every: 2, batch_size: 2, learning_rate: 1.0e-3,\n"
         "        warmup_steps: 0, gradient_checkpointing: false, seed: 5}\n")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), __file__, str(tmp_path / "cfg.yaml"), str(records)]
