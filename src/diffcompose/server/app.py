@@ -242,7 +242,8 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
     @app.exception_handler(DiffComposeError)
     async def _user_error(request: Request, exc: DiffComposeError) -> JSONResponse:
-        return _error(_status_of(type(exc)), str(exc))
+        # a stalled body is never read to its end: the connection cannot carry another request
+        return _error(_status_of(type(exc)), str(exc), {"Connection": "close"} if isinstance(exc, BodyTimeout) else None)
 
     @app.exception_handler(JobNotFound)
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
