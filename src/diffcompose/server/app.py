@@ -113,11 +113,13 @@ class Gate:
     """ASGI middleware in front of everything: the token, the Host header, the Origin of writes.
 
     * With a token, every request must carry it (``Authorization: Bearer`` or ``?token=``).
-    * Without one (loopback), the ``Host`` header must name this machine (``allowed_hosts``):
+    * Without one (loopback), the ``Host`` header must name this machine (``allowed_hosts``, by
+      default localhost and any loopback IP literal):
       a web page on another site that points its own domain at 127.0.0.1 (DNS rebinding)
       gets 403 instead of the API.
     * A write whose ``Origin`` header names another site than ``Host``, or is ``null`` (a form
       another site posts to the local server) gets 403 before anything runs.
+    * Every HTTP response, its refusals included, gets :data:`SECURITY_HEADERS`.
     """
 
     def __init__(self, app: Any, token: str | None, allowed_hosts: tuple[str, ...] | None = None) -> None:
@@ -243,7 +245,8 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
     @app.exception_handler(DiffComposeError)
     async def _user_error(request: Request, exc: DiffComposeError) -> JSONResponse:
         # a stalled body is never read to its end: the connection cannot carry another request
-        return _error(_status_of(type(exc)), str(exc), {"Connection": "close"} if isinstance(exc, BodyTimeout) else None)
+        closing = {"Connection": "close"} if isinstance(exc, BodyTimeout) else None
+        return _error(_status_of(type(exc)), str(exc), closing)
 
     @app.exception_handler(JobNotFound)
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
