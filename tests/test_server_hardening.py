@@ -496,3 +496,28 @@ def test_health_stays_fast_with_a_full_queue_waiting_runs_and_many_streams(live)
     while server.client.get("/api/health").json()["streams"]:
         assert time.monotonic() < deadline + 30
         time.sleep(0.05)
+
+
+def test_memory_freed_by_jobs_goes_back_to_the_system_when_the_last_one_ends(held, monkeypatch) -> None:
+    from diffcompose.server import jobs as jobs_module
+
+    calls: list[dict] = []
+    client = held(workers=1)
+    app_jobs = client.app.state.jobs  # type: ignore[attr-defined]
+    monkeypatch.setattr(jobs_module, "release_freed_memory", lambda: calls.append(app_jobs.counts()))
+    ids = [client.post("/api/jobs", files=remove_files(32), data={"request": REMOVE}).json()["id"] for _ in range(2)]
+    held.engines.gate.set()
+    deadline = time.monotonic() + 30
+    while any(client.get(f"/api/jobs/{j}").json()["status"] != "done" for j in ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    while not calls:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert len(calls) == 1  # not when the first ended (the second was queued), once when the second did
+    assert calls[0]["queued"] == 0 and calls[0]["memory_admitted"] == 0
+    assert client.post("/api/run", files=remove_files(32), data={"request": REMOVE}).status_code == 200
+    while len(calls) < 2:  # the worker releases just after the answer is ready
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
