@@ -23,6 +23,7 @@ import logging
 import secrets
 import sys
 import threading
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
                               result_ttl=settings.result_ttl, max_finished=settings.max_results,
                               preview_interval=settings.preview_interval,
                               memory_budget=settings.job_memory_budget, allow_downloads=settings.allow_downloads)
-    decode_slots = asyncio.Semaphore(DECODE_SLOTS)
+    decode_slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop (uvicorn has one)
     streams = StreamCount(settings.max_streams)
 
     @contextlib.asynccontextmanager
@@ -308,10 +309,12 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
     @app.get("/api/health", summary="version and device")
     async def health() -> dict:
-        # async: answered on the event loop, never queued behind the thread pool's other work
+        # async, and no waiting request holds a pool thread (see run), so it is answered at once; the
+        # engine list alone goes to a thread: the manager's lock is held while an engine module imports
+        loaded = await run_in_threadpool(engines.loaded)
         return {"version": __version__, "device": settings.device or "auto", **jobs.counts(),
                 "memory_budget": jobs.memory_budget, "streams": streams.open,
-                "torch_loaded": "torch" in sys.modules, "engines_loaded": [e.name for e in engines.loaded()]}
+                "torch_loaded": "torch" in sys.modules, "engines_loaded": [e.name for e in loaded]}
 
     @app.get("/api/tasks", summary="tasks, their inputs and engines")
     def tasks() -> list:
@@ -361,7 +364,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
             req = parse_request(text)
         finally:
             await form.close()
-        async with decode_slots:
+        async with decode_slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(DECODE_SLOTS)):
             sub = await run_in_threadpool(build_submission, req, files, max_pixels=settings.max_pixels,
                                           model_dir=settings.model_dir, device=settings.device, dtype=settings.dtype)
         return sub
