@@ -554,7 +554,7 @@ def release_freed_memory() -> None:
     first, but raises its threshold once they are freed, so the next jobs' arrays land in the
     heap arenas of the worker and request threads, and those keep freed pages: after a burst
     the server's RSS would stay hundreds of MB above its baseline. ``malloc_trim(0)`` returns
-    them; it is called when the last job ends (a few ms), not per job.
+    them; it is called when the last job ends, not per job.
     """
     libc = _libc()
     if libc is not None:
