@@ -7,12 +7,18 @@ commands' ``--help`` never pay for them), torch and models when a job first need
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import secrets
 import socket
 import sys
 from pathlib import Path
 
 from diffcompose.inputs import DEFAULT_MAX_PIXELS
+
+log = logging.getLogger(__name__)
+#: File descriptors kept back from the connection cap (logs, results, model files, the listener).
+FD_RESERVE = 64
 
 
 def run_serve(args: argparse.Namespace) -> None:
@@ -35,8 +41,53 @@ def run_serve(args: argparse.Namespace) -> None:
                         model_dir=args.model_dir.resolve() if args.model_dir else None, max_pixels=args.max_pixels,
                         max_upload_mb=args.max_upload_mb, workers=args.workers, queue_size=args.queue_size,
                         result_ttl=args.result_ttl, max_results=args.max_results,
-                        memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None).check()
+                        memory_budget=parse_bytes(args.memory_budget) if args.memory_budget else None,
+                        allow_downloads=args.allow_downloads, header_timeout=args.header_timeout,
+                        body_timeout=args.body_timeout, max_connections=args.max_connections,
+                        max_streams=args.max_streams).check()
+    if not settings.allow_downloads:
+        forbid_downloads()
     serve(settings, generated_token=generated)
+
+
+def forbid_downloads() -> None:
+    """No model is fetched from the hub by this process (``HF_HUB_OFFLINE=1``, read by huggingface_hub,
+    diffusers and transformers; set on the library too if something imported it already)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
+
+
+def connection_cap(wanted: int) -> int:
+    """``wanted``, lowered to what the open-files limit allows (raising the soft limit first):
+    past the limit ``accept`` fails and no client at all is served."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < need:
+        cap = max(1, soft - FD_RESERVE)
+        log.warning("--max-connections %d lowered to %d: the open-files limit is %d", wanted, cap, soft)
+        return cap
+    return wanted
+
+
+def shown_host(host: str) -> str:
+    """The host part of the printed URL: a wildcard address (0.0.0.0, ::) is no address to open,
+    so this machine's name stands for it; an IPv6 address gets its brackets."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname() or host
+    return f"[{host}]" if ":" in host else host
 
 
 def serve(settings: object, *, generated_token: bool = False) -> None:
@@ -63,16 +114,19 @@ def serve(settings: object, *, generated_token: bool = False) -> None:
                 for sock in server.sockets:
                     port = sock.getsockname()[1]
                     break
-            host = settings.host  # type: ignore[attr-defined]
-            shown = f"[{host}]" if ":" in host else host
-            url = f"http://{shown}:{port}/"
+            url = f"http://{shown_host(settings.host)}:{port}/"  # type: ignore[attr-defined]
             if settings.token:  # type: ignore[attr-defined]
                 url += f"?token={settings.token}"  # type: ignore[attr-defined]
             note = " (access token generated for this run)" if generated_token else ""
             print(f"diffcompose serving at {url}{note}", flush=True)
 
+    from diffcompose.server.connections import guarded_protocol
+
+    protocol = guarded_protocol(settings.header_timeout,  # type: ignore[attr-defined]
+                                connection_cap(settings.max_connections))  # type: ignore[attr-defined]
     config = uvicorn.Config(app, host=settings.host, port=settings.port,  # type: ignore[attr-defined]
-                            log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+                            http=protocol, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
     try:
         Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # Ctrl-C / SIGTERM after uvicorn's own graceful shutdown: a normal end
@@ -99,7 +153,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from diffcompose.server.settings import DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT
+    from diffcompose.server.settings import (
+        DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_STREAMS,
+        DEFAULT_MAX_UPLOAD_MB, DEFAULT_PORT,
+    )
 
     p = sub.add_parser("serve", help="the local web app and HTTP API",
                        description="Serve the page and the HTTP API (OpenAPI at /docs). Binds 127.0.0.1 by default; "
@@ -119,7 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest request body in MiB, all files together (default: {DEFAULT_MAX_UPLOAD_MB:g})")
     p.add_argument("--workers", type=int, default=2,
-                   help="job worker threads: jobs on different engines run side by side (a GrabCut mask while a "
+                   help="job worker threads: jobs on different engines run side by side (a quick mask while a "
                         "diffusion job runs); each engine still runs one job at a time (default: 2)")
     p.add_argument("--queue-size", type=int, default=16,
                    help="waiting jobs beyond which requests get 429 with Retry-After (default: 16)")
@@ -129,5 +186,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="finished jobs kept at most: past this, the oldest ended job and its results go before "
                         "their expiry, so the results folder stays bounded (default: 256)")
     p.add_argument("--memory-budget", default=None,
-                   help="unload least recently used engines above this, e.g. 8GB (default: no limit)")
+                   help="memory the queued and running jobs may hold together, e.g. 8GB: each job is costed "
+                        "from its decoded images plus the engine's working copies before it is queued, and one "
+                        "that does not fit gets 429 (503 if it alone is larger); when given, loaded engines are "
+                        "also unloaded (least recently used first) above it (default: a quarter of this "
+                        "machine's memory, at least 2 GiB, for jobs; engines not unloaded)")
+    p.add_argument("--allow-downloads", action="store_true",
+                   help="let requests fetch models from the Hugging Face hub (default: off, the process runs with "
+                        "HF_HUB_OFFLINE=1 and a model not in the local cache or --model-dir ends its job at once)")
+    p.add_argument("--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT,
+                   help="seconds a client has to send its request line and headers, else 408 and the "
+                        f"connection closes (default: {DEFAULT_HEADER_TIMEOUT:g})")
+    p.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT,
+                   help=f"longest pause while a client sends a body, else 408 (default: {DEFAULT_BODY_TIMEOUT:g})")
+    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                   help="open connections at most; past it the oldest idle or half-sent one is closed "
+                        f"(default: {DEFAULT_MAX_CONNECTIONS}, lowered to the open-files limit)")
+    p.add_argument("--max-streams", type=int, default=DEFAULT_MAX_STREAMS,
+                   help=f"open progress streams (SSE) at most; past it 503 (default: {DEFAULT_MAX_STREAMS})")
     p.set_defaults(func=run_serve)

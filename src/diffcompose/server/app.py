@@ -23,6 +23,7 @@ import logging
 import secrets
 import sys
 import threading
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,11 @@ from diffcompose import __version__
 from diffcompose.errors import Cancelled, DiffComposeError, InputError, MissingExtraError, WeightsMissingError
 from diffcompose.methods.manager import EngineManager
 from diffcompose.server import schema
-from diffcompose.server.jobs import FINISHED, JobManager, JobNotFound, QueueFull, Unavailable, result_metadata
+from diffcompose.server.jobs import (
+    FINISHED, JobManager, JobNotFound, QueueFull, TooBig, Unavailable, result_metadata,
+)
 from diffcompose.server.reference import render_reference
-from diffcompose.server.settings import Settings
+from diffcompose.server.settings import Settings, is_loopback
 from diffcompose.server.schema import file_fields
 from diffcompose.server.uploads import BodyLimit, UploadTooLarge, parse_request
 from diffcompose.server.validate import build_submission
@@ -52,34 +55,88 @@ from diffcompose.server.validate import build_submission
 log = logging.getLogger(__name__)
 
 STATIC = Path(str(resources.files("diffcompose.server"))) / "static"
-#: How often an SSE stream looks for new events (seconds), and sends a keep-alive comment.
-SSE_POLL, SSE_PING = 0.05, 15.0
+#: Seconds of silence after which an SSE stream sends a keep-alive comment (it waits on the
+#: job's events, it does not poll).
+SSE_PING = 15.0
 MAX_FORM_PARTS = 32
-
+#: Requests decoding their uploads at once: each decode briefly holds the compressed bytes, the
+#: decoded image and its array copies, so a burst of uploads just under --max-pixels must not
+#: decode all together (the memory budget counts a job only once it is decoded).
+DECODE_SLOTS = 2
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+#: Sent with every response, refusals included: no other site may frame the page (clickjacking),
+#: browsers must not guess content types, and no URL (which may carry ?token=) leaks as a Referer.
+SECURITY_HEADERS = [(b"content-security-policy", b"frame-ancestors 'none'"), (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+
+class BodyTimeout(InputError):
+    """The client paused longer than ``--body-timeout`` while sending its body (HTTP 408)."""
+
+
+class ReadTimeout:
+    """ASGI middleware: a request body that stalls for ``seconds`` between two chunks ends in 408.
+
+    (Headers are timed by the connection itself, :mod:`diffcompose.server.connections`.) Only
+    reads of the body are timed: once it is complete, ``receive`` is the plain one again, since
+    a streaming response waits on it for the client's disconnect for as long as it streams.
+    """
+
+    def __init__(self, app: Any, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def timed() -> dict:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.seconds)
+            except asyncio.TimeoutError:
+                raise BodyTimeout(f"the request body stalled for more than {self.seconds:g} s "
+                                  "(--body-timeout); send it without pauses") from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        await self.app(scope, timed, send)
 
 
 class Gate:
     """ASGI middleware in front of everything: the token, the Host header, the Origin of writes.
 
     * With a token, every request must carry it (``Authorization: Bearer`` or ``?token=``).
-    * Without one (loopback), the ``Host`` header must name this machine (``allowed_hosts``):
+    * Without one (loopback), the ``Host`` header must name this machine (``allowed_hosts``, by
+      default localhost and any loopback IP literal):
       a web page on another site that points its own domain at 127.0.0.1 (DNS rebinding)
       gets 403 instead of the API.
     * A write whose ``Origin`` header names another site than ``Host``, or is ``null`` (a form
       another site posts to the local server) gets 403 before anything runs.
+    * Every HTTP response, its refusals included, gets :data:`SECURITY_HEADERS`.
     """
 
     def __init__(self, app: Any, token: str | None, allowed_hosts: tuple[str, ...] | None = None) -> None:
         self.app = app
         self.token = token
         self.allowed_hosts = allowed_hosts if allowed_hosts is not None else (() if token else LOOPBACK_NAMES)
+        # the default names: any loopback address too (--host 127.0.0.2 is this machine; an IP
+        # literal cannot be re-pointed by DNS, so rebinding protection is kept)
+        self.any_loopback = allowed_hosts is None and not token
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "http":
+            send = _with_security_headers(send)
         headers = {k: v for k, v in scope.get("headers") or []}
         refusal = self._refusal(scope, headers)
         if refusal is None:
@@ -97,7 +154,9 @@ class Gate:
 
     def _refusal(self, scope: dict, headers: dict) -> tuple[int, str] | None:
         host = headers.get(b"host", b"").decode("latin-1")
-        if self.allowed_hosts and _hostname(host) not in self.allowed_hosts:
+        name = _hostname(host)
+        if (self.allowed_hosts and name not in self.allowed_hosts
+                and not (self.any_loopback and _is_loopback_ip(name))):
             return 403, (f"host {host!r} is not allowed: this server answers to {', '.join(self.allowed_hosts)} "
                          "only (serve others with --host and a --token)")
         origin = headers.get(b"origin")
@@ -120,6 +179,22 @@ class Gate:
         return any(secrets.compare_digest(t.encode("utf-8", "replace"), want) for t in query.get("token", []))
 
 
+def _with_security_headers(send: Any) -> Any:
+    async def send_with_headers(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            have = {k.lower() for k, _ in message.get("headers") or []}
+            extra = [(k, v) for k, v in SECURITY_HEADERS if k not in have]
+            message = {**message, "headers": [*(message.get("headers") or []), *extra]}
+        await send(message)
+
+    return send_with_headers
+
+
+def _is_loopback_ip(name: str) -> bool:
+    """An IP literal of this machine (127.0.0.0/8, ::1); names other than ``localhost`` are not trusted."""
+    return name != "localhost" and is_loopback(name)
+
+
 def _hostname(host: str) -> str:
     """``127.0.0.1:7860`` -> ``127.0.0.1``; ``[::1]:7860`` -> ``::1``."""
     if host.startswith("["):
@@ -134,6 +209,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 def _status_of(kind: type[DiffComposeError]) -> int:
     if issubclass(kind, UploadTooLarge):
         return 413
+    if issubclass(kind, BodyTimeout):
+        return 408
     if issubclass(kind, (WeightsMissingError, MissingExtraError)):
         return 503
     if issubclass(kind, Cancelled):
@@ -148,7 +225,10 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
     engines = engines or EngineManager(settings.memory_budget)
     jobs = jobs or JobManager(engines, workers=settings.workers, queue_size=settings.queue_size,
                               result_ttl=settings.result_ttl, max_finished=settings.max_results,
-                              preview_interval=settings.preview_interval)
+                              preview_interval=settings.preview_interval,
+                              memory_budget=settings.job_memory_budget, allow_downloads=settings.allow_downloads)
+    decode_slots: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop (uvicorn has one)
+    streams = StreamCount(settings.max_streams)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -165,7 +245,9 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
     @app.exception_handler(DiffComposeError)
     async def _user_error(request: Request, exc: DiffComposeError) -> JSONResponse:
-        return _error(_status_of(type(exc)), str(exc))
+        # a stalled body is never read to its end: the connection cannot carry another request
+        closing = {"Connection": "close"} if isinstance(exc, BodyTimeout) else None
+        return _error(_status_of(type(exc)), str(exc), closing)
 
     @app.exception_handler(JobNotFound)
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
@@ -177,6 +259,10 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
     @app.exception_handler(Unavailable)
     async def _unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return _error(503, str(exc))
+
+    @app.exception_handler(TooBig)
+    async def _too_big(request: Request, exc: TooBig) -> JSONResponse:
         return _error(503, str(exc))
 
     @app.exception_handler(HTTPException)
@@ -222,9 +308,13 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
     # ------------------------------------------------------------------ catalogue
 
     @app.get("/api/health", summary="version and device")
-    def health() -> dict:
+    async def health() -> dict:
+        # async, and no waiting request holds a pool thread (see run), so it is answered at once; the
+        # engine list alone goes to a thread: the manager's lock is held while an engine module imports
+        loaded = await run_in_threadpool(engines.loaded)
         return {"version": __version__, "device": settings.device or "auto", **jobs.counts(),
-                "torch_loaded": "torch" in sys.modules, "engines_loaded": [e.name for e in engines.loaded()]}
+                "memory_budget": jobs.memory_budget, "streams": streams.open,
+                "torch_loaded": "torch" in sys.modules, "engines_loaded": [e.name for e in loaded]}
 
     @app.get("/api/tasks", summary="tasks, their inputs and engines")
     def tasks() -> list:
@@ -274,8 +364,10 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
             req = parse_request(text)
         finally:
             await form.close()
-        return await run_in_threadpool(build_submission, req, files, max_pixels=settings.max_pixels,
-                                       model_dir=settings.model_dir, device=settings.device, dtype=settings.dtype)
+        async with decode_slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(DECODE_SLOTS)):
+            sub = await run_in_threadpool(build_submission, req, files, max_pixels=settings.max_pixels,
+                                          model_dir=settings.model_dir, device=settings.device, dtype=settings.dtype)
+        return sub
 
     @app.post("/api/jobs", status_code=202, summary="submit a job (multipart: images + 'request' JSON)",
               openapi_extra={"requestBody": _multipart_body()}, responses=_ERRORS)
@@ -291,7 +383,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
         sub = await read_submission(request)
         rec = jobs.submit(sub, held=True)  # not swept while this request reads it
         try:
-            await run_in_threadpool(jobs.wait, rec.id)
+            await jobs.wait_async(rec)
             if rec.status == "cancelled":
                 return _error(409, f"job {rec.id} was cancelled")
             if rec.status != "done":
@@ -338,10 +430,13 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
     @app.get("/api/jobs/{job_id}/events", summary="progress as Server-Sent Events",
              responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS})
-    async def events(job_id: str, request: Request) -> StreamingResponse:
+    async def events(job_id: str) -> StreamingResponse:
         rec = jobs.get(job_id)
-        return StreamingResponse(_event_stream(rec, request), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        if streams.open >= streams.limit:
+            return _error(503, f"too many open progress streams ({streams.limit}, --max-streams); "
+                               f"poll GET /api/jobs/{job_id} instead, or retry later")
+        return CountedStream(streams, _event_stream(rec), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     original_openapi = app.openapi
 
@@ -354,6 +449,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
 
     app.openapi = openapi  # type: ignore[method-assign]
     # the last added runs first: the gate before anything is read, then the body limit
+    app.add_middleware(ReadTimeout, seconds=settings.body_timeout)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(Gate, token=settings.token, allowed_hosts=settings.allowed_hosts)
     return app
@@ -378,45 +474,68 @@ def _sse(name: str, data: dict) -> bytes:
     return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def _event_stream(rec: Any, request: Request) -> Any:
-    """Current state first (last progress, last preview, the end if ended), then new events until the end."""
-    seen = rec.seq
-    if rec.last_progress is not None:
-        yield _sse("progress", rec.last_progress)
-    if rec.preview_png is not None:
-        yield _sse("preview", {"step": rec.preview_step, "url": f"/api/jobs/{rec.id}/preview"})
-    end = rec.terminal_event()
-    if end is not None:
-        yield _sse(*end)
-        return
-    idle = 0.0
-    while True:
-        new = rec.events_after(seen)
-        for seq, name, data in new:
-            seen = seq
-            if name in ("queued", "running"):
-                continue
-            yield _sse(name, data)
-            if name in FINISHED:
-                return
-        if not new:
-            if await request.is_disconnected():
-                return  # the job goes on; its result waits for the client
-            await asyncio.sleep(SSE_POLL)
-            idle += SSE_POLL
-            if idle >= SSE_PING:
-                idle = 0.0
+class StreamCount:
+    """Open progress streams (one event loop: no lock needed) against ``--max-streams``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+
+class CountedStream(StreamingResponse):
+    """A streaming response counted in ``count`` from its start to its end, however it ends."""
+
+    def __init__(self, count: StreamCount, content: Any, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.count = count
+        count.open += 1  # counted from the endpoint on, so a burst cannot overshoot the cap
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.count.open -= 1
+
+
+async def _event_stream(rec: Any) -> Any:
+    """Current state first (last progress, last preview, the end if ended), then new events until the end.
+
+    It sleeps on the job's watch event between events (no polling); a client that goes away
+    ends it through the response's disconnect listener, and the job goes on.
+    """
+    async with rec.watch() as changed:
+        seen = rec.seq
+        if rec.last_progress is not None:
+            yield _sse("progress", rec.last_progress)
+        if rec.preview_png is not None:
+            yield _sse("preview", {"step": rec.preview_step, "url": f"/api/jobs/{rec.id}/preview"})
+        end = rec.terminal_event()
+        if end is not None:
+            yield _sse(*end)
+            return
+        while True:
+            changed.clear()  # before reading: an event emitted after this line wakes the wait below
+            for seq, name, data in rec.events_after(seen):
+                seen = seq
+                if name in ("queued", "running"):
+                    continue
+                yield _sse(name, data)
+                if name in FINISHED:
+                    return
+            try:
+                await asyncio.wait_for(changed.wait(), SSE_PING)
+            except asyncio.TimeoutError:
                 yield b": keep-alive\n\n"
-        else:
-            idle = 0.0
 
 
 _ERROR_BODY = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}},
                                                "required": ["error"]}}}
 _ERRORS: dict[int | str, dict] = {code: {"description": why, "content": _ERROR_BODY} for code, why in (
     (400, "bad input (the CLI's one-line message)"), (401, "missing or wrong token"), (404, "no such job"),
-    (409, "not done"), (413, "upload too large"), (429, "queue full; see Retry-After"),
-    (503, "weights or packages missing"))}
+    (408, "the body stalled (--body-timeout)"), (409, "not done"), (413, "upload too large"),
+    (429, "queue full or memory budget in use; see Retry-After"),
+    (503, ("weights or packages missing, a model not cached without --allow-downloads, a job larger than "
+           "the memory budget, too many progress streams")))}
 
 
 def _multipart_body() -> dict:

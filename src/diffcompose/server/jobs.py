@@ -17,33 +17,52 @@ soon as it is answered, is not counted), which bounds the folder's size whatever
 events come from the run's :class:`~diffcompose.progress.RunContext`; previews are rendered at most every
 ``preview_interval`` seconds (a VAE decode is not free). Cancel sets the run's
 :class:`~diffcompose.progress.CancelToken`: the engine raises ``Cancelled`` within one step.
+
+Memory admission: a small upload can decode to a large array (a flat 40 MP PNG is a few
+hundred kB), and every queued job holds its decoded inputs until it ends. So each job is
+costed before it is queued (:func:`job_memory`: the arrays it holds, plus an estimate of
+the engine's working copies) and the jobs admitted together must fit ``memory_budget``
+bytes; a job that does not fit now gets :class:`OverBudget` (HTTP 429 with a retry hint),
+one that could never fit gets :class:`TooBig` (HTTP 503).
+
+Clients that wait for a job (the event stream, the synchronous endpoint) do not poll: they
+register an :class:`asyncio.Event` with the job (:meth:`JobRecord.watch`) that every event
+sets from the worker thread, so a thousand idle streams cost nothing between events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
+import ctypes
+import dataclasses
+import functools
 import io
 import logging
 import math
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from diffcompose import __version__
-from diffcompose.errors import Cancelled, DiffComposeError
+from diffcompose.errors import Cancelled, DiffComposeError, WeightsMissingError
 from diffcompose.inputs import to_pil
 from diffcompose.methods.manager import EngineManager
+from diffcompose.methods.registry import NO_DEFAULT_MODEL, get_engine_info
 from diffcompose.methods.tasks import Job
+from diffcompose.models.hub import TINY
 from diffcompose.progress import CancelToken, ProgressEvent, RunContext
 
 log = logging.getLogger(__name__)
@@ -57,6 +76,42 @@ class QueueFull(Exception):
     def __init__(self, retry_after: int, size: int) -> None:
         super().__init__(f"the job queue is full ({size} waiting); retry in {retry_after} s")
         self.retry_after = retry_after
+
+
+class OverBudget(QueueFull):
+    """The job fits the memory budget, but not next to the jobs already admitted: retry later (429)."""
+
+    def __init__(self, retry_after: int, need: int, used: int, budget: int) -> None:
+        Exception.__init__(self, f"the server's memory budget is in use: this job needs {_gb(need)}, "
+                                 f"{_gb(used)} of {_gb(budget)} are held by queued and running jobs "
+                                 f"(--memory-budget); retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class TooBig(Exception):
+    """The job alone needs more than the whole memory budget: it can never run here (503)."""
+
+    def __init__(self, need: int, budget: int) -> None:
+        super().__init__(f"this job needs about {_gb(need)} of memory, more than the server's budget of "
+                         f"{_gb(budget)} (--memory-budget); send smaller images or raise the budget")
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 10**8 else f"{n / 1e6:.1f} MB"
+
+
+#: Bytes per input pixel the engine is assumed to hold while it runs, on top of the job's own
+#: arrays: two float32 RGB working copies (what the classical engines and the crop/resize/paste-back
+#: steps of the others make at full size). An estimate, deliberately on the high side.
+WORK_BYTES_PER_PIXEL = 2 * 3 * 4
+
+
+def job_memory(job: Job) -> int:
+    """Bytes a queued/running ``job`` is charged: the decoded arrays it holds plus the working estimate."""
+    held = [job.image, job.paste_mask, *job.arrays.values()]
+    total = sum(a.nbytes for a in held if isinstance(a, np.ndarray))
+    height, width = job.image.shape[:2]
+    return total + height * width * WORK_BYTES_PER_PIXEL
 
 
 class Unavailable(Exception):
@@ -110,11 +165,30 @@ class JobRecord:
     seed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     held: bool = False  # a synchronous request is waiting to read it: never swept, it discards the job itself
+    memory: int = 0  # bytes charged against the memory budget until the job ends
+    watchers: set = field(default_factory=set)  # (loop, asyncio.Event) of clients waiting for events
 
     def emit(self, name: str, data: dict) -> None:
         with self.lock:
             self.seq += 1
             self.events.append((self.seq, name, data))
+            watchers = list(self.watchers)
+        for loop, event in watchers:  # emitted from worker threads: wake each waiter on its own loop
+            with contextlib.suppress(RuntimeError):  # that loop is closed: its client is gone
+                loop.call_soon_threadsafe(event.set)
+
+    @contextlib.asynccontextmanager
+    async def watch(self) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever this job emits (clear it before reading ``events_after``, then wait)."""
+        event = asyncio.Event()
+        entry = (asyncio.get_running_loop(), event)
+        with self.lock:
+            self.watchers.add(entry)
+        try:
+            yield event
+        finally:
+            with self.lock:
+                self.watchers.discard(entry)
 
     def events_after(self, seq: int) -> list[tuple[int, str, dict]]:
         with self.lock:
@@ -140,8 +214,12 @@ class JobManager:
 
     def __init__(self, engines: EngineManager, *, workers: int = 1, queue_size: int = 16,
                  result_ttl: float = 3600.0, max_finished: int = 256, preview_interval: float = 1.0,
+                 memory_budget: int | None = None, allow_downloads: bool = False,
                  clock: Callable[[], float] = time.time) -> None:
         self.engines = engines
+        self.allow_downloads = allow_downloads
+        self.memory_budget = memory_budget  # bytes the admitted jobs may hold together (None: no limit)
+        self._admitted = 0
         self.queue_size = queue_size
         self.result_ttl = result_ttl
         self.max_finished = max_finished
@@ -164,6 +242,7 @@ class JobManager:
                 return
             self.root = Path(tempfile.mkdtemp(prefix="diffcompose-serve-"))  # 0700: only this user reads results
             self._stopping = False
+            self._admitted = sum(r.memory for r in self._jobs.values())
             self._stop = threading.Event()
             self._threads = [threading.Thread(target=self._work, name=f"diffcompose-worker-{i}", daemon=True)
                              for i in range(self.workers)]
@@ -177,18 +256,31 @@ class JobManager:
         """Queue ``sub``; ``held``: the caller reads the result, then forgets the job (:meth:`discard`)."""
         self.sweep()
         now = self.clock()
+        need = job_memory(sub.job)
         with self._cond:
             if self._stopping:
                 raise Unavailable("the server is shutting down; no new jobs")
             if len(self._pending) >= self.queue_size:
                 raise QueueFull(self._retry_after(), len(self._pending))
+            self._admit(need)
             rec = JobRecord(secrets.token_urlsafe(12), sub, now, now + self.result_ttl, task=sub.task,
-                            engine=sub.engine, seed=sub.seed, held=held)
+                            engine=sub.engine, seed=sub.seed, held=held, memory=need)
+            self._admitted += need
             self._jobs[rec.id] = rec
             self._pending.append(rec)
             rec.emit("queued", {"position": len(self._pending)})  # before a worker can emit "running"
             self._cond.notify_all()
         return rec
+
+    def _admit(self, need: int) -> None:
+        """(Under ``_cond``.) Refuse a job of ``need`` bytes that does not fit the memory budget."""
+        budget = self.memory_budget
+        if budget is None:
+            return
+        if need > budget:
+            raise TooBig(need, budget)
+        if self._admitted + need > budget:
+            raise OverBudget(self._retry_after(), need, self._admitted, budget)
 
     def get(self, job_id: str) -> JobRecord:
         self.sweep()
@@ -219,6 +311,18 @@ class JobManager:
                 self._cond.wait(left if left is not None else 1.0)
         return rec
 
+    async def wait_async(self, rec: JobRecord) -> JobRecord:
+        """Wait for ``rec`` to end without holding a thread (a waiting ``/api/run`` must not starve
+        the thread pool that the other endpoints run on)."""
+        async with rec.watch() as changed:
+            while rec.status not in FINISHED:
+                changed.clear()
+                if rec.status in FINISHED:
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), 5.0)  # a missed wake-up costs 5 s, not a hang
+        return rec
+
     def discard(self, job_id: str) -> None:
         """Forget a finished job now and delete its files (after a synchronous run answered)."""
         with self._cond:
@@ -243,7 +347,8 @@ class JobManager:
 
     def counts(self) -> dict[str, int]:
         with self._cond:
-            return {"queued": len(self._pending), "running": len(self._busy), "jobs": len(self._jobs)}
+            return {"queued": len(self._pending), "running": len(self._busy), "jobs": len(self._jobs),
+                    "memory_admitted": self._admitted}
 
     def shutdown(self) -> None:
         """Stop the workers (running jobs are cancelled, queued ones end cancelled: nobody waits
@@ -314,6 +419,8 @@ class JobManager:
         ctx = RunContext(sub.seed, lambda ev: self._on_progress(rec, ev), rec.cancel)
         try:
             ctx.check()
+            if not self.allow_downloads:
+                check_cached(sub)
             engine = self.engines.get(sub.engine, device=sub.device, dtype=sub.dtype, model=sub.model)
             result = engine.execute(sub.job, sub.options, ctx, paste_back=sub.paste_back, margin=sub.margin)
             outs = result if isinstance(result, list) else [result]
@@ -332,17 +439,23 @@ class JobManager:
             self._done(rec, "done")
 
     def _done(self, rec: JobRecord, status: str, error: str | None = None) -> None:
+        key = self._key(rec)  # before _finish drops the submission it is made of
         with self._cond:  # _retry_after iterates _durations under the same lock
             if rec.started is not None:
                 self._durations.append(time.monotonic() - rec.started)
             rec.error = error
             self._finish(rec, status)
+            idle = not self._pending and self._busy <= {key}  # this was the last job
         self.sweep()  # past max_finished, the oldest ended job goes now, not at the janitor's next round
+        if idle:
+            release_freed_memory()
 
     def _finish(self, rec: JobRecord, status: str) -> None:
         """(Under ``_cond``.) Mark ``rec`` ended, drop its inputs, start its expiry clock, tell waiters."""
         rec.status = status
         rec.sub = None  # the decoded inputs are no longer needed
+        self._admitted -= rec.memory
+        rec.memory = 0
         rec.ended = self.clock()
         rec.expires = rec.ended + self.result_ttl
         name, data = rec.terminal_event()  # type: ignore[misc]
@@ -391,6 +504,73 @@ class JobManager:
                 p.unlink()
             except FileNotFoundError:
                 pass
+
+
+def check_cached(sub: Any) -> None:
+    """Refuse a job whose model would have to come from the hub (the server was not started with
+    ``--allow-downloads``): the worker calls it before loading anything, so the job ends in one
+    line within milliseconds, not after a torch import and a network wait."""
+    names = []
+    default = get_engine_info(sub.engine).default_model
+    model = sub.model if sub.model is not None else (None if default == NO_DEFAULT_MODEL else default)
+    if model is not None:
+        names.append(("model", model))
+    if dataclasses.is_dataclass(sub.options):
+        for f in dataclasses.fields(sub.options):
+            value = getattr(sub.options, f.name)
+            if f.metadata.get("weights") and isinstance(value, str):
+                names.append((f"option {f.name}", value))
+    for what, name in names:
+        if name == TINY or os.path.isabs(name) or _in_hub_cache(name):
+            continue
+        raise WeightsMissingError(f"{what} '{name}' is not in the local cache and this server does not "
+                                  "download models (start it with --allow-downloads, or put the model in "
+                                  "--model-dir)")
+
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache folder, found the way ``huggingface_hub`` finds it (without importing it)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    snapshots = hub_cache() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        return any(snapshots.iterdir())
+    except OSError:
+        return False
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by ended jobs back to the system (glibc only; elsewhere nothing to do).
+
+    A job's arrays are tens to hundreds of MB; glibc serves such blocks from ``mmap`` at
+    first, but raises its threshold once they are freed, so the next jobs' arrays land in the
+    heap arenas of the worker and request threads, and those keep freed pages: after a burst
+    the server's RSS would stay hundreds of MB above its baseline. ``malloc_trim(0)`` returns
+    them; it is called when the last job ends, not per job.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> Any:
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (musl has none)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def result_metadata(task: str, engine: str, seed: int, model: str | None = None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,11 @@ def parse_request(text: str | bytes | None) -> dict[str, Any]:
         value = json.loads(text, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise InputError(f"the 'request' field is not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    except InputError:  # NaN, Infinity (InputError is a ValueError too)
+        raise
+    except ValueError:  # Python refuses to read an integer literal of more than sys.get_int_max_str_digits()
+        raise InputError(f"the 'request' field has a number too long to read (over "
+                         f"{sys.get_int_max_str_digits()} digits)") from None
     if not isinstance(value, dict):
         raise InputError("the 'request' field must be a JSON object such as {\"task\": \"remove\"}")
     if not isinstance(value.get("task"), str):
