@@ -60,7 +60,20 @@ def public_ddim_timesteps(steps: int, train_steps: int = 1000) -> np.ndarray:
     """The public DDIM sampler's timesteps in sampling order (``make_ddim_timesteps``, ``uniform``):
     every ``train_steps // steps``-th training step from 0, plus one. When ``steps`` does not
     divide ``train_steps`` that is more steps than asked: 30 gives 31, from 991 (diffusers'
-    ``leading`` spacing gives 30, from 958)."""
+    ``leading`` spacing gives 30, from 958). Where the first would be ``train_steps`` itself
+    (27, 36, 37 steps, ...) the public sampler indexes past its schedule and fails: an
+    :class:`InputError` naming a step count that works."""
+    ts = _public_steps(steps, train_steps)
+    if ts[0] >= train_steps:  # e.g. 27 steps: stride 37, 37 * 27 = 999, plus one = 1000
+        ok = [n for n in (steps - 1, steps + 1, steps - 2, steps + 2)
+              if n >= 1 and _public_steps(n, train_steps)[0] < train_steps]
+        raise InputError(f"AnyDoor's DDIM schedule has no {steps}-step form: it would start at t={train_steps}, "
+                         f"past the model's {train_steps} training steps (the public sampler fails there too); "
+                         f"use --steps {ok[0]}")
+    return ts
+
+
+def _public_steps(steps: int, train_steps: int) -> np.ndarray:
     stride = max(1, train_steps // steps)
     return np.arange(0, train_steps, stride)[::-1] + 1
 
