@@ -117,6 +117,12 @@ class Engine:
         """How this engine wants its window for ``task`` (called after :meth:`load`)."""
         return WindowPolicy()
 
+    def read(self, job: Job) -> Job:
+        """The job as this engine reads its inputs. Default: the project's reading rules, ``job`` as
+        is. An engine whose method reads masks or transparency its own way builds its inputs (and
+        its paste mask) from ``job.readings``, the inputs before those rules."""
+        return job
+
     def paste_band(self, task: str, options: Any, mask: np.ndarray) -> int:
         """Pixels around the region that the task may change as freely as the region itself
         (shadows, reflections, blended edges); beyond them the seam (``margin``) and then the
@@ -149,6 +155,7 @@ class Engine:
             heads = [info.name for info in all_engines() if info.predicts_mask]
             raise InputError(f"engine '{self.name}' predicts no object mask; --mask-output needs an engine with a "
                              f"mask head ({', '.join(heads) or 'none is registered'})")
+        job = self.read(job)
         with self.lock:
             self.load()
             ctx.check()

@@ -34,10 +34,12 @@ import numpy as np
 import torch
 
 from diffcompose.errors import InputError
+from diffcompose.inputs import mask_to_box
 from diffcompose.methods.anydoor import model as M
 from diffcompose.methods.anydoor import preprocess as P
 from diffcompose.methods.anydoor.options import AnyDoorInsertOptions
 from diffcompose.methods.diffusion import DiffusionEngine
+from diffcompose.methods.tasks import Job
 from diffcompose.models import codec
 from diffcompose.models.device import make_generator
 from diffcompose.models.sampling import denoise, initial_noise, is_guided, make_scheduler
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Guidance at every scale but exactly 1, as the public DDIM sampler (``scale == 1.``: one pass).
 GUIDE_BELOW_ONE = True
+#: A mask pixel is the object when its 8-bit level is above this (the public ``> 128``; the project's rule
+#: takes 128 too).
+OBJECT_LEVEL = 128
 #: Pixels of the crop's border not taken from the result (the demo's ``crop_back`` margin).
 CROP_MARGIN = 3
 NO_WEIGHTS = ("no AnyDoor weights in diffusers layout are published: convert the public checkpoint "
@@ -119,6 +124,27 @@ class AnyDoorEngine(DiffusionEngine):
 
     def modules(self) -> list[torch.nn.Module]:
         return self.m.parts()
+
+    def read(self, job: Job) -> Job:
+        """AnyDoor reads its inputs as the public code: a mask pixel is the object only when its 8-bit
+        level is above 128 (``mask > 128``), and a transparent reference is its colour *as stored*
+        with its alpha (``> 128``) as the reference mask, not the colour put on white (the public
+        scripts drop the alpha channel and cut the object with the binary mask). From
+        ``job.readings``; the paste mask follows the same reading."""
+        if job.task != "insert" or not job.readings:
+            return job
+        arrays, levels = dict(job.arrays), job.readings
+        for key in ("mask", "shape_mask", "reference_mask"):
+            if key in levels and arrays.get(key) is not None:
+                arrays[key] = np.rint(levels[key] * 255.0) > OBJECT_LEVEL
+        if "reference_rgb" in levels:
+            arrays["reference"] = levels["reference_rgb"]
+        mask, shape = arrays["mask"], arrays.get("shape_mask")
+        if not mask.any():
+            raise InputError(f"the target mask has no pixel above {OBJECT_LEVEL} (of 255): AnyDoor reads "
+                             "only those as the region")
+        paste = mask if shape is None else mask | shape
+        return dataclasses.replace(job, arrays=arrays, paste_mask=paste, region=mask_to_box(paste))
 
     def window_policy(self, task: str, options: AnyDoorInsertOptions) -> WindowPolicy:
         return WindowPolicy(size=None, whole_image=True)  # the engine crops as AnyDoor was trained
