@@ -403,3 +403,27 @@ def load_rgb(rgba: np.ndarray) -> np.ndarray:
     from diffcompose.inputs import load_image
 
     return load_image(rgba)
+
+
+def test_the_dataset_applies_each_sources_rules(tmp_path):
+    """Through :class:`AnyDoorDataset`: a MOSE source draws timesteps over [0, 1000) (a plain video source
+    only [500, 1000)), a try-on pair always takes its first frame as the reference and another as the target."""
+    from skimage import data
+
+    photo = cv2.resize(data.astronaut(), (48, 48), interpolation=cv2.INTER_AREA)
+    m = np.zeros((48, 48), bool)
+    m[12:36, 14:34] = True
+    frames = [_write(tmp_path, f"f{i}", photo, m) for i in range(4)]
+    lines = [{"preset": "mose", "frames": frames}, {"kind": "video", "frames": frames},
+             {"preset": "fashiontryon", "frames": frames}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    mose, video, tryon = D.read_sources(tmp_path / "m.jsonl")
+
+    def draws(src, n=60):
+        ds = D.AnyDoorDataset([src], resolution=32, seed=1, uniform_t_p=0.0, shape_p=0.0)
+        return [ds.sample(k) for k in range(n)]
+
+    assert min(s.timestep for s in draws(mose)) < 400
+    assert min(s.timestep for s in draws(video)) >= 500
+    pairs = {s.pair for s in draws(tryon, 30)}
+    assert {i for i, _ in pairs} == {0} and {j for _, j in pairs} <= {1, 2, 3} and len(pairs) > 1
