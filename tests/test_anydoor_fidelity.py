@@ -109,7 +109,7 @@ def test_engine_conditions_on_reference_tokens_zero_image_tokens_and_the_hf_coll
         torch.testing.assert_close(half[None], hint_t, atol=0, rtol=0)
 
 
-def test_trainer_builds_the_hint_from_the_augmented_reference(tmp_path):
+def test_trainer_builds_the_hint_from_the_augmented_reference(monkeypatch):
     """Through the trainer's loss on the tiny model: the hint the model gets is the one built from the
     high-frequency map of the *augmented* reference (and mask), and the reference it gets is that
     augmented reference (the public ``base.py``: ``sobel(aug_image, aug_mask / 255)``)."""
@@ -140,8 +140,9 @@ def test_trainer_builds_the_hint_from_the_augmented_reference(tmp_path):
 
     sched = DDPMScheduler.from_config(model.scheduler_config)
     changed = 0
+    monkeypatch.setattr(D, "augment_reference", spy_aug)
+    monkeypatch.setattr(P, "build_hint", spy_hint)
     try:
-        D.augment_reference, P.build_hint = spy_aug, spy_hint
         for seed in range(6):
             augmented.clear(), hf_inputs.clear(), seen.clear()
             ref, target, hint, _ = D.process_pair(photo, mask, photo, mask, np.random.default_rng(seed),
@@ -160,7 +161,6 @@ def test_trainer_builds_the_hint_from_the_augmented_reference(tmp_path):
             torch.testing.assert_close(hint_seen[0], torch.from_numpy(built).permute(2, 0, 1), atol=0, rtol=0)
             np.testing.assert_array_equal(ref, aug_img)
     finally:
-        D.augment_reference, P.build_hint = real_aug, real_hint
         hook.remove()
     assert changed >= 3  # the augmentation did change the reference in most draws (else this proves nothing)
 
@@ -276,7 +276,7 @@ def _public_perturb(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             seg = (seg | gt).astype(np.uint8)
         if np.count_nonzero(seg & gt) / np.count_nonzero(seg | gt) < target:
             break
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(seg, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(seg, connectivity=8)
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
@@ -346,65 +346,6 @@ def test_manifest_rules_of_mose_vipseg_and_try_on(tmp_path):
             D.read_sources(tmp_path / "bad.jsonl")
 
 
-# ----------------------------------------------------------------------------- item 6: input reading
-
-def _cutout():
-    """The cat photo as a cut-out: RGBA with a soft (blurred) alpha edge, as matting tools write them."""
-    from skimage import data
-
-    rgb = data.chelsea()
-    ry, rx = np.mgrid[:rgb.shape[0], :rgb.shape[1]]
-    hard = (((rx - 220) / 130.0) ** 2 + ((ry - 150) / 110.0) ** 2 <= 1.0).astype(np.float32)
-    alpha = np.clip(np.rint(cv2.GaussianBlur(hard, (0, 0), 6) * 255), 0, 255).astype(np.uint8)
-    return rgb, alpha
-
-
-def test_masks_are_read_above_128_and_a_transparent_reference_as_stored(engine):
-    """The public reading: a mask level of exactly 128 is not the object (``> 128``); an RGBA reference
-    is its colour as stored, cut by ``alpha > 128`` (not the colour put on white, not ``alpha >= 128``).
-    Checked on what reaches the model: the conditional tokens and the hint."""
-    image, mask, _, _ = _scene()
-    levels = np.where(mask, 255, 0).astype(np.uint8)
-    levels[150:200, 60:250] = 128  # a wide band at exactly 128: it would move the target box
-    rgb, alpha = _cutout()
-    rgba = np.dstack([rgb, alpha])
-    assert ((alpha == 128).sum() > 0) and (((alpha > 0) & (alpha < 255)).sum() > 1000)
-    cn, un = _Spy(engine.m.controlnet), _Spy(engine.m.unet)
-    try:
-        engine.insert(image, levels, rgba, steps=1, guidance_scale=5.0, seed=3, **FIXED)
-    finally:
-        cn.remove()
-        un.remove()
-    public = P.prepare_reference(rgb, alpha > 128, ratio=FIXED["reference_ratio"])
-    project = P.prepare_reference(np.asarray(load_rgb(rgba)), alpha >= 128, ratio=FIXED["reference_ratio"])
-    assert not np.array_equal(public.image, project.image)
-    with torch.no_grad():
-        cond = engine.m.id_extractor(M.reference_to_tensor(public.image))
-    torch.testing.assert_close(un.calls[0]["encoder_hidden_states"][1:], cond, atol=1e-5, rtol=1e-5)
-    hint = P.build_hint(image, levels > 128, public.hf_map, box_ratio=FIXED["box_ratio"],
-                        crop_ratio=FIXED["crop_ratio"], size=engine.native_size()).hint
-    wider = P.build_hint(image, levels >= 128, public.hf_map, box_ratio=FIXED["box_ratio"],
-                         crop_ratio=FIXED["crop_ratio"], size=engine.native_size()).hint
-    assert not np.array_equal(hint, wider)
-    torch.testing.assert_close(cn.calls[0]["controlnet_cond"][1], torch.from_numpy(hint).permute(2, 0, 1),
-                               atol=0, rtol=0)
-
-
-def test_a_mask_at_128_only_is_refused_by_anydoor(engine):
-    from diffcompose.errors import InputError
-
-    image, mask, ref, ref_mask = _scene()
-    with pytest.raises(InputError, match="above 128"):
-        engine.insert(image, np.where(mask, 128, 0).astype(np.uint8), ref, reference_mask=ref_mask, steps=1)
-
-
-def load_rgb(rgba: np.ndarray) -> np.ndarray:
-    """The project's reading of an RGBA image (transparency put on white)."""
-    from diffcompose.inputs import load_image
-
-    return load_image(rgba)
-
-
 def test_the_dataset_applies_each_sources_rules(tmp_path):
     """Through :class:`AnyDoorDataset`: a MOSE source draws timesteps over [0, 1000) (a plain video source
     only [500, 1000)), a try-on pair always takes its first frame as the reference and another as the target."""
@@ -427,3 +368,61 @@ def test_the_dataset_applies_each_sources_rules(tmp_path):
     assert min(s.timestep for s in draws(video)) >= 500
     pairs = {s.pair for s in draws(tryon, 30)}
     assert {i for i, _ in pairs} == {0} and {j for _, j in pairs} <= {1, 2, 3} and len(pairs) > 1
+
+# ----------------------------------------------------------------------------- item 6: input reading
+
+def _cutout():
+    """The cat photo as a cut-out: RGBA with a soft (blurred) alpha edge, as matting tools write them."""
+    from skimage import data
+
+    rgb = data.chelsea()
+    ry, rx = np.mgrid[:rgb.shape[0], :rgb.shape[1]]
+    hard = (((rx - 220) / 130.0) ** 2 + ((ry - 150) / 110.0) ** 2 <= 1.0).astype(np.float32)
+    alpha = np.clip(np.rint(cv2.GaussianBlur(hard, (0, 0), 6) * 255), 0, 255).astype(np.uint8)
+    return rgb, alpha
+
+
+def _project_rgb(rgba: np.ndarray) -> np.ndarray:
+    """The project's reading of an RGBA image (transparency put on white)."""
+    from diffcompose.inputs import load_image
+
+    return load_image(rgba)
+
+
+def test_masks_are_read_above_128_and_a_transparent_reference_as_stored(engine):
+    """The public reading: a mask level of exactly 128 is not the object (``> 128``); an RGBA reference
+    is its colour as stored, cut by ``alpha > 128`` (not the colour put on white, not ``alpha >= 128``).
+    Checked on what reaches the model: the conditional tokens and the hint."""
+    image, mask, _, _ = _scene()
+    levels = np.where(mask, 255, 0).astype(np.uint8)
+    levels[150:200, 60:250] = 128  # a wide band at exactly 128: it would move the target box
+    rgb, alpha = _cutout()
+    rgba = np.dstack([rgb, alpha])
+    assert ((alpha == 128).sum() > 0) and (((alpha > 0) & (alpha < 255)).sum() > 1000)
+    cn, un = _Spy(engine.m.controlnet), _Spy(engine.m.unet)
+    try:
+        engine.insert(image, levels, rgba, steps=1, guidance_scale=5.0, seed=3, **FIXED)
+    finally:
+        cn.remove()
+        un.remove()
+    public = P.prepare_reference(rgb, alpha > 128, ratio=FIXED["reference_ratio"])
+    project = P.prepare_reference(_project_rgb(rgba), alpha >= 128, ratio=FIXED["reference_ratio"])
+    assert not np.array_equal(public.image, project.image)
+    with torch.no_grad():
+        cond = engine.m.id_extractor(M.reference_to_tensor(public.image))
+    torch.testing.assert_close(un.calls[0]["encoder_hidden_states"][1:], cond, atol=1e-5, rtol=1e-5)
+    hint = P.build_hint(image, levels > 128, public.hf_map, box_ratio=FIXED["box_ratio"],
+                        crop_ratio=FIXED["crop_ratio"], size=engine.native_size()).hint
+    wider = P.build_hint(image, levels >= 128, public.hf_map, box_ratio=FIXED["box_ratio"],
+                         crop_ratio=FIXED["crop_ratio"], size=engine.native_size()).hint
+    assert not np.array_equal(hint, wider)
+    torch.testing.assert_close(cn.calls[0]["controlnet_cond"][1], torch.from_numpy(hint).permute(2, 0, 1),
+                               atol=0, rtol=0)
+
+
+def test_a_mask_at_128_only_is_refused_by_anydoor(engine):
+    from diffcompose.errors import InputError
+
+    image, mask, ref, ref_mask = _scene()
+    with pytest.raises(InputError, match="above 128"):
+        engine.insert(image, np.where(mask, 128, 0).astype(np.uint8), ref, reference_mask=ref_mask, steps=1)
