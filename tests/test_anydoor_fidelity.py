@@ -426,3 +426,21 @@ def test_a_mask_at_128_only_is_refused_by_anydoor(engine):
     image, mask, ref, ref_mask = _scene()
     with pytest.raises(InputError, match="above 128"):
         engine.insert(image, np.where(mask, 128, 0).astype(np.uint8), ref, reference_mask=ref_mask, steps=1)
+
+
+def test_the_mutation_table_matches_the_source():
+    """Each sabotage of ``benchmarks/mutations_anydoor.py`` still finds its text exactly once, and names
+    tests of this file that exist (so the table cannot go stale silently)."""
+    import importlib.util
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("mutations_anydoor", repo / "benchmarks" / "mutations_anydoor.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    names = set(globals())
+    for row in table.MUTATIONS:
+        assert (repo / row["path"]).read_text(encoding="utf-8").count(row["old"]) == 1, row["name"]
+        for test in row["tests"]:
+            path, _, func = test.partition("::")
+            assert path == "tests/test_anydoor_fidelity.py" and func in names, test

@@ -8,8 +8,9 @@ task's inputs already cut to its window and resized to its working size (see
 :class:`~diffcompose.progress.RunContext`, and returns an ``(h, w, 3)`` uint8 array of the
 working size (a list of them for ``paint`` and ``inpaint``; a bool mask for ``segment``). Planning the
 window, cropping, putting the result back at full size and restoring the original pixels
-outside the region (the engine's :meth:`Engine.paste_region`: by default the region grown by its
-:meth:`Engine.paste_band`, then a feathered seam of ``margin`` pixels) all happen here, the same way for every engine.
+outside the region (the engine's :meth:`Engine.paste_region`: by default the region grown by
+its :meth:`Engine.paste_band`, then a feathered seam of ``margin`` pixels) all happen here, the
+same way for every engine.
 
 No torch at import: engines that need no torch subclass this directly.
 """
