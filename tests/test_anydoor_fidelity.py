@@ -444,3 +444,26 @@ def test_the_mutation_table_matches_the_source():
         for test in row["tests"]:
             path, _, func = test.partition("::")
             assert path == "tests/test_anydoor_fidelity.py" and func in names, test
+
+
+def test_the_public_examples_are_read_as_the_public_scripts_read_them(engine, testdata):
+    """AnyDoor's own RGBA references and scene masks (``examples/TestDreamBooth``): after the engine's
+    reading the reference is the file's colour as stored, its mask ``alpha > 128``, the target mask
+    ``channel 0 > 128`` (``run_inference.py``'s single-image example, with cv2's BGR turned to RGB)."""
+    from PIL import Image
+
+    from diffcompose.methods.tasks import prepare
+
+    root = testdata / "composition/AnyDoor/examples/TestDreamBooth"
+    scene, mask_path = root / "BG/000000047948_GT.png", root / "BG/000000047948_mask.png"
+    moved = 0
+    for fg in sorted((root / "FG").glob("*.png")):
+        job = engine.read(prepare("insert", {"image": scene, "mask": mask_path, "reference": fg}))
+        rgba = np.asarray(Image.open(fg).convert("RGBA"))
+        np.testing.assert_array_equal(job.arrays["reference"], rgba[..., :3])
+        np.testing.assert_array_equal(job.arrays["reference_mask"], rgba[..., 3] > 128)
+        public_mask = np.asarray(Image.open(mask_path).convert("RGB"))[..., 2] > 128  # cv2 channel 0 = blue
+        np.testing.assert_array_equal(job.arrays["mask"], public_mask)
+        np.testing.assert_array_equal(job.paste_mask, public_mask)
+        moved += not np.array_equal(job.arrays["reference_mask"], rgba[..., 3] >= 128)
+    assert moved > 0  # some of the examples have alpha exactly 128: the two readings differ there
