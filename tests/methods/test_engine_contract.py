@@ -320,16 +320,16 @@ def check_kept_pixels(manager: EngineManager, name: str, task: str) -> None:
         assert not np.array_equal(out[target], image[target]), f"{name} {task}: nothing was pasted"
         return
     m = job.paste_mask
-    # The engine's free band around the region (shadows, edges), then the seam, then the original.
-    band = engine.paste_band(task, engine.options(task, fast_options(name)), m)
-    outside = ~changed_region(m, band + default_margin(image.shape))
+    # The engine's paste region (by default the region and its free band: shadows, edges), then the
+    # seam (the engine's default, else the project's), then the original.
+    keep, seam = engine.paste_region(task, engine.options(task, fast_options(name)), m)
+    outside = ~changed_region(keep, default_margin(image.shape) if seam is None else seam)
     assert outside.any() and np.array_equal(out[outside], image[outside]), \
         f"{name} {task}: pixels beyond the band and margin changed"
     assert not np.array_equal(out[m], image[m]), f"{name} {task}: nothing changed inside the mask"
     # An explicit margin of 0: only the mask and the band may change.
     out0 = _arr(_run(engine, task, inputs, seed=2, margin=0))
-    free = changed_region(m, band)
-    assert np.array_equal(out0[~free], image[~free]), f"{name} {task}: margin=0 changed pixels beyond the band"
+    assert np.array_equal(out0[~keep], image[~keep]), f"{name} {task}: margin=0 changed pixels beyond the band"
     if info.needs_torch:  # the paste-back is what keeps them: without it the window is redrawn
         raw = _arr(_run(engine, task, inputs, seed=2, paste_back=False))
         assert raw.shape == image.shape and not np.array_equal(raw[outside], image[outside])

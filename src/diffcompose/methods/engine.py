@@ -8,8 +8,9 @@ task's inputs already cut to its window and resized to its working size (see
 :class:`~diffcompose.progress.RunContext`, and returns an ``(h, w, 3)`` uint8 array of the
 working size (a list of them for ``paint`` and ``inpaint``; a bool mask for ``segment``). Planning the
 window, cropping, putting the result back at full size and restoring the original pixels
-outside the region (grown by the engine's :meth:`Engine.paste_band`, then a feathered seam of
-``margin`` pixels) all happen here, the same way for every engine.
+outside the region (the engine's :meth:`Engine.paste_region`: by default the region grown by
+its :meth:`Engine.paste_band`, then a feathered seam of ``margin`` pixels) all happen here, the
+same way for every engine.
 
 No torch at import: engines that need no torch subclass this directly.
 """
@@ -117,11 +118,26 @@ class Engine:
         """How this engine wants its window for ``task`` (called after :meth:`load`)."""
         return WindowPolicy()
 
+    def read(self, job: Job) -> Job:
+        """The job as this engine reads its inputs. Default: the project's reading rules, ``job`` as
+        is. An engine whose method reads masks or transparency its own way builds its inputs (and
+        its paste mask) from ``job.readings``, the inputs before those rules."""
+        return job
+
     def paste_band(self, task: str, options: Any, mask: np.ndarray) -> int:
         """Pixels around the region that the task may change as freely as the region itself
         (shadows, reflections, blended edges); beyond them the seam (``margin``) and then the
         original pixels, bit for bit. Default 0: only the region and its seam."""
         return 0
+
+    def paste_region(self, task: str, options: Any, mask: np.ndarray) -> tuple[np.ndarray, int | None]:
+        """Where the result is kept when pasting back, and the seam's default width (``None``: the
+        project's :func:`~diffcompose.regions.default_margin`; ``--margin`` overrides it).
+
+        Default: the region grown by :meth:`paste_band`. An engine whose method defines its own
+        paste-back rule (a fixed box, no seam) returns that instead.
+        """
+        return dilate_mask(mask, self.paste_band(task, options, mask)), None
 
     def options(self, task: str, values: dict[str, Any] | None = None) -> Any:
         """Validated options of ``task`` from keyword values (this engine's types, choices and checks)."""
@@ -140,6 +156,7 @@ class Engine:
             heads = [info.name for info in all_engines() if info.predicts_mask]
             raise InputError(f"engine '{self.name}' predicts no object mask; --mask-output needs an engine with a "
                              f"mask head ({', '.join(heads) or 'none is registered'})")
+        job = self.read(job)
         with self.lock:
             self.load()
             ctx.check()
@@ -179,8 +196,8 @@ class Engine:
             out = win.uncrop(out, job.image)
             region = predicted[i] if predicted is not None else job.paste_mask
             if paste_back and region is not None:
-                out = restore_outside(job.image, out, dilate_mask(region, self.paste_band(job.task, options, region)),
-                                      margin)
+                keep, seam = self.paste_region(job.task, options, region)
+                out = restore_outside(job.image, out, keep, seam if margin is None else margin)
             full.append(out)
         return full if job.output == "images" else full[0]
 

@@ -50,6 +50,9 @@ class Job:
     kinds: dict[str, Kind] = field(default_factory=dict)
     paste_mask: np.ndarray | None = None  # original pixels come back outside it (None: no paste-back)
     output: Output = "image"  # set from the task's spec by :func:`prepare`
+    #: The inputs before the project's reading rules, for an engine that reads them its own way
+    #: (:meth:`~diffcompose.methods.engine.Engine.read`): see :func:`insert_readings`.
+    readings: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -410,6 +413,38 @@ def _reference_object(reference: ImageLike, ref: np.ndarray, reference_mask: Mas
     return None if own.all() else own
 
 
+def _colour_and_alpha(source: ImageLike, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """An image's colour as stored (uint8 RGB, its transparent pixels *not* put on white) and its
+    alpha (uint8), or ``None`` when it has no alpha."""
+    pil = open_pil(source, "reference", max_pixels) if isinstance(source, (str, os.PathLike)) else source
+    if isinstance(pil, Image.Image) and ("A" in pil.mode or "transparency" in pil.info):
+        rgba = np.asarray(pil.convert("RGBA"))
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    if isinstance(pil, np.ndarray) and pil.ndim == 3 and pil.shape[2] in (2, 4):
+        a = array_to_uint8(np.asarray(pil), "reference")
+        rgb = a[..., :3] if a.shape[2] == 4 else np.repeat(a[..., :1], 3, axis=2)
+        return np.ascontiguousarray(rgb), np.ascontiguousarray(a[..., -1])
+    return None
+
+
+def insert_readings(reference: ImageLike, mask: MaskLike | None, reference_mask: MaskLike | None,
+                    shape_mask: MaskLike | None, max_pixels: int | None) -> dict[str, np.ndarray]:
+    """``insert``'s inputs before the project's rules: each given mask's levels (float32 0..1, before
+    the 0.5 threshold; ``mask``, ``shape_mask``, ``reference_mask``, the reference's alpha standing
+    for the last when none is given) and, for a reference with transparency, its colour as stored
+    (``reference_rgb``, not put on white). AnyDoor reads them as its public code does."""
+    out = {}
+    for key, source in (("mask", mask), ("shape_mask", shape_mask), ("reference_mask", reference_mask)):
+        if source is not None:
+            out[key] = load_soft_mask(source, key.replace("_", " "), max_pixels)
+    own = _colour_and_alpha(reference, max_pixels)
+    if own is not None:
+        out["reference_rgb"] = own[0]
+        if reference_mask is None:
+            out["reference_mask"] = own[1].astype(np.float32) / 255.0
+    return out
+
+
 def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference: ImageLike | None,
                    box: Box | str | tuple[int, int, int, int] | None = None, reference_mask: MaskLike | None = None,
                    shape_mask: MaskLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
@@ -442,7 +477,8 @@ def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference:
     paste = m if shape is None else m | shape
     arrays = {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask, "shape_mask": shape}
     kinds: dict[str, Kind] = {"image": "image", "mask": "mask", "shape_mask": "mask"}
-    return Job("insert", img, arrays, mask_to_box(paste), kinds, paste)
+    readings = insert_readings(reference, mask, reference_mask, shape_mask, max_pixels)
+    return Job("insert", img, arrays, mask_to_box(paste), kinds, paste, readings=readings)
 
 
 def _load_condition(source: ImageLike, size: tuple[int, int], name: str, max_pixels: int | None) -> np.ndarray:

@@ -9,16 +9,30 @@ Manifest: JSON lines (``.jsonl``), one **source** per line; relative paths resol
                                                 {"image": "v1/00005.jpg", "mask": "v1/00005.png"}, ...]}
     {"kind": "multiview", "frames": [{"image": "mv/7/000.jpg", "mask": "mv/7/000.png"}, ...]}
     {"kind": "youtube-vos", "root": "ytvos/train"}
+    {"preset": "mose", "instance": 1, "frames": [...]}
+    {"preset": "vitonhd", "frames": [{"image": "cloth/1.jpg", "mask": "cloth-mask/1.png"},
+                                     {"image": "image/1.jpg", "mask": "upper/1.png"}]}
 
 * ``image``: a still image with one object's mask; the same image is reference and target
   (SAM, LVIS, saliency sets). ``kind`` may be left out when ``image`` is given.
 * ``video``: frames of one object in time order (YouTube-VOS/VIS, VIPSeg, UVO, MOSE); the
   reference and the target are two frames at least ``len // 10`` apart.
 * ``multiview``: views of one object (MVImageNet); two views at least ``len // 8`` apart.
+* ``pair``: a reference (the first frame) and one or more targets of the same object, one drawn
+  per sample (try-on: VITON-HD, DressCode, FashionTryOn: a garment, and photos of it worn).
 * ``youtube-vos``: a YouTube-VOS/VIS-style folder, expanded into one ``video`` source per
   (video, object): ``root/meta.json`` (``{"videos": {VID: {"objects": {OID: {"frames":
   [NAME, ...]}}}}}``), frames ``root/JPEGImages/VID/NAME.jpg`` and palette masks
   ``root/Annotations/VID/NAME.png`` whose pixel value is the object id.
+
+Per source (:class:`Rules`, the public ``datasets/*.py``): the timestep range outside the
+uniform share, the least frame gap, the size rule and the largest target box. Each kind has
+the rules of most of its public sets (:data:`KIND_RULES`); ``"preset"`` names a public set
+whose rules differ (:data:`PRESETS`: ``mose``: video, timesteps [0, 1000), gap ``len // 10``,
+a box fails on either side; ``vipseg``: [500, 1000), ``len // 100``, either side; the try-on
+sets are ``pair``: [0, 1000), both sides, target box up to the whole image), and
+``"timesteps": [lo, hi]``, ``"gap": N``, ``"size_rule": "either"|"both"`` and ``"max_box"``
+on the line override both.
 
 A mask is white = object, or, with ``"instance": N``, the pixels whose value (palette index
 or grey level) is ``N``. ``"repeat": N`` (any line) lists its sources N times per epoch: the
@@ -36,8 +50,8 @@ The recipe (the public ``datasets/base.py``, ``process_pairs``), at ``resolution
 * **filters**: both masks cover ``min_area``..``max_area`` (0.01..0.64) of their image; the
   reference mask is one solid part (its largest outer contour holds > 90% of the contour
   area); the reference box is at least 1/10 of the image and the expanded target box at most
-  8/10 of it on a side (still images: on either side; videos and multi-view: on both, as the
-  public video datasets relax it).
+  8/10 of it on a side (the source's size rule: still images, MOSE and VIPSeg fail on either
+  side; the other videos, multi-view and try-on only on both; try-on allows the whole image).
 * **reference**: background set to white, cropped to the mask's box, padded by a random ratio
   in {1.1, 1.2, 1.3, 1.4}, padded to a centred square, resized to 224; then the public
   augmentation: horizontal flip (p 0.5, image and mask together) and brightness/contrast
@@ -52,7 +66,8 @@ The recipe (the public ``datasets/base.py``, ``process_pairs``), at ``resolution
   object. Crop and collage padded with 0 to a square, the mask channel with -1 (the public
   training pads it with 2, resizes nearest and maps 2 to -1), resized to R.
 * **timestep** (:func:`sample_timestep`): with p ``uniform_t_p`` (0.3) uniform over [0, 1000);
-  otherwise videos [500, 1000), still images [0, 500), multi-view [0, 1000).
+  otherwise the source's range: videos [500, 1000) (MOSE: [0, 1000)), still images [0, 500),
+  multi-view and try-on [0, 1000).
 
 The boxes, paddings, resizes and the HF map are those of the inference preprocessing
 (:mod:`.preprocess`, with the public code's conventions and quirks, e.g. its one-pixel-short
@@ -61,6 +76,7 @@ object box), so the model is trained on exactly what the sampler feeds it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -77,11 +93,45 @@ from diffcompose.training.manifest import read_json_lines, read_training_manifes
 
 log = logging.getLogger(__name__)
 
-#: Kinds of source and their timestep range outside the uniform share (the public ``dynamic`` 0/1/2).
-KINDS = ("image", "video", "multiview")
-#: Minimum distance between the reference and target frames, as a divisor of the sequence length.
-MIN_GAP_DIVISOR = {"video": 10, "multiview": 8}
+#: Kinds of source: a still image (reference = target), frames of a video, views of one object, and
+#: a reference with one or more targets of it (try-on: a garment and photos of it worn).
+KINDS = ("image", "video", "multiview", "pair")
 NUM_TRAIN_TIMESTEPS = 1000
+SIZE_RULES = ("either", "both")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the public datasets set per source (``datasets/*.py``): the timestep range outside the
+    uniform share (their ``dynamic`` 0/1/2: [0, 500), [500, 1000), [0, 1000)), the least frame gap
+    as a divisor of the number of frames (``min_interval = len // gap``), the size rule of their
+    ``check_region_size`` (``either``: a box fails when either side is out of range; ``both``: only
+    when both are) and the largest expanded target box side, as a share of the image's (``max_ratio``)."""
+
+    timesteps: tuple[int, int]
+    gap: int = 1
+    size_rule: str = "either"
+    max_box: float = 0.8
+
+
+#: Each kind's rules unless the manifest line says otherwise.
+KIND_RULES = {
+    "image": Rules((0, 500), 1, "either"),           # SAM, LVIS, saliency
+    "video": Rules((500, 1000), 10, "both"),         # YouTube-VOS/VIS, UVO
+    "multiview": Rules((0, 1000), 8, "both"),        # MVImageNet
+    "pair": Rules((0, 1000), 1, "both", 1.0),         # VITON-HD, DressCode, FashionTryOn
+}
+#: Named public sets whose rules differ from their kind's (``"preset"`` on a manifest line).
+PRESETS = {
+    "mose": ("video", Rules((0, 1000), 10, "either")),
+    "vipseg": ("video", Rules((500, 1000), 100, "either")),
+    "youtube-vos": ("video", KIND_RULES["video"]), "youtube-vis": ("video", KIND_RULES["video"]),
+    "uvo": ("video", KIND_RULES["video"]), "mvimagenet": ("multiview", KIND_RULES["multiview"]),
+    "vitonhd": ("pair", KIND_RULES["pair"]), "dresscode": ("pair", KIND_RULES["pair"]),
+    "fashiontryon": ("pair", KIND_RULES["pair"]),
+    "sam": ("image", KIND_RULES["image"]), "lvis": ("image", KIND_RULES["image"]),
+    "saliency": ("image", KIND_RULES["image"]),
+}
 SOLIDITY = 0.9
 MAX_TRIES = 50
 
@@ -99,8 +149,13 @@ class Frame:
 @dataclass(frozen=True)
 class Source:
     kind: str  # one of KINDS
-    frames: tuple[Frame, ...]
+    frames: tuple[Frame, ...]  # a pair: the reference, then its targets
     instance: int | None = None  # mask pixel value of the object; None: white = object
+    rules: Rules | None = None  # None: the kind's (KIND_RULES)
+
+    @property
+    def rule(self) -> Rules:
+        return self.rules or KIND_RULES[self.kind]
 
 
 # ----------------------------------------------------------------------------- the manifest
@@ -139,7 +194,10 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
         where, entry = f"{path}:{line.number}", line.value
         if not isinstance(entry, dict):  # a line that is not JSON has the value None
             raise InputError(f"{where}: not a JSON object")
-        kind = entry.get("kind", "image" if "image" in entry else None)
+        preset = entry.get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise InputError(f"{where}: unknown preset {preset!r} ({', '.join(PRESETS)})")
+        kind = entry.get("kind", PRESETS[preset][0] if preset else "image" if "image" in entry else None)
         instance, repeat = entry.get("instance"), entry.get("repeat", 1)
         if instance is not None and (not isinstance(instance, int) or isinstance(instance, bool) or instance < 0):
             raise InputError(f"{where}: \"instance\" must be a non-negative integer (the object's mask value)")
@@ -147,7 +205,7 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
             raise InputError(f"{where}: \"repeat\" must be a whole number from 1 (times per epoch)")
         if kind == "image":
             found = [Source("image", (_frame(entry, image_root, where),), instance)]
-        elif kind in ("video", "multiview"):
+        elif kind in ("video", "multiview", "pair"):
             frames = entry.get("frames")
             if not isinstance(frames, list) or len(frames) < 2:
                 raise InputError(f"{where}: a {kind} source needs \"frames\": a list of at least 2 "
@@ -158,9 +216,31 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
                 raise InputError(f"{where}: a youtube-vos source needs \"root\"")
             found = expand_youtube_vos(image_root / entry["root"], where)
         else:
-            raise InputError(f"{where}: unknown kind {kind!r} (image, video, multiview, youtube-vos)")
-        sources.extend(found * repeat)
+            raise InputError(f"{where}: unknown kind {kind!r} (image, video, multiview, pair, youtube-vos)")
+        rules = _rules(entry, found[0].kind if found else "video", preset, where)
+        sources.extend([dataclasses.replace(s, rules=rules) for s in found] * repeat)
     return sources
+
+
+def _rules(entry: dict, kind: str, preset: str | None, where: str) -> Rules:
+    """The line's rules: its preset's (else its kind's), with ``timesteps``, ``gap``, ``size_rule`` and
+    ``max_box`` given on the line taking precedence."""
+    base = PRESETS[preset][1] if preset else KIND_RULES[kind]
+    ts = entry.get("timesteps", list(base.timesteps))
+    if (not isinstance(ts, list) or len(ts) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in ts)
+            or not 0 <= ts[0] < ts[1] <= NUM_TRAIN_TIMESTEPS):
+        raise InputError(f"{where}: \"timesteps\" must be [low, high] with 0 <= low < high <= "
+                         f"{NUM_TRAIN_TIMESTEPS} (high excluded)")
+    gap = entry.get("gap", base.gap)
+    if not isinstance(gap, int) or isinstance(gap, bool) or gap < 1:
+        raise InputError(f"{where}: \"gap\" must be a whole number from 1 (least frame gap = frames // gap)")
+    size_rule = entry.get("size_rule", base.size_rule)
+    if size_rule not in SIZE_RULES:
+        raise InputError(f"{where}: \"size_rule\" must be either or both")
+    max_box = entry.get("max_box", base.max_box)
+    if isinstance(max_box, bool) or not isinstance(max_box, (int, float)) or not 0 < max_box <= 1:
+        raise InputError(f"{where}: \"max_box\" must be in (0, 1] (the expanded box's largest side share)")
+    return Rules((ts[0], ts[1]), gap, size_rule, float(max_box))
 
 
 def _no_coco(path: Path, *_: Any) -> list[Source]:
@@ -214,23 +294,27 @@ def mask_ok(mask: np.ndarray, min_area: float = 0.01, max_area: float = 0.64) ->
     return mask_area_ok(mask, min_area, max_area) and mask_solidity(mask) > SOLIDITY
 
 
-def pick_pair(n: int, kind: str, rng: np.random.Generator) -> tuple[int, int]:
-    """Reference and target frame indices: the same for a still image; else ``j - i >= n // divisor``."""
+def pick_pair(n: int, kind: str, rng: np.random.Generator, gap: int | None = None) -> tuple[int, int]:
+    """Reference and target frame indices: the same for a still image; a pair's reference (0) and
+    one of its targets; else ``j - i >= n // gap`` (the kind's gap unless given)."""
     if kind == "image" or n == 1:
         return 0, 0
-    gap = n // MIN_GAP_DIVISOR[kind]
-    i = int(rng.integers(0, n - gap))
-    return i, i + int(rng.integers(gap, n - i))  # at most n - 1
+    if kind == "pair":
+        return 0, int(rng.integers(1, n))
+    least = n // (gap or KIND_RULES[kind].gap)
+    i = int(rng.integers(0, n - least))
+    return i, i + int(rng.integers(least, n - i))  # at most n - 1
 
 
-def sample_timestep(rng: np.random.Generator, kind: str, uniform_p: float = 0.3,
+def sample_timestep(rng: np.random.Generator, span: tuple[int, int] | str, uniform_p: float = 0.3,
                     steps: int = NUM_TRAIN_TIMESTEPS) -> int:
-    """Adaptive timestep: with p ``uniform_p`` uniform over [0, T); otherwise videos draw from
-    [T/2, T) (large motion: learn the coarse layout), still images from [0, T/2) (the same
-    object: learn the details), multi-view from [0, T)."""
+    """Adaptive timestep: with p ``uniform_p`` uniform over [0, T); otherwise from the source's
+    ``span`` (or its kind's, given a kind): videos [T/2, T) (large motion: learn the coarse
+    layout), still images [0, T/2) (the same object: learn the details), multi-view and
+    try-on [0, T)."""
+    lo, hi = KIND_RULES[span].timesteps if isinstance(span, str) else span
     if rng.random() < uniform_p:
         return int(rng.integers(0, steps))
-    lo, hi = {"video": (steps // 2, steps), "image": (0, steps // 2), "multiview": (0, steps)}[kind]
     return int(rng.integers(lo, hi))
 
 
@@ -242,21 +326,18 @@ def _structure(rng: np.random.Generator, size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, dims)
 
 
-def shape_mask(mask: np.ndarray, rng: np.random.Generator, grid: int = 64, rounds: int = 250) -> np.ndarray:
+def shape_mask(mask: np.ndarray, rng: np.random.Generator, rounds: int = 250) -> np.ndarray:
     """A coarse object-shaped mask from the ground truth ``mask``: the user's rough shape at training time.
 
-    The mask is downsampled to at most ``grid`` px on its long side (a cell is on if any of its
-    pixels is), then, as the public ``perturb_mask``: per round four random sub-rectangles are
-    dilated or eroded (p 1/2 each) by a random rectangle/ellipse of 3..9 px (at the grid
-    scale), a random pixel is set or cleared now and then (p 0.1), and the ground truth is
-    put back (the result always covers it), until the IoU with the ground truth drops below a
-    target drawn from [0.3, 0.99); the largest connected part is kept and upsampled (nearest)
-    to the input size. Downsampling makes the changes coarse, as a user would draw them.
+    As the public ``perturb_mask``, at the mask's own pixels (the public code works on the
+    scene crop as it is, not downsampled): per round four random sub-rectangles are dilated
+    or eroded (p 1/2 each) by a random rectangle/ellipse of 3..9 px, a random pixel is set or
+    cleared now and then (p 0.1), and the ground truth is put back (the result always covers
+    it), until the IoU with the ground truth drops below a target drawn from [0.3, 0.99); the
+    largest connected part is kept.
     """
-    h, w = mask.shape
-    scale = min(1.0, grid / max(h, w))
-    gh, gw = max(1, round(h * scale)), max(1, round(w * scale))
-    gt = (cv2.resize(mask.astype(np.float32), (gw, gh), interpolation=cv2.INTER_AREA) > 0).astype(np.uint8)
+    gh, gw = mask.shape
+    gt = mask.astype(np.uint8)
     seg = gt.copy()
     if gh > 2 and gw > 2 and gt.any():
         target = rng.uniform(0.3, 0.99)
@@ -274,7 +355,7 @@ def shape_mask(mask: np.ndarray, rng: np.random.Generator, grid: int = 64, round
             if inter / max(union, 1) < target:
                 break
         seg = largest_part(seg)
-    return cv2.resize(seg, (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    return seg.astype(bool)
 
 
 def largest_part(mask: np.ndarray) -> np.ndarray:
@@ -328,7 +409,8 @@ class Sample:
 
 def process_pair(ref_image: np.ndarray, ref_mask: np.ndarray, tar_image: np.ndarray, tar_mask: np.ndarray,
                  rng: np.random.Generator, *, kind: str = "image", resolution: int = 512, shape_p: float = 0.7,
-                 min_area: float = 0.01, max_area: float = 0.64) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+                 min_area: float = 0.01, max_area: float = 0.64, rules: Rules | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """(reference, target crop, hint, shaped) of one pair, or :class:`Rejected` (see the module docstring).
 
     The geometry is the inference preprocessing's (:mod:`.preprocess`, public conventions:
@@ -339,12 +421,13 @@ def process_pair(ref_image: np.ndarray, ref_mask: np.ndarray, tar_image: np.ndar
 
     if not mask_ok(ref_mask, min_area, max_area) or not mask_area_ok(tar_mask, min_area, max_area):
         raise Rejected("mask area or solidity")
-    relaxed = kind != "image"
+    rule = rules or KIND_RULES[kind]
+    relaxed = rule.size_rule == "both"
     if not _side_check(pp.mask_box(ref_mask), ref_mask.shape, 0.1, "min", relaxed):
         raise Rejected("reference object too small")
     ratios = pp.draw_ratios(rng, "demo")  # training draws as the demo: reference 1.1-1.4, box 1.1, crop 1.3-2.9
     target = pp.expand_box(pp.mask_box(tar_mask), ratios.box, tar_mask.shape)
-    if not _side_check(target, tar_mask.shape, 0.8, "max", relaxed):
+    if not _side_check(target, tar_mask.shape, rule.max_box, "max", relaxed):
         raise Rejected("target object too large")
     prepared = pp.prepare_reference(ref_image, ref_mask, ratios.reference)
     ref, ref_m = augment_reference(prepared.image, prepared.mask, rng)
@@ -394,13 +477,13 @@ class AnyDoorDataset(torch.utils.data.Dataset):
                          "the image); check the manifest's masks")
 
     def _make(self, src: Source, rng: np.random.Generator) -> Sample:
-        i, j = pick_pair(len(src.frames), src.kind, rng)
+        i, j = pick_pair(len(src.frames), src.kind, rng, src.rule.gap)
         ref_image, ref_mask = self._read(src, i)
         tar_image, tar_mask = (ref_image, ref_mask) if i == j else self._read(src, j)
         ref, target, hint, shaped = process_pair(
             ref_image, ref_mask, tar_image, tar_mask, rng, kind=src.kind, resolution=self.resolution,
-            shape_p=self.shape_p, min_area=self.min_area, max_area=self.max_area)
-        t = sample_timestep(rng, src.kind, self.uniform_t_p)
+            shape_p=self.shape_p, min_area=self.min_area, max_area=self.max_area, rules=src.rule)
+        t = sample_timestep(rng, src.rule.timesteps, self.uniform_t_p)
         return Sample(ref, target, hint, t, src.kind, (i, j), shaped)
 
     @staticmethod

@@ -36,6 +36,10 @@ class AnyDoorInsertOptions(SamplerOptions):
     mask_padding: Literal["train", "inference"] = option(
         "train", "mask channel in the square padding: -1 as the model was trained, or the public inference "
                  "script's 1 (its uint8 wrap-around)")
+    paste_rule: Literal["box", "mask"] = option(
+        "box", "what of the result comes back into the scene: the whole expanded target box and nothing "
+               "outside it, without a seam (the public demo), or the target region grown by the box expansion "
+               "with a feathered seam (the project's rule)")
     cpu_offload: Literal["none", "model", "sequential"] = option(
         "none", "keep parts on the CPU while unused: model (whole parts, per stage) or sequential (per layer, "
                 "least memory, slowest); no effect on a CPU device")

@@ -113,6 +113,19 @@ def expand_box(yyxx: YYXX, ratio: float, shape: tuple[int, ...]) -> YYXX:
     return max(0, ny1), min(big_h, ny2), max(0, nx1), min(big_w, nx2)
 
 
+def default_box_ratio(preset: Literal["demo", "inference"] = "inference") -> float:
+    """The target box ratio :func:`draw_ratios` gives: the public range holds one value (1.1)."""
+    lo, hi = RATIO_RANGES[preset]["box"]
+    assert hi == lo + 1, "a box ratio range of several values has no default"
+    return lo / 10
+
+
+def target_box(target_mask: np.ndarray, box_ratio: float, shape: tuple[int, ...]) -> YYXX:
+    """The expanded target box: the box of ``target_mask`` (:func:`mask_box`) grown by ``box_ratio``
+    (:func:`expand_box`). What the model redraws, and what the demo pastes back."""
+    return expand_box(mask_box(np.asarray(target_mask) > 0), box_ratio, shape)
+
+
 def square_box(yyxx: YYXX, shape: tuple[int, ...]) -> YYXX:
     """The public ``box2squre``: the short side becomes ``2 * (long // 2)`` about the centre
     (one pixel short for an odd long side), then clipped to the image (so not always square)."""
@@ -304,7 +317,7 @@ def build_hint(scene: np.ndarray, target_mask: np.ndarray, hf_map: np.ndarray, *
             raise InputError(f"{name} must be at least 1, got {r!r}")
     if mask_padding not in ("train", "inference"):
         raise InputError(f"mask_padding must be train or inference, got {mask_padding!r}")
-    target = expand_box(mask_box(np.asarray(target_mask) > 0), box_ratio, scene.shape)
+    target = target_box(target_mask, box_ratio, scene.shape)
     crop = square_box(expand_box(target, crop_ratio, scene.shape), scene.shape)
     cy1, cy2, cx1, cx2 = crop
     ty1, ty2, tx1, tx2 = target
