@@ -37,7 +37,7 @@ PACKAGE_DIRS = ("attention", "batch", "cli", "evaluation", "inputs", "methods", 
 #: Folders of the repository whose files the docs name (`tests/methods/sam/test_sam.py`, `benchmarks/quality.py`).
 REPO_DIRS = ("src", "tests", "benchmarks", "configs", "scripts", "docs", ".ci")
 
-#: Placeholders in example paths (``configs/train_<engine>.example.yaml``, the example engine ``myengine``).
+#: Placeholders in example paths (``src/diffcompose/methods/<engine>/train.example.yaml``, the example engine ``myengine``).
 PLACEHOLDER = re.compile(r"[<>*{}]|myengine|NNN")
 
 
@@ -211,7 +211,7 @@ def test_docstrings_cross_reference_only_what_exists() -> None:
 def test_the_path_check_catches_what_it_must() -> None:
     """The checks above would pass on nothing if their parsers found nothing: make them fail on purpose."""
     paths, modules = named_paths("see `src/diffcompose/methods/nothere.py`, `diffcompose.nothere.fit`, "
-                                 "`models/sampling.py` and `configs/train_<engine>.example.yaml`")
+                                 "`models/sampling.py` and `src/diffcompose/methods/<engine>/train.example.yaml`")
     assert paths == {"src/diffcompose/methods/nothere.py", "src/diffcompose/models/sampling.py"}
     assert modules == {"diffcompose.nothere.fit"}
     assert not dotted_name_exists("diffcompose.nothere.fit")

@@ -53,6 +53,7 @@ def plan(testdata: Path) -> list[Step]:
             steps += load_target(info.demo)(testdata)
     return steps
 
+
 #: What the demo writes besides its images (refused like them without --force).
 REPORT_NAMES = ("report.html", "report_files")
 

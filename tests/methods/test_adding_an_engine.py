@@ -34,6 +34,7 @@ pytest.importorskip("safetensors")
 from diffcompose.cli.main import main  # noqa: E402
 from diffcompose.methods.manager import EngineManager  # noqa: E402
 from diffcompose.methods.registry import ContractFacts, get_engine_info, register, unregister  # noqa: E402
+from conftest import REPO  # noqa: E402
 from test_engine_contract import CONTRACT_CHECKS, check_progress, check_seed, engine_kwargs  # noqa: E402
 
 PACKAGE = "throwaway_fill"
@@ -48,6 +49,7 @@ SOURCES = {
         """Its options and its registration: light (no torch), imported to register the engine."""
 
         from dataclasses import dataclass
+        from pathlib import Path
 
         from diffcompose.methods.options import check_range, option
         from diffcompose.methods.registry import (
@@ -76,7 +78,7 @@ SOURCES = {
                                 description="Convert a throw-away fill checkpoint into OUT_DIR.",
                                 like_help="take config.json from this model directory"),
             trainer=Trainer(config="throwaway_fill.config:load_config", train="throwaway_fill.train:train",
-                            example="configs/train_throwaway_fill.example.yaml", help="throw-away fill, hole filling",
+                            example=str(Path(__file__).parent / "train.example.yaml"), help="throw-away fill, hole filling",
                             description="Train the throw-away fill on images with random holes."),
             contract=ContractFacts(fast_options={"resolution": 32}, bad_options={"remove": {"resolution": 8}},
                                    seeded=False, steps=1, previews=True),
@@ -246,6 +248,16 @@ SOURCES = {
         def load_config(path: Path) -> FillTrainConfig:
             return shared.load_config(path, FillTrainConfig)
     ''',
+    "train.example.yaml": '''
+        # The throw-away fill's training config: the package ships it beside its trainer.
+        data:
+          manifest: data/train.jsonl
+          resolution: 64
+        train:
+          output_dir: runs/fill
+          max_steps: 50
+          batch_size: 2
+    ''',
     "train.py": '''
         """The trainer: random rectangular holes in the manifest's images, L1 inside the hole, on the shared loop."""
 
@@ -386,7 +398,7 @@ def test_it_appears_in_every_help(registered, capsys) -> None:
     train = _help(capsys, "train")
     assert ENGINE in train and "throw-away fill, hole filling" in train
     own = _help(capsys, "train", ENGINE)
-    assert "configs/train_throwaway_fill.example.yaml" in own and "--max-steps" in own
+    assert "throwaway_fill/train.example.yaml" in own and "--max-steps" in own
     assert "--export" not in own  # it declares no exporter
 
 
@@ -403,6 +415,17 @@ def test_it_appears_in_the_http_api(registered) -> None:
     schemas = doc["components"]["schemas"]
     assert schemas["Options_throwaway_fill_remove"]["properties"]["resolution"]["minimum"] == 16
     assert ENGINE in json.dumps(doc)
+
+
+def test_the_committed_http_docs_need_no_edit(registered) -> None:
+    """docs/http-api.md leaves out what grows with the registry, so it is still what the
+    generator writes with the new engine registered: no fourth place to edit."""
+    from diffcompose.server.http_docs import openapi_document
+    from diffcompose.server.reference import render_markdown
+
+    text = render_markdown(openapi_document())
+    assert ENGINE not in text
+    assert text == (REPO / "docs" / "http-api.md").read_text(encoding="utf-8")
 
 
 def test_a_batch_manifest_runs_it(registered, tmp_path) -> None:
@@ -556,3 +579,35 @@ def test_its_help_and_checks_import_no_torch(package_root, tmp_path) -> None:
     p = subprocess.run([sys.executable, "-c", code, str(package_root)], capture_output=True, text=True,
                        cwd=tmp_path, timeout=120)
     assert p.stdout.strip().endswith("2 False"), (p.stdout[-300:], p.stderr[-300:])
+
+
+def test_every_trainer_ships_an_example_config_its_reader_accepts(registered, tmp_path) -> None:
+    """The example a trainer's help names lives in its package and is a valid config of that
+    trainer (built-in engines and the throw-away one alike): it is read by the trainer's own
+    reader, beside stand-ins for the data files it names."""
+    import importlib
+    import shutil
+
+    import yaml
+
+    from diffcompose.methods.registry import all_engines, load_target, split_target
+
+    trainers = [info for info in all_engines() if info.trainer is not None]
+    assert ENGINE in {info.name for info in trainers}
+    for info in trainers:
+        example = Path(info.trainer.example)
+        example = example if example.is_absolute() else REPO / example
+        assert example.is_file(), f"{info.name}: {info.trainer.example} is missing"
+        module = importlib.import_module(split_target(info.trainer.config)[0])
+        assert example.parent == Path(module.__file__).parent, f"{info.name}: the example is not in its package"
+        folder = tmp_path / info.name
+        folder.mkdir()
+        data = (yaml.safe_load(example.read_text()) or {}).get("data") or {}
+        for key in ("manifest", "captions"):
+            if isinstance(data.get(key), str):
+                (folder / data[key]).parent.mkdir(parents=True, exist_ok=True)
+                (folder / data[key]).touch()
+        if isinstance(data.get("image_root"), str):
+            (folder / data["image_root"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(example, folder / example.name)
+        load_target(info.trainer.config)(folder / example.name)  # a stale example fails in one line here

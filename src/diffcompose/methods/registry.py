@@ -75,7 +75,7 @@ class Trainer:
 
     config: str
     train: str
-    example: str  # the example config, named in the help ("configs/train_ENGINE.example.yaml")
+    example: str  # the example config, named in the help ("src/diffcompose/methods/ENGINE/train.example.yaml")
     help: str
     description: str
     export: str | None = None
@@ -245,8 +245,3 @@ def resolve_engine(name: str, task: str) -> tuple[str, str]:
         lead = "highest priority" if not skipped else "next by priority"
         return info.name, f"{lead} for {task} ({info.priority})" + (f"; {'; '.join(skipped)}" if skipped else "")
     raise InputError(f"no engine for {task} can run here: {'; '.join(skipped)}")
-
-
-def describe(task: str) -> dict[str, Any]:
-    """Engines of ``task`` with their options classes (for the CLI and, later, the HTTP schema)."""
-    return {e: _ENGINES[e].tasks[task] for e in engines_for(task)}

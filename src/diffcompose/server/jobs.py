@@ -108,7 +108,7 @@ WORK_BYTES_PER_PIXEL = 2 * 3 * 4
 
 def job_memory(job: Job) -> int:
     """Bytes a queued/running ``job`` is charged: the decoded arrays it holds plus the working estimate."""
-    held = [job.image, job.paste_mask, *job.arrays.values()]
+    held = [job.image, job.paste_mask, *job.arrays.values(), *job.readings.values()]
     total = sum(a.nbytes for a in held if isinstance(a, np.ndarray))
     height, width = job.image.shape[:2]
     return total + height * width * WORK_BYTES_PER_PIXEL

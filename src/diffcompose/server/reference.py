@@ -331,8 +331,9 @@ def render_markdown(doc: dict[str, Any], guide: str | None = None) -> str:
     info = doc.get("info") or {}
     parts = [GENERATED_NOTE, f"# {info.get('title', 'API')} HTTP API", info.get("description", ""),
              "The server shows this page itself at `/docs` (with `/openapi.json` and Swagger UI at "
-             "`/docs/swagger`). The reference part below is made from the OpenAPI document, so it lists "
-             "the engines and options of the code that wrote it.",
+             "`/docs/swagger`). The reference part below is made from the OpenAPI document, less what grows "
+             "with the engines and tasks: a running server lists those at `/api/engines` and `/api/tasks` and "
+             "on its own `/docs`, and each engine's options are described on its page under `docs/engines/`.",
              (guide_text() if guide is None else guide).strip(),
              "# Reference", *_reference(doc, _Markdown())]
     return "\n\n".join(p for p in parts if p) + "\n"

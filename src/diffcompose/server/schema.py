@@ -202,7 +202,8 @@ def openapi_components() -> dict[str, Any]:
         "margin": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}], "default": None},
     }
     for name, param in sorted(value_fields().items()):
-        props[name] = {"anyOf": [_VALUE_SCHEMAS[input_kind(param)], {"type": "null"}], "default": None}
+        value = {"enum": list(param.choices)} if param.kind == "choice" else _VALUE_SCHEMAS[input_kind(param)]
+        props[name] = {"anyOf": [value, {"type": "null"}], "default": None}
     schemas["JobRequest"] = {"type": "object", "required": ["task"], "properties": props,
                              "additionalProperties": False,
                              "description": "the JSON text of the multipart field 'request'"}

@@ -17,7 +17,7 @@ from typing import Any
 from diffcompose.errors import InputError
 from diffcompose.methods.engine import check_margin
 from diffcompose.methods.options import build_options, check_seed, field_types, unwrap_optional
-from diffcompose.methods.registry import get_engine_info, options_for, resolve_engine
+from diffcompose.methods.registry import NO_DEFAULT_MODEL, get_engine_info, options_for, resolve_engine
 from diffcompose.methods.tasks import TASK_SPECS, prepare
 from diffcompose.server import schema
 from diffcompose.server.jobs import Submission
@@ -64,7 +64,8 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
         if info.default_model is None:
             raise InputError(f"engine '{engine}' takes no model")
         model = resolve_model_name(model, model_dir)
-    elif info.default_model is not None and (local := in_model_dir(info.default_model, model_dir)) is not None:
+    elif info.default_model not in (None, NO_DEFAULT_MODEL) and (
+            local := in_model_dir(info.default_model, model_dir)) is not None:
         model = str(local)  # the engine's default model, found in --model-dir
 
     values = req.get("options") or {}

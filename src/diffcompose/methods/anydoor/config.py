@@ -2,7 +2,7 @@
 
 Every key is checked (unknown keys and out-of-range values are one-line errors) before
 anything heavy is loaded; the shared reader (:mod:`diffcompose.training.config`) does the
-parsing. See ``configs/train_anydoor.example.yaml``. No torch here.
+parsing. See ``src/diffcompose/methods/anydoor/train.example.yaml``. No torch here.
 
 The defaults are the published recipe: mask area 0.01-0.64 of the image, shape-control
 masks with p 0.7, adaptive timesteps with p 0.3 uniform, AdamW at 1e-5 with no warmup and

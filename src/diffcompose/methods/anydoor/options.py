@@ -74,9 +74,9 @@ register(EngineInfo(
     trainer=Trainer(
         config="diffcompose.methods.anydoor.config:load_config",
         train="diffcompose.methods.anydoor.train:train",
-        example="configs/train_anydoor.example.yaml",
+        example="src/diffcompose/methods/anydoor/train.example.yaml",
         help="AnyDoor, identity-preserving object insertion (ControlNet + DINOv2)",
-        description="Train AnyDoor from a YAML config (see configs/train_anydoor.example.yaml) on object pairs from "
+        description="Train AnyDoor from a YAML config (see src/diffcompose/methods/anydoor/train.example.yaml) on object pairs from "
                     "videos, multi-view sets and still images with instance masks (.jsonl manifest). Multi-GPU / "
                     "multi-node: 'accelerate launch -m diffcompose train anydoor --config FILE'.",
     ),

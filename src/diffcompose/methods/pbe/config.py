@@ -2,7 +2,7 @@
 
 Every key is checked (unknown keys and out-of-range values are one-line errors) before
 anything heavy is loaded; the shared reader (:mod:`diffcompose.training.config`) does the
-parsing. See ``configs/train_pbe.example.yaml``. No torch here.
+parsing. See ``src/diffcompose/methods/pbe/train.example.yaml``. No torch here.
 """
 
 from __future__ import annotations

@@ -59,10 +59,10 @@ register(EngineInfo(
     trainer=Trainer(
         config="diffcompose.methods.pbe.config:load_config",
         train="diffcompose.methods.pbe.train:train",
-        example="configs/train_pbe.example.yaml",
+        example="src/diffcompose/methods/pbe/train.example.yaml",
         help="Paint-by-Example, self-reference training on images with object boxes",
         description="Self-reference training of Paint-by-Example from a YAML config "
-                    "(see configs/train_pbe.example.yaml).",
+                    "(see src/diffcompose/methods/pbe/train.example.yaml).",
     ),
     contract=ContractFacts(fast_options={"steps": 2, "resolution": 64},
                            bad_options={"paint": {"steps": 0}, "insert": {"steps": 0}}, steps="steps", previews=True),

@@ -1,7 +1,7 @@
 """SmartBrush training configuration: a YAML file with ``data``, ``model`` and ``train`` sections.
 
 Every key is checked (unknown keys and out-of-range values are one-line errors) before
-anything heavy is loaded. See ``configs/train_smartbrush.example.yaml``. No torch here.
+anything heavy is loaded. See ``src/diffcompose/methods/smartbrush/train.example.yaml``. No torch here.
 """
 
 from __future__ import annotations

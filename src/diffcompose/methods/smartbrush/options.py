@@ -57,9 +57,9 @@ register(EngineInfo(
         config="diffcompose.methods.smartbrush.config:load_config",
         train="diffcompose.methods.smartbrush.train:train",
         export="diffcompose.methods.smartbrush.train:export_checkpoint",
-        example="configs/train_smartbrush.example.yaml",
+        example="src/diffcompose/methods/smartbrush/train.example.yaml",
         help="SmartBrush, text and shape-guided inpainting with a mask head",
-        description="Train SmartBrush from a YAML config (see configs/train_smartbrush.example.yaml) on object "
+        description="Train SmartBrush from a YAML config (see src/diffcompose/methods/smartbrush/train.example.yaml) on object "
                     "instances with masks and texts (COCO polygons/RLE or .jsonl). Multi-GPU / multi-node: "
                     "'accelerate launch -m diffcompose train smartbrush --config FILE'.",
     ),
