@@ -108,15 +108,18 @@ def test_every_trainer_reads_its_manifest_with_the_shared_rules(tmp_path: Path) 
             "anydoor": {"image": "img.png", "mask": "mask.png"},
             "smartbrush": {"image": "img.png", "mask": "mask.png", "label": "a square"}}
     readers = {"pbe": read_records, "anydoor": read_sources, "smartbrush": read_instances}
-    messages = {"pbe": "expected a JSON object", "anydoor": "not a JSON object", "smartbrush": "expected a JSON object"}
     for name, row in rows.items():
         good = tmp_path / f"{name}.jsonl"
         good.write_text("\ufeff# made by hand\n" + json.dumps(row) + "\n", encoding="utf-8")
         assert len(readers[name](good)) == 1, name
         bad = tmp_path / f"{name}_bad.jsonl"
         bad.write_text("# made by hand\n" + json.dumps(row) + "\n{\"image\": NaN\n", encoding="utf-8")
-        with pytest.raises(InputError, match=f"{bad.name}:3: {messages[name]}"):
+        with pytest.raises(InputError, match=f"{bad.name}:3: not valid JSON \\(NaN is not a JSON number\\)"):
             readers[name](bad)
+        listed = tmp_path / f"{name}_list.jsonl"
+        listed.write_text(json.dumps(row) + "\n[1, 2]\n", encoding="utf-8")
+        with pytest.raises(InputError, match=f"{listed.name}:2: expected a JSON object, got list"):
+            readers[name](listed)
 
 
 def test_batch_reads_manifests_without_torch() -> None:

@@ -4,8 +4,9 @@ Contract for engines (called from an engine's ``_load``; the engine object owns 
 loads, and the :class:`~diffcompose.EngineManager` owns the engines, so nothing is cached
 here):
 
-* ``root = resolve_sd(name, hint=...)``: what the user typed (a hub id, a local diffusers directory,
-  or ``"tiny"``) becomes a complete local directory, or one
+* ``root = self.model_dir(lambda name: resolve_sd(name, hint=...))``: what the user typed (a hub
+  id or a local diffusers directory; ``"tiny"`` is the engine's registered tiny model, read by
+  ``Engine.model_dir``) becomes a complete local directory, or one
   :class:`~diffcompose.errors.WeightsMissingError` line naming what is missing and the ways
   out (``--model DIR``, or an engine that needs no weights: :func:`ways_out`; engines of tasks
   such an engine does not serve pass their own ``hint``).
@@ -31,7 +32,7 @@ import torch
 
 from diffcompose.errors import WeightsMissingError
 from diffcompose.models import codec
-from diffcompose.models.hub import quiet_libraries, read_json, resolve_model, resolve_name
+from diffcompose.models.hub import quiet_libraries, read_json, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +130,15 @@ def check_sd_dir(root: Path, parts: tuple[str, ...] = _SD_PARTS, hint: str | Non
 
 
 def resolve_sd(name: str, parts: tuple[str, ...] = _SD_PARTS, hint: str | None = None) -> Path:
-    """A complete local SD directory for ``name`` (a hub id, a directory, or ``"tiny"``: the random one).
+    """A complete local SD directory for ``name``, a hub id or a local directory: the ``locate`` of
+    :func:`~diffcompose.models.hub.resolve_name`, which reads ``tiny`` (each engine's own tiny model)
+    before it gets here.
 
     ``hint`` ends a missing-weights line (default: :func:`ways_out`).
     """
-
-    def tiny() -> Path:
-        from diffcompose.models.tiny import ensure_tiny_model
-
-        return ensure_tiny_model()
-
-    def locate(name: str) -> Path:
-        return resolve_model(name, ["model_index.json"], what="model", allow_patterns=_SD_PATTERNS,
-                             hint=ways_out() if hint is None else hint)
-
-    return check_sd_dir(resolve_name(name, locate=locate, tiny=tiny), parts, hint)
+    root = resolve_model(name, ["model_index.json"], what="model", allow_patterns=_SD_PATTERNS,
+                         hint=ways_out() if hint is None else hint)
+    return check_sd_dir(root, parts, hint)
 
 
 def resolve_extra(name: str, required: list[str], what: str, allow_patterns: list[str] | None = None) -> Path:

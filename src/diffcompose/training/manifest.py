@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from diffcompose.errors import InputError
 
@@ -101,3 +101,16 @@ def read_training_manifest(manifest: Path, image_root: Path | None, readers: tup
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         kind = "COCO instances .json" if is_coco else ".jsonl"
         raise InputError(f"{manifest}: not a valid {kind} manifest ({type(exc).__name__}: {exc})") from None
+
+
+def json_objects(path: Path) -> Iterator[tuple[str, dict]]:
+    """``(place, object)`` of each line of a trainer's JSON-lines manifest, where ``place`` is
+    ``path:line`` for the reader's own messages; a line that is not JSON, or not a JSON object,
+    is one :class:`InputError` naming its place and why."""
+    for line in read_json_lines(path):
+        where = f"{path}:{line.number}"
+        if line.error is not None:
+            raise InputError(f"{where}: {line.error}")
+        if not isinstance(line.value, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(line.value).__name__}")
+        yield where, line.value

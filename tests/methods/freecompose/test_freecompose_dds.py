@@ -15,7 +15,8 @@ import diffcompose as dc  # noqa: E402
 from diffcompose.errors import InputError  # noqa: E402
 from diffcompose.methods.freecompose import dds  # noqa: E402
 from diffcompose.methods.freecompose.perceptual import MaskedPerceptual  # noqa: E402
-from diffcompose.models.loader import load_adapter, load_sd, load_vgg, resolve_sd  # noqa: E402
+from diffcompose.models.loader import load_adapter, load_sd, load_vgg  # noqa: E402
+from diffcompose.models.tiny import ensure_tiny_model  # noqa: E402
 from diffcompose.models.lpips import find_heads, load_heads  # noqa: E402
 from diffcompose.progress import Progress  # noqa: E402
 from diffcompose.regions import changed_region, default_margin  # noqa: E402
@@ -25,7 +26,7 @@ FAST = dict(engine="freecompose", model="tiny", iterations=3, resolution=64, ban
 
 @pytest.fixture(scope="module")
 def sd():
-    return load_sd(resolve_sd("tiny"), torch.device("cpu"), torch.float32)
+    return load_sd(ensure_tiny_model(), torch.device("cpu"), torch.float32)
 
 
 def _ellipse(h: int, w: int, cy: float = 0.5, cx: float = 0.5) -> np.ndarray:

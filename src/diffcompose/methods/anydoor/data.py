@@ -89,7 +89,7 @@ import torch
 
 from diffcompose.errors import InputError
 from diffcompose.inputs import load_image, load_mask
-from diffcompose.training.manifest import read_json_lines, read_training_manifest
+from diffcompose.training.manifest import json_objects, read_training_manifest
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +190,7 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
     """The sources of a JSON-lines manifest (masks are checked when a sample is drawn, not here)."""
     del min_area, max_area  # video sets are large: the area filter runs per drawn pair
     sources: list[Source] = []
-    for line in read_json_lines(path):
-        where, entry = f"{path}:{line.number}", line.value
-        if not isinstance(entry, dict):  # a line that is not JSON has the value None
-            raise InputError(f"{where}: not a JSON object")
+    for where, entry in json_objects(path):
         preset = entry.get("preset")
         if preset is not None and preset not in PRESETS:
             raise InputError(f"{where}: unknown preset {preset!r} ({', '.join(PRESETS)})")

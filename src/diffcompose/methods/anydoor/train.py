@@ -77,13 +77,12 @@ def build_model(init: str, init_kind: str = "auto", image_encoder: str = "tiny",
     import json
 
     from diffcompose.methods.anydoor.model import LAYOUT_KEY, load_anydoor
-    from diffcompose.models.hub import quiet_libraries
+    from diffcompose.methods.anydoor.tiny import ensure_tiny_anydoor
+    from diffcompose.models.hub import TINY, quiet_libraries, resolve_name
 
     quiet_libraries()
-    if init == "tiny":
-        from diffcompose.methods.anydoor.tiny import ensure_tiny_anydoor
-
-        init, init_kind = str(ensure_tiny_anydoor()), "anydoor"
+    if init == TINY:  # the one reading of "tiny" (with its warning); any other name is read by its kind below
+        init, init_kind = str(resolve_name(init, locate=Path, tiny=ensure_tiny_anydoor)), "anydoor"
     if init_kind == "auto":
         index = Path(init) / "model_index.json"
         marked = index.is_file() and LAYOUT_KEY in json.loads(index.read_text(encoding="utf-8"))

@@ -39,7 +39,7 @@ from diffcompose.methods.pbe.augment import ReferenceAugment
 from diffcompose.methods.pbe.masks import bezier_mask, box_mask, extend_box
 from diffcompose.methods.pbe.reference import normalize
 from diffcompose.models import codec
-from diffcompose.training.manifest import read_json_lines, read_training_manifest
+from diffcompose.training.manifest import json_objects, read_training_manifest
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +76,25 @@ def read_jsonl(path: Path, image_root: Path, min_area: float, max_area: float) -
     from PIL import Image
 
     records = []
-    for line in read_json_lines(path):
-        n, entry = line.number, line.value
+    for where, entry in json_objects(path):
         try:
-            image = image_root / entry["image"]  # a line that is not JSON has the value None: TypeError
+            image = image_root / entry["image"]
         except (KeyError, TypeError):
-            raise InputError(f"{path}:{n}: expected a JSON object with an \"image\" key") from None
+            raise InputError(f"{where}: expected a JSON object with an \"image\" key") from None
         try:
             with Image.open(image) as im:
                 size = im.size
         except FileNotFoundError:
-            raise InputError(f"{path}:{n}: image not found: {image}") from None
+            raise InputError(f"{where}: image not found: {image}") from None
         except OSError:
-            raise InputError(f"{path}:{n}: cannot read image {image}") from None
+            raise InputError(f"{where}: cannot read image {image}") from None
         if "mask" in entry:
-            boxes = [mask_to_box(load_mask(image_root / entry["mask"], size, name=f"{path}:{n} mask"))]
+            boxes = [mask_to_box(load_mask(image_root / entry["mask"], size, name=f"{where} mask"))]
         else:
             raw = entry.get("boxes", [entry["box"]] if "box" in entry else [])
             if not isinstance(raw, list):
-                raise InputError(f"{path}:{n}: \"boxes\" must be a list of [x0, y0, x1, y1]")
-            boxes = [parse_box(b, size, name=f"{path}:{n} box") for b in raw]
+                raise InputError(f"{where}: \"boxes\" must be a list of [x0, y0, x1, y1]")
+            boxes = [parse_box(b, size, name=f"{where} box") for b in raw]
         boxes = [b for b in boxes if _box_ok(b, size, min_area, max_area)]
         if boxes:
             records.append(Record(image, boxes))

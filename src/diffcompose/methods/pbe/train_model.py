@@ -86,16 +86,13 @@ def build_model(init: str, init_kind: str, image_encoder: str, seed: int) -> tup
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     from diffcompose.methods.pbe.components import scheduler_config
-    from diffcompose.models.hub import quiet_libraries
+    from diffcompose.models.hub import quiet_libraries, resolve_name
+    from diffcompose.models.tiny import ensure_tiny_model
 
     quiet_libraries()
-    if init == "tiny":
-        from diffcompose.models.tiny import ensure_tiny_model
-
-        root = ensure_tiny_model()
-    else:
-        root = _resolve(init, ["unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"],
-                        "initial model")
+    root = resolve_name(init, tiny=ensure_tiny_model, missing="model.init is empty; name the initial model",
+                        locate=lambda name: _resolve(name, ["unet/config.json", "vae/config.json",
+                                                            "scheduler/scheduler_config.json"], "initial model"))
     unet = UNet2DConditionModel.from_pretrained(str(root / "unet"))
     has_encoder = (root / "image_encoder" / "config.json").is_file()
     kind = init_kind

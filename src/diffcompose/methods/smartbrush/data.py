@@ -55,7 +55,7 @@ from diffcompose.errors import InputError
 from diffcompose.inputs import load_image, load_mask, resize_mask
 from diffcompose.methods.smartbrush.precision import PRECISION_LEVELS, precision_mask
 from diffcompose.models import codec
-from diffcompose.training.manifest import read_json_lines, read_training_manifest
+from diffcompose.training.manifest import json_objects, read_training_manifest
 
 log = logging.getLogger(__name__)
 
@@ -231,10 +231,9 @@ def image_size(image: Path, where: str) -> tuple[int, int]:
 
 def read_jsonl(path: Path, root: Path, min_area: float, max_area: float) -> list[Instance | CaptionPair]:
     out: list[Instance | CaptionPair] = []
-    for line in read_json_lines(path):
-        where, entry = f"{path}:{line.number}", line.value
+    for where, entry in json_objects(path):
         try:
-            image = root / entry["image"]  # a line that is not JSON has the value None: TypeError
+            image = root / entry["image"]
         except (KeyError, TypeError):
             raise InputError(f"{where}: expected a JSON object with an \"image\" key") from None
         kinds = [k for k in ("mask", "polygons", "rle") if k in entry]

@@ -78,16 +78,14 @@ def build_model(init: str, init_kind: str = "auto") -> tuple[Any, Parts]:
     """(trainable SmartBrush UNet, frozen parts) from an SD, SD-inpainting or SmartBrush directory/hub id."""
     from diffusers import UNet2DConditionModel
 
-    from diffcompose.models.hub import quiet_libraries
+    from diffcompose.models.hub import quiet_libraries, resolve_name
     from diffcompose.models.loader import load_component, resolve_sd
+    from diffcompose.models.tiny import ensure_tiny_inpainting_model
 
     quiet_libraries()
-    if init == "tiny":
-        from diffcompose.models.tiny import ensure_tiny_inpainting_model
-
-        root = ensure_tiny_inpainting_model()
-    else:
-        root = resolve_sd(init, hint="; set model.init to a local SD or SD-inpainting directory")
+    hint = "; set model.init to a local SD or SD-inpainting directory"
+    root = resolve_name(init, tiny=ensure_tiny_inpainting_model, missing="model.init is empty; name the initial model",
+                        locate=lambda name: resolve_sd(name, hint=hint))
     unet = UNet2DConditionModel.from_pretrained(str(root / "unet"))
     kind = init_kind
     if kind == "auto":
