@@ -35,7 +35,7 @@ PACKAGE_DIRS = ("attention", "batch", "cli", "evaluation", "inputs", "methods", 
                 "training")
 
 #: Folders of the repository whose files the docs name (`tests/methods/sam/test_sam.py`, `benchmarks/quality.py`).
-REPO_DIRS = ("src", "tests", "benchmarks", "configs", "scripts", "docs", ".ci")
+REPO_DIRS = ("src", "tests", "benchmarks", "scripts", "docs", ".ci")
 
 #: Placeholders in example paths (``src/diffcompose/methods/<engine>/train.example.yaml``, the example engine ``myengine``).
 PLACEHOLDER = re.compile(r"[<>*{}]|myengine|NNN")

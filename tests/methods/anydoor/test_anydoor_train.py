@@ -245,7 +245,7 @@ def test_config_example_and_cli_errors(tmp_path, capsys) -> None:
     from diffcompose.methods.anydoor.config import config_from_dict
 
     repo = Path(__file__).resolve().parents[3]
-    cfg = config_from_dict(yaml.safe_load((repo / "configs" / "train_anydoor.example.yaml").read_text()))
+    cfg = config_from_dict(yaml.safe_load((repo / "src" / "diffcompose" / "methods" / "anydoor" / "train.example.yaml").read_text()))
     assert (cfg.learning_rate, cfg.mixed_precision, cfg.shape_p, cfg.uniform_t_p) == (1e-5, "fp16", 0.7, 0.3)
     with pytest.raises(InputError, match="shape_p"):
         config_from_dict({"data": {"manifest": "m.jsonl", "shape_p": 1.5}, "model": {"init": "tiny"}})

@@ -156,7 +156,7 @@ def test_optimisation_defaults_are_the_original():
     assert warmup_factor(0, 0) == 1.0
     import yaml
 
-    example = config_from_dict(yaml.safe_load((REPO / "configs" / "train_pbe.example.yaml").read_text()))
+    example = config_from_dict(yaml.safe_load((REPO / "src" / "diffcompose" / "methods" / "pbe" / "train.example.yaml").read_text()))
     assert (example.warmup_steps, example.max_grad_norm, example.cond_dropout_per) == (10000, 0.0, "batch")
 
 

@@ -349,7 +349,7 @@ def test_training_config_errors(tmp_path) -> None:
         config_from_dict({"data": {"manifest": "x", "inpaint_shar": 0.5}})
     with pytest.raises(InputError, match="init_kind"):
         config_from_dict({"data": {"manifest": "x"}, "model": {"init_kind": "pbe"}})
-    example = Path(__file__).resolve().parents[3] / "configs" / "train_smartbrush.example.yaml"
+    example = Path(__file__).resolve().parents[3] / "src" / "diffcompose" / "methods" / "smartbrush" / "train.example.yaml"
     import yaml
 
     cfg = config_from_dict(yaml.safe_load(example.read_text()))

@@ -257,7 +257,7 @@ def test_the_base_model_default_is_stated() -> None:
 
     root = Path(__file__).resolve().parents[3]
     assert SmartBrushTrainConfig(manifest="x").init == DEFAULT_INIT
-    example = yaml.safe_load((root / "configs" / "train_smartbrush.example.yaml").read_text())
+    example = yaml.safe_load((root / "src" / "diffcompose" / "methods" / "smartbrush" / "train.example.yaml").read_text())
     assert example["model"]["init"] == DEFAULT_INIT and example["data"]["text_to_image"] == "auto"
     docs = (root / "docs" / "engines" / "smartbrush.md").read_text()
     assert f"default `{DEFAULT_INIT}`" in docs and PAPER_INIT in docs and "--start" in docs
