@@ -29,8 +29,8 @@ def run_demo(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the engines' demos on real photos (no weights needed) into an HTML report",
-                       description="Run every method of the engines that declare a demo (the ones that need no "
-                                   "weights: segment, remove, paste and harmonize) on scikit-image's bundled photos "
+                       description="Run every method of the engines that declare a demo (engines that need no "
+                                   "weights) on scikit-image's bundled photos "
                                    "(and ../shared/testdata when present), and write the results as PNG files and a "
                                    "report.html showing them side by side (its path is the last line).")
     p.add_argument("--output-dir", type=Path, default=None,
