@@ -210,6 +210,10 @@ def test_an_unwritable_batch_folder_on_resume_is_one_line(folder: Path, capsys, 
     assert code == 2 and err.count("\n") == 1 and "not a folder" in err and "internal error" not in err, err
     (out / "outputs").unlink()
     (out / "outputs").mkdir()
+    (out / "results.jsonl").mkdir()
+    code, _, err = _run(capsys, ["batch", str(folder / "m.jsonl"), "-o", str(out)])
+    assert code == 2 and err.count("\n") == 1 and "results.jsonl is not a file" in err, err
+    (out / "results.jsonl").rmdir()
     out.chmod(0o555)
     if os.geteuid() == 0:  # root writes through any permission: the system's answer is what a user would get
         real = os.access
@@ -269,6 +273,14 @@ def test_force_on_the_same_kind_never_deletes_files_the_user_added(folder: Path)
     with pytest.raises(InputError, match="my-summary.md"):
         evaluate(out, ev, metrics="bg-psnr", force=True)
     assert (ev / "my-summary.md").read_text() == "mine"
+    # evaluate's default folder sits inside the batch: its files are the tool's, a note in it is not
+    evaluate(out, out / "evaluation", metrics="bg-psnr")
+    assert user_files(out) == []
+    (out / "evaluation" / "note.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"evaluation/note.txt"):
+        run_batch(folder / "m.jsonl", out, force=True)
+    (out / "evaluation" / "note.txt").unlink()
+    assert run_batch(folder / "m.jsonl", out, force=True).ok == 2
 
 
 def test_no_write_goes_through_a_link_placed_inside_a_tool_made_folder(folder: Path, capsys) -> None:

@@ -131,16 +131,25 @@ def marked_kind(folder: Path) -> str | None:
 
 def user_files(folder: Path) -> list[str]:
     """Files (and links) in a marked folder that the tool did not write there, sorted; none when its marker
-    does not list the tool's files (an older folder: then all of it counts as the tool's)."""
+    does not list the tool's files (an older folder: then all of it counts as the tool's). A folder
+    inside it with a marker of its own (``evaluate``'s default ``OUT_DIR/evaluation``) answers for itself."""
+    folder = Path(folder)
     lines = _marker_lines(folder)
-    if _TRACKED not in lines:
-        return []
+    tracked = _TRACKED in lines
     ours = {line.removeprefix("file: ") for line in lines if line.startswith("file: ")} | {MARKER}
     found = []
-    for p in _walk(folder):
-        if p.is_symlink() or p.is_file():
-            rel = p.relative_to(folder).as_posix()
-            if rel not in ours and not _transient(p.name):
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        here = Path(root)
+        for name in list(dirs):
+            sub = here / name
+            if not sub.is_symlink() and (sub / MARKER).is_file():
+                dirs.remove(name)
+                found += [f"{sub.relative_to(folder).as_posix()}/{f}" for f in user_files(sub)]
+        if not tracked:
+            continue
+        for name in files + [d for d in dirs if (here / d).is_symlink()]:
+            rel = (here / name).relative_to(folder).as_posix()
+            if rel not in ours and not _transient(name):
                 found.append(rel)
     return sorted(found)
 

@@ -266,7 +266,11 @@ def read_jsonl(path: Path) -> list[dict]:
     undecodable line is skipped, one of the wrong shape is a failed row)."""
     if not path.is_file():
         return []
-    rows = (result_row(line.value) for line in read_json_lines(path, errors="replace"))
+    try:
+        lines = read_json_lines(path, errors="replace")
+    except OSError as exc:  # unreadable (permissions): one line, not a traceback
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    rows = (result_row(line.value) for line in lines)
     return [row for row in rows if row is not None]
 
 

@@ -152,6 +152,8 @@ def _check_resumable(folder: Path) -> None:
     outputs, results = folder / OUTPUTS, folder / RESULTS
     if outputs.exists() and not outputs.is_dir():
         raise InputError(f"{outputs} is not a folder; remove it, or name a new output folder")
+    if results.exists() and not results.is_file():
+        raise InputError(f"{results} is not a file; remove it, or name a new output folder")
     for path in (outputs, results):
         if path.exists() and not os.access(path, os.W_OK):
             raise InputError(f"cannot write {path} (permission denied)")
