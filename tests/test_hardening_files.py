@@ -266,6 +266,11 @@ def test_force_on_the_same_kind_never_deletes_files_the_user_added(folder: Path)
     assert (out / "outputs" / "a_retouched.png").read_bytes() == b"my edit"
     (out / "notes.txt").unlink()
     (out / "outputs" / "a_retouched.png").unlink()
+    Image.fromarray(_image(7)).save(out / "outputs" / "a.png")  # retouched in place
+    with pytest.raises(InputError, match=r"did not write \(outputs/a.png\)"):
+        run_batch(folder / "m.jsonl", out, force=True)
+    (out / "outputs" / "a.png").unlink()  # the tool writes it again on a resume: then it is the tool's once more
+    assert run_batch(folder / "m.jsonl", out).ok == 1 and user_files(out) == []
     assert run_batch(folder / "m.jsonl", out, force=True).ok == 2  # the tool's own files are replaced as before
     ev = folder / "ev"
     evaluate(out, ev, metrics="bg-psnr")

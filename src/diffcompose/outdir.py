@@ -136,7 +136,7 @@ def user_files(folder: Path) -> list[str]:
     folder = Path(folder)
     lines = _marker_lines(folder)
     tracked = _TRACKED in lines
-    ours = {line.removeprefix("file: ") for line in lines if line.startswith("file: ")} | {MARKER}
+    ours = _recorded(lines)
     found = []
     for root, dirs, files in os.walk(folder, followlinks=False):
         here = Path(root)
@@ -149,9 +149,31 @@ def user_files(folder: Path) -> list[str]:
             continue
         for name in files + [d for d in dirs if (here / d).is_symlink()]:
             rel = (here / name).relative_to(folder).as_posix()
-            if rel not in ours and not _transient(name):
-                found.append(rel)
+            if _transient(name) or rel == MARKER:
+                continue
+            if rel not in ours or (ours[rel] is not None and _stamp(here / name) != ours[rel]):
+                found.append(rel)  # added by the user, or the tool's file edited since (a retouched output)
     return sorted(found)
+
+
+def _stamp(path: Path) -> str | None:
+    """Size and modification time of a file as the marker records them (``None``: a link, or gone)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return f"{st.st_size} {st.st_mtime_ns}" if not os.path.islink(path) else None
+
+
+def _recorded(lines: list[str]) -> dict[str, str | None]:
+    """The tool's files a marker lists: path -> its stamp when written (``None``: a file the tool itself
+    keeps rewriting, such as ``results.jsonl``). The last line of a path wins (an output written again)."""
+    ours: dict[str, str | None] = {}
+    for line in lines:
+        if line.startswith("file: "):
+            path, _, stamp = line.removeprefix("file: ").partition("\t")
+            ours[path] = stamp or None
+    return ours
 
 
 def _transient(name: str) -> bool:
@@ -167,15 +189,24 @@ def mark(folder: Path, what: str, kind: str | None = None, files: list[str] | No
         kind = {"batch": BATCH, "evaluate": EVALUATION}.get(what, MODEL)
     text = f"written by diffcompose {what}\nkind: {kind}\n"
     if files is not None:
-        text += f"{_TRACKED}\n" + "".join(f"file: {f}\n" for f in files)
+        text += f"{_TRACKED}\n" + _file_lines(Path(folder), files)
     _write_new(Path(folder) / MARKER, text.encode("utf-8", "backslashreplace"), append=False)
 
 
 def record(folder: Path, *files: str) -> None:
-    """Add ``files`` (relative to ``folder``) to the tool's files its marker lists (one append: lines of
-    several processes never interleave within a line)."""
-    _write_new(Path(folder) / MARKER, "".join(f"file: {f}\n" for f in files).encode("utf-8", "backslashreplace"),
+    """Add ``files`` (relative to ``folder``) to the tool's files its marker lists, with their size and
+    time when they exist (so a later edit shows); one append: lines of several processes never interleave."""
+    _write_new(Path(folder) / MARKER, _file_lines(Path(folder), list(files)).encode("utf-8", "backslashreplace"),
                append=True)
+
+
+def _file_lines(folder: Path, files: list[str]) -> str:
+    """``file: PATH`` lines, with ``\\tSIZE MTIME`` for a file that exists now (written once by the tool)."""
+    out = []
+    for f in files:
+        stamp = _stamp(folder / f) if (folder / f).is_file() else None
+        out.append(f"file: {f}\t{stamp}\n" if stamp else f"file: {f}\n")
+    return "".join(out)
 
 
 def _write_new(path: Path, data: bytes, *, append: bool) -> None:
