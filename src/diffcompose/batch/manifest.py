@@ -24,9 +24,10 @@ Manifest: JSON lines, one job per line; paths are relative to the manifest's fol
   dataclass as on the CLI), ``seed`` (default: the batch's ``--seed``), ``ground_truth``
   (a path: the image the output should be, for pixel metrics), ``model`` (default ``null``).
 
-A line that is not valid JSON (``NaN`` and ``Infinity`` are not), names an unknown task or
-input, misses a required input, or has a field of the wrong type is a *bad item*: its error
-is recorded in the results and the run goes on. Lines are split and parsed by the JSON-lines
+A line that is not valid JSON (``NaN`` and ``Infinity`` are not), nests deeper than the
+reader allows, holds a lone surrogate in any string, names an unknown task or input, misses a
+required input, or has a field of the wrong type (a boolean or text where a number goes) is
+a *bad item*: its error is recorded in the results and the run goes on. Lines are split and parsed by the JSON-lines
 reader every trainer uses too (:mod:`diffcompose.training.manifest`: a byte-order mark is
 dropped; only ``\n``, ``\r\n`` and ``\r`` end a line).
 
@@ -41,7 +42,8 @@ Output folder ``OUT_DIR``:
        "ground_truth": absolute path or null, "options": {...}, "rank": the process that ran it,
        "model", "fingerprint" (hash of the job: a changed line is rerun), "finished" (unix time)}
 
-  Readers take the last line per id (:func:`read_results`).
+  Readers take the last line per id (:func:`read_results`); a line of the wrong shape is read
+  as a failed row (:func:`result_row`), never a crash.
 - ``outputs/<id>.png``, or ``outputs/<id>_<k>.png`` for several images; ``segment``
   writes its mask.
 - ``results.rank<k>.jsonl``: under ``accelerate launch``, each process's own results of
@@ -230,12 +232,46 @@ def read_manifest(path: str | Path, *, seed: int = 0) -> list[Item]:
     return items
 
 
+#: The type each field of a results row must have when present (``None`` allowed for all but ``id``).
+_ROW_TYPES: dict[str, tuple[type, ...]] = {
+    "task": (str,), "engine": (str,), "status": (str,), "error": (str,), "seconds": (int, float),
+    "inputs": (dict,), "options": (dict,), "ground_truth": (str,), "model": (str,), "fingerprint": (str,),
+    "rank": (int,), "finished": (int, float),
+}
+
+
+def result_row(value: Any) -> dict | None:
+    """A results line as readers may use it: ``None`` when it has no usable ``id`` (a torn or foreign
+    line, skipped); a row whose other fields have the wrong shape (hand-edited, another tool's)
+    comes back as a failed row naming the field, so a resume runs that item again and
+    ``evaluate`` reports it instead of crashing on it."""
+    if not isinstance(value, dict):
+        return None
+    ident = value.get("id")
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)) or not 0 < len(str(ident)) <= 1000:
+        return None
+    bad = [k for k, types in _ROW_TYPES.items()
+           if value.get(k) is not None and (isinstance(value[k], bool) or not isinstance(value[k], types))]
+    outputs = value.get("outputs")
+    if outputs is not None and not (isinstance(outputs, list) and all(isinstance(o, str) and o for o in outputs)):
+        bad.append("outputs")
+    if not bad:
+        return {**value, "id": str(ident)}
+    return {"id": str(ident), "status": "error", "outputs": [],
+            "error": f"results line of the wrong shape ({', '.join(bad)})", "finished": 0}
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    """The result rows of a results file in file order (a torn, foreign or undecodable line is skipped)."""
+    """The result rows of a results file in file order (:func:`result_row`: a torn, foreign or
+    undecodable line is skipped, one of the wrong shape is a failed row)."""
     if not path.is_file():
         return []
-    return [line.value for line in read_json_lines(path, errors="replace")
-            if isinstance(line.value, dict) and "id" in line.value]
+    try:
+        lines = read_json_lines(path, errors="replace")
+    except OSError as exc:  # unreadable (permissions): one line, not a traceback
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    rows = (result_row(line.value) for line in lines)
+    return [row for row in rows if row is not None]
 
 
 def read_results_file(path: Path) -> list[dict]:

@@ -65,7 +65,10 @@ def lock_folder(folder: Path) -> int:
     """
     import fcntl
 
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:  # unwritable, or a link put in its place
+        raise InputError(f"cannot open {folder / LOCK}: {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -80,9 +83,9 @@ def rank_file(out_dir: Path, rank: int) -> Path:
 
 def _write_info(folder: Path, manifest: Path) -> None:
     from diffcompose import __version__
-    from diffcompose.outdir import mark
+    from diffcompose.outdir import BATCH, mark
 
-    mark(folder, "batch")
+    mark(folder, "batch", BATCH, files=[BATCH_INFO, RESULTS, LOCK])  # outputs are recorded as written
     info = {"manifest": str(manifest), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "version": __version__}
     _write_atomic(folder / BATCH_INFO, json.dumps(info, indent=1) + "\n")
@@ -120,12 +123,12 @@ def prepare_folder(out_dir: Path, manifest: Path, items: list[Item], force: bool
     write, one holding an input, the working directory); without ``force``, a folder we
     wrote for something else (another manifest, a model).
     """
-    from diffcompose.outdir import building, check_out_dir
+    from diffcompose.outdir import BATCH, building, check_out_dir
 
     inputs = [manifest] + [Path(v) for it in items for k, v in it.inputs.items()
                            if k not in VALUE_INPUTS and isinstance(v, str)]
     inputs += [Path(it.ground_truth) for it in items if it.ground_truth]
-    target = check_out_dir(out_dir, inputs, force=force, reuse=True)
+    target = check_out_dir(out_dir, inputs, force=force, reuse=True, kind=BATCH)
     if target.is_dir() and any(target.iterdir()):  # marked as ours, or check_out_dir refused it
         if not force:
             made_for = batch_of(target)
@@ -133,6 +136,7 @@ def prepare_folder(out_dir: Path, manifest: Path, items: list[Item], force: bool
                 what = f"a batch of {made_for}" if made_for else "not a batch output"
                 raise OutputExistsError(f"output directory {out_dir} is {what}; pass --force to replace it, "
                                         "or name a new folder")
+            _check_resumable(target)
             (target / OUTPUTS).mkdir(exist_ok=True)
             return target
         with building(target) as new:  # _write_info marks it
@@ -141,6 +145,18 @@ def prepare_folder(out_dir: Path, manifest: Path, items: list[Item], force: bool
     target.mkdir(exist_ok=True)
     _write_info(target, manifest)
     return target
+
+
+def _check_resumable(folder: Path) -> None:
+    """Refuse, in one line before any item runs, a batch folder whose results or outputs cannot be written."""
+    outputs, results = folder / OUTPUTS, folder / RESULTS
+    if outputs.exists() and not outputs.is_dir():
+        raise InputError(f"{outputs} is not a folder; remove it, or name a new output folder")
+    if results.exists() and not results.is_file():
+        raise InputError(f"{results} is not a file; remove it, or name a new output folder")
+    for path in (outputs, results):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise InputError(f"cannot write {path} (permission denied)")
 
 
 def _finished_at(row: dict) -> float:
@@ -174,7 +190,7 @@ def merge_results(out_dir: Path, items: list[Item], *, keep_rank_files: bool) ->
 def _append(path: Path, row: dict) -> None:
     """One line, one ``write`` on an ``O_APPEND`` descriptor: lines of a killed run are never torn into others."""
     data = (json.dumps(row) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
         os.write(fd, data)
     finally:
@@ -190,6 +206,7 @@ def run_item(item: Item, out_dir: Path, *, device: str | None, dtype: str | None
              cancel: CancelToken | None, rank: int = 0, previous: dict | None = None) -> dict:
     """Run one item and write its outputs; the results line (errors caught; a cancel propagates)."""
     from diffcompose.inputs.images import save_image
+    from diffcompose.outdir import record
 
     start = time.perf_counter()
     engine = item.engine
@@ -216,6 +233,7 @@ def run_item(item: Item, out_dir: Path, *, device: str | None, dtype: str | None
         names = [f"{item.id}.png"] if len(images) == 1 else [f"{item.id}_{k}.png" for k in range(len(images))]
         for image, name in zip(images, names):
             save_image(image, out_dir / OUTPUTS / name, force=True)
+            record(out_dir, f"{OUTPUTS}/{name}")  # the tool's file: --force may replace it, never a user's
             outputs.append(f"{OUTPUTS}/{name}")
     except Cancelled:
         raise
@@ -249,6 +267,20 @@ def _agree(shard: Shard, work: Any) -> Any:
     return value
 
 
+def check_run(*, seed: Any, device: Any, dtype: Any, max_pixels: Any) -> int:
+    """The batch-wide settings checked before the manifest is read or a folder made (else every item
+    would fail, or run, with a setting the CLI refuses); returns the seed as an ``int``."""
+    from diffcompose.methods.tasks import check_max_pixels
+    from diffcompose.models.device import check_device
+
+    seed = check_seed(seed)
+    if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
+        raise InputError(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    check_max_pixels(max_pixels)
+    check_device(device)
+    return seed
+
+
 def run_batch(manifest: str | Path, out_dir: str | Path, *, seed: int = 0, device: str | None = None,
               dtype: str | None = None, force: bool = False, on_progress: ProgressCallback | None = None,
               cancel: CancelToken | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> BatchSummary:
@@ -261,9 +293,7 @@ def run_batch(manifest: str | Path, out_dir: str | Path, *, seed: int = 0, devic
     ``cancel`` stops the run within one item's step (:class:`~diffcompose.Cancelled`),
     keeping what finished.
     """
-    seed = check_seed(seed)
-    if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
-        raise InputError(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    seed = check_run(seed=seed, device=device, dtype=dtype, max_pixels=max_pixels)
     items = read_manifest(manifest, seed=seed)
     manifest = Path(manifest).expanduser().resolve()
     start = time.perf_counter()
@@ -297,6 +327,10 @@ def run_batch(manifest: str | Path, out_dir: str | Path, *, seed: int = 0, devic
         mine = shard.take(pending)
         log.debug("rank %d of %d: %d of %d items", shard.rank, shard.world, len(mine), len(pending))
         results = rank_file(target, shard.rank) if shard.distributed else target / RESULTS
+        if shard.distributed:
+            from diffcompose.outdir import record
+
+            record(target, results.name)
         dev = shard.device(device)
         progress = Progress("batch", len(mine), on_progress, cancel)
         counts = {"ok": 0, "error": 0}

@@ -15,14 +15,15 @@ from diffcompose.methods.registry import get_engine_info, load_target, with_conv
 
 def run_convert(args: argparse.Namespace) -> None:
     from diffcompose.errors import InputError
-    from diffcompose.outdir import check_out_dir
+    from diffcompose.outdir import MODEL, check_out_dir
 
     # Everything the user can get wrong is checked before torch is imported (seconds).
     if not args.checkpoint.is_file():
         raise InputError(f"checkpoint not found: {args.checkpoint}")
     if args.like is not None and not args.like.is_dir():
         raise InputError(f"--like directory not found: {args.like}")
-    check_out_dir(args.out_dir, [args.checkpoint] + ([args.like] if args.like else []), force=args.force)
+    check_out_dir(args.out_dir, [args.checkpoint] + ([args.like] if args.like else []), force=args.force,
+                  kind=MODEL)
     convert = load_target(get_engine_info(args.kind).converter.target)
     print(convert(args.checkpoint, args.out_dir, like=args.like, force=args.force))
 

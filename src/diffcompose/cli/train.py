@@ -40,10 +40,10 @@ def run_train(args: argparse.Namespace) -> None:
     trainer: Trainer = get_engine_info(args.kind).trainer
     cfg = configured(args, load_target(trainer.config))
     if getattr(args, "export", None) is not None:
-        from diffcompose.outdir import check_out_dir
+        from diffcompose.outdir import MODEL, check_out_dir
 
         checkpoint, out = (Path(p) for p in args.export)
-        check_out_dir(out, [checkpoint], force=args.force)  # before torch is imported: a bad folder fails fast
+        check_out_dir(out, [checkpoint], force=args.force, kind=MODEL)  # before torch is imported: a bad folder fails fast
         print(load_target(trainer.export)(cfg, checkpoint, out, force=args.force))
         return
     out = check_run_folder(cfg)  # before torch: a bad folder fails in a second

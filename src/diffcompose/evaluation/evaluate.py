@@ -53,11 +53,22 @@ from diffcompose.evaluation.catalog import (
 MODEL_SUBDIRS = {"clip": "clip", "dino": "dinov2", "vgg": "vgg16", "inception": None}
 
 
-def parse_metrics(text: str | None) -> tuple[list[str], bool]:
-    """(metric names, explicit): ``None`` = the pixel metrics, ``all`` = every one (missing weights skipped)."""
-    if text is None or text.strip() == "":
+def parse_metrics(text: str | list[str] | tuple[str, ...] | None) -> tuple[list[str], bool]:
+    """(metric names, explicit): ``None`` = the pixel metrics, ``all`` = every one (missing weights skipped).
+
+    ``text`` is the comma-separated ``--metrics``, or a list of names from Python. Naming none
+    (``""``, ``[]``) is refused: it is a mistake, never a request for the default set.
+    """
+    if text is None:
         return list(PIXEL_METRICS), False
+    if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
+        text = ",".join(text)
+    if not isinstance(text, str):
+        raise InputError(f"--metrics must be comma-separated names (a list of names in Python), got {text!r}")
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if not names:
+        raise InputError(f"--metrics names no metric; choose from {', '.join(ALL_METRICS)}, pixel, all "
+                         "(or leave it out for the pixel metrics)")
     if names == ["all"]:
         return list(ALL_METRICS), False
     out: list[str] = []
@@ -205,10 +216,11 @@ class Loaded:
     region: np.ndarray | None
     reference: np.ndarray | None
     prompt: str | None
+    no_truth: str = "no ground truth"  # why ``truth`` is None: only the metrics needing it are skipped
 
     def need_truth(self) -> np.ndarray:
         if self.truth is None:
-            raise Skip("no ground truth")
+            raise Skip(self.no_truth)
         return self.truth
 
     def need_region(self) -> np.ndarray:
@@ -243,12 +255,7 @@ def _load_item(item: dict) -> list[Loaded]:
     base = load_image(base_path, f"{item['id']} image", max_pixels=None) if isinstance(base_path, str) else None
     if base is not None and base.shape != output.shape:
         base = None  # an output of another size (e.g. no paste-back): no background comparison
-    truth = None
-    if item.get("ground_truth"):
-        truth = load_image(item["ground_truth"], f"{item['id']} ground truth", max_pixels=None)
-        if truth.shape != output.shape:
-            raise InputError(f"{item['id']}: ground truth is {truth.shape[1]}x{truth.shape[0]}, the output "
-                             f"{size[0]}x{size[1]}")
+    truth, no_truth = _ground_truth(item, output)
     region = None
     if isinstance(inputs.get("mask"), str):
         region = load_mask(inputs["mask"], size, name=f"{item['id']} mask", max_pixels=None, allow_empty=True)
@@ -261,7 +268,7 @@ def _load_item(item: dict) -> list[Loaded]:
     ref_path = inputs.get("reference") or inputs.get("obj")
     reference = load_image(ref_path, f"{item['id']} reference", max_pixels=None) if isinstance(ref_path, str) else None
     prompt = inputs.get("prompt") if isinstance(inputs.get("prompt"), str) and inputs.get("prompt") else None
-    first = Loaded(output, base, truth, region, reference, prompt)
+    first = Loaded(output, base, truth, region, reference, prompt, no_truth)
     loaded = [first]
     for k, more in enumerate(item["outputs"][1:], start=1):
         image = load_image(Path(more), f"{item['id']} output {k}", max_pixels=None)
@@ -270,6 +277,23 @@ def _load_item(item: dict) -> list[Loaded]:
                              f"{size[0]}x{size[1]}")
         loaded.append(replace(first, output=image))
     return loaded
+
+
+def _ground_truth(item: dict, output: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """(the item's ground truth, why it is None): a missing, unreadable or wrong-size one costs only the
+    metrics that compare with it; the background and prompt metrics of the item still come out."""
+    if not isinstance(item.get("ground_truth"), str) or not item["ground_truth"]:
+        return None, "no ground truth"
+    from diffcompose.inputs import load_image
+
+    try:
+        truth = load_image(item["ground_truth"], f"{item['id']} ground truth", max_pixels=None)
+    except InputError as exc:
+        return None, " ".join(str(exc).split())
+    if truth.shape != output.shape:
+        return None, (f"ground truth is {truth.shape[1]}x{truth.shape[0]}, the output "
+                      f"{output.shape[1]}x{output.shape[0]}")
+    return truth, ""
 
 
 def _pixel(name: str, d: Loaded) -> float:
@@ -426,7 +450,9 @@ def write_tables(folder: Path, scored: list[dict], aggregates: list[dict], metri
                                             "outputs", "scores", "skipped")} for s in scored],
            "aggregate": aggregates}
     (folder / "metrics.json").write_text(json.dumps(_clean(doc), indent=1), encoding="utf-8")
-    with open(folder / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
+    # Text that cannot be encoded (a lone surrogate from a shell argument or a Python caller) is
+    # written escaped, never the reason the tables are missing.
+    with open(folder / "metrics.csv", "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "task", "engine", "status", "seconds", *per_item, "skipped"])
         for s in scored:
@@ -435,7 +461,7 @@ def write_tables(folder: Path, scored: list[dict], aggregates: list[dict], metri
                         "; ".join(f"{k}: {v}" for k, v in s["skipped"].items())])
 
 
-def evaluate(source: str | Path, out_dir: str | Path, *, metrics: str | None = None,
+def evaluate(source: str | Path, out_dir: str | Path, *, metrics: str | list[str] | None = None,
              manifest: str | Path | None = None, models: Models | None = None, force: bool = False,
              title: str | None = None, on_item: Callable[[int, int], None] | None = None) -> Path:
     """Score ``source`` and write ``metrics.csv``, ``metrics.json`` and ``report.html`` to ``out_dir``.
@@ -446,9 +472,12 @@ def evaluate(source: str | Path, out_dir: str | Path, *, metrics: str | None = N
     """
     from diffcompose.batch.manifest import VALUE_INPUTS
     from diffcompose.evaluation.report import item_rows, write_report
-    from diffcompose.outdir import building, check_out_dir
+    from diffcompose.outdir import EVALUATION, building, check_out_dir
+
+    from diffcompose.models.device import check_device_name
 
     names, explicit = parse_metrics(metrics)
+    check_device_name(models.device if models is not None else None)  # before any item is read
     items = load_items(source, manifest)
     src = Path(source).expanduser().resolve()
     if Path(out_dir).expanduser().resolve() == src:  # --force would replace the very outputs being scored
@@ -458,10 +487,10 @@ def evaluate(source: str | Path, out_dir: str | Path, *, metrics: str | None = N
     inputs += [Path(p) for it in items for p in [*it["outputs"], it.get("ground_truth")] if isinstance(p, str)]
     inputs += [Path(v) for it in items for k, v in (it.get("inputs") or {}).items()
                if isinstance(v, str) and k not in VALUE_INPUTS]
-    target = check_out_dir(Path(out_dir), inputs, force=force)
+    target = check_out_dir(Path(out_dir), inputs, force=force, kind=EVALUATION)
     models = models or Models()
     scored, aggregates = evaluate_items(items, names, models, explicit, on_item)
-    with building(target, "evaluate") as build:
+    with building(target, "evaluate", EVALUATION) as build:
         write_tables(build, scored, aggregates, names)
         write_report(build, item_rows(scored), aggregates, names, title=title or f"diffcompose evaluate: {source}")
     return target / "report.html"

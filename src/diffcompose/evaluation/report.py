@@ -211,6 +211,6 @@ def write_report(folder: Path, rows: list[dict], aggregates: list[dict], metrics
            f"<style>{_STYLE}</style></head><body>{''.join(body)}<script>{_SCRIPT}</script></body></html>\n")
     path = folder / "report.html"
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(doc, encoding="utf-8")
+    tmp.write_text(doc, encoding="utf-8", errors="backslashreplace")  # text from a shell may hold lone surrogates
     os.replace(tmp, path)
     return path

@@ -34,11 +34,20 @@ class Box(NamedTuple):
 
 
 def parse_box(value: str | Sequence[float], image_size: tuple[int, int] | None = None, name: str = "box") -> Box:
-    """Parse ``"x0,y0,x1,y1"`` (or a 4-sequence) and validate it against ``(width, height)``."""
+    """Parse ``"x0,y0,x1,y1"`` (or a 4-sequence of numbers) and validate it against ``(width, height)``.
+
+    A sequence must hold numbers: ``True`` or ``"10"`` in a list is refused rather than read as
+    1 or 10 (JSON and Python callers give numbers; only the text form is parsed).
+    """
     if isinstance(value, str):
-        parts = [p for p in value.replace(",", " ").split() if p]
+        parts: list = [p for p in value.replace(",", " ").split() if p]
     else:
-        parts = list(value)
+        try:
+            parts = list(value)
+        except TypeError:
+            raise InputError(f"{name} must be x0,y0,x1,y1 (4 numbers), got {value!r}") from None
+        if any(isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.number)) for p in parts):
+            raise InputError(f"{name} must have 4 numbers x0,y0,x1,y1 (not booleans or text), got {value!r}")
     if len(parts) != 4:
         raise InputError(f"{name} must have 4 numbers x0,y0,x1,y1 (end-exclusive pixels), got {value!r}")
     try:

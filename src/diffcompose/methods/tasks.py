@@ -659,15 +659,21 @@ def split_inputs(task: str, values: dict[str, Any]) -> tuple[dict[str, Any], dic
 MAX_PIXELS_LIMIT = 10**12
 
 
+def check_max_pixels(max_pixels: Any) -> None:
+    """Refuse a pixel limit that is not ``None`` or a whole number from 1 to :data:`MAX_PIXELS_LIMIT`
+    (``True`` is not a number here): the one check behind every ``--max-pixels`` and ``max_pixels=``."""
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer))
+                                   or not 1 <= max_pixels <= MAX_PIXELS_LIMIT):
+        raise InputError(f"--max-pixels must be a whole number from 1 to {MAX_PIXELS_LIMIT}, got {max_pixels!r}")
+
+
 def prepare(task: str, inputs: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """Validate ``inputs`` (the keywords of the task's spec) of ``task`` into a :class:`Job`."""
     spec = get_task(task)
     unknown = sorted(set(inputs) - set(spec.inputs))
     if unknown:
         raise InputError(f"{task} takes no input {', '.join(unknown)}; its inputs: {', '.join(spec.inputs)}")
-    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer))
-                                   or not 1 <= max_pixels <= MAX_PIXELS_LIMIT):
-        raise InputError(f"--max-pixels must be a whole number from 1 to {MAX_PIXELS_LIMIT}, got {max_pixels!r}")
+    check_max_pixels(max_pixels)
     job = spec.prepare(**inputs, max_pixels=max_pixels)
     job.output = spec.output
     return job

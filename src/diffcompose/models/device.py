@@ -7,6 +7,7 @@ making a base install (no torch) or ``--help`` import it.
 from __future__ import annotations
 
 import importlib.util
+import re
 from typing import Any
 
 from diffcompose.errors import InputError
@@ -27,6 +28,23 @@ def accelerator_available() -> str | None:
     if mps is not None and mps.is_available():
         return "mps"
     return None
+
+
+_DEVICE_NAME = re.compile(r"(cpu|mps|cuda)(:\d{1,4})?")
+
+
+def check_device_name(name: Any) -> None:
+    """Refuse a device that is not ``None``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, without importing torch
+    (a batch or an evaluation checks its ``--device`` before any work, even when no engine needs torch)."""
+    if name is not None and (not isinstance(name, str) or not _DEVICE_NAME.fullmatch(name)):
+        raise InputError(f"--device must be cpu, cuda, cuda:N or mps, got {name!r}")
+
+
+def check_device(name: Any) -> None:
+    """:func:`check_device_name`, then, when torch is installed and an accelerator is named, that it is here."""
+    check_device_name(name)
+    if name is not None and name != "cpu" and importlib.util.find_spec("torch") is not None:
+        pick_device(name)
 
 
 def pick_device(name: str | None = None) -> Any:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from diffcompose.errors import InputError
-from diffcompose.outdir import check_out_dir, mark, swap_in
+from diffcompose.outdir import TRAINING, check_out_dir, mark, swap_in
 from diffcompose.progress import CancelToken, Progress, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -190,10 +190,10 @@ def start_run(cfg: Any, task: str) -> tuple[Any, Path]:
 
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
     inputs = [Path(cfg.manifest)] + ([Path(cfg.image_root)] if cfg.image_root else [])
-    out = check_out_dir(Path(cfg.output_dir), inputs, force=False, reuse=True)
+    out = check_out_dir(Path(cfg.output_dir), inputs, force=False, reuse=True, kind=TRAINING)
     if acc.is_main_process:
         out.mkdir(exist_ok=True)
-        mark(out, task)
+        mark(out, task, TRAINING)
     return acc, out
 
 

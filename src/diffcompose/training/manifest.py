@@ -13,6 +13,10 @@ every JSON-lines file diffcompose reads:
   default to the line number stay put when a comment is added above them.
 * Standard JSON only: ``NaN``, ``Infinity`` and numbers too large for a float (``1e999``)
   are errors, not values a later range check could miss.
+* A line is a bad line, not a crash, when its value nests deeper than :data:`MAX_DEPTH`
+  (Python's parser would hit its recursion limit, and so would every later ``json.dumps``)
+  or any of its strings, keys included, holds a lone surrogate (``"\\udcff"`` is valid JSON,
+  but such text can be neither written to a UTF-8 file nor used in a file name).
 
 :func:`read_training_manifest` picks a trainer's COCO (``.json``) or JSON-lines reader for a
 manifest and turns any malformed entry into one line. No torch here: ``batch`` imports it.
@@ -30,6 +34,9 @@ from typing import Any, Callable, Iterator
 from diffcompose.errors import InputError
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+#: How deep a JSON value may nest (a manifest line needs about four levels).
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,30 @@ def _finite_float(text: str) -> float:
 
 
 def parse_json_line(line: str) -> Any:
-    """The JSON value of ``line``; :class:`ValueError` when it is not standard JSON (``NaN``, ``1e999`` included)."""
-    return json.loads(line, parse_constant=_no_constants, parse_float=_finite_float)
+    """The JSON value of ``line``; :class:`ValueError` when it is not standard JSON (``NaN``, ``1e999`` included),
+    nests deeper than :data:`MAX_DEPTH`, or holds a lone surrogate (see the module docstring)."""
+    try:
+        value = json.loads(line, parse_constant=_no_constants, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+    _check_value(value)
+    return value
+
+
+def _check_value(value: Any) -> None:
+    """Refuse a parsed value nested deeper than :data:`MAX_DEPTH` or holding a lone surrogate (walked
+    without recursion, so the check itself cannot overflow)."""
+    pending = [(value, 1)]
+    while pending:
+        v, depth = pending.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff): not encodable text")
+        elif isinstance(v, (list, dict)):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            children = [*v.keys(), *v.values()] if isinstance(v, dict) else v
+            pending.extend((c, depth + 1) for c in children)
 
 
 def read_json_lines(path: Path, *, errors: str = "strict") -> list[JsonLine]:

@@ -38,10 +38,10 @@ def configured(args: argparse.Namespace, load_config: Callable[[Path], Any]) -> 
 
 def check_run_folder(cfg: Any) -> Path:
     """The run's output folder, refused (exit 2) before torch is imported when it is not ours to write."""
-    from diffcompose.outdir import check_out_dir
+    from diffcompose.outdir import TRAINING, check_out_dir
 
     out = Path(cfg.output_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     check_out_dir(out, [Path(cfg.manifest)] + ([Path(cfg.image_root)] if cfg.image_root else []), force=False,
-                  reuse=True)
+                  reuse=True, kind=TRAINING)
     return out

@@ -214,9 +214,10 @@ def convert_anydoor(checkpoint: Path, out_dir: Path, *, like: Path | None = None
                     dinov2_heads: int | None = None) -> Path:
     """Write the AnyDoor directory ``out_dir`` (see :mod:`~.model`) from the public ``checkpoint``."""
     from diffcompose.methods.anydoor.model import save_anydoor
-    from diffcompose.outdir import building, check_out_dir
+    from diffcompose.outdir import MODEL, building, check_out_dir
 
-    out_dir = check_out_dir(Path(out_dir), [Path(checkpoint)] + ([Path(like)] if like else []), force=force)
+    out_dir = check_out_dir(Path(out_dir), [Path(checkpoint)] + ([Path(like)] if like else []), force=force,
+                            kind=MODEL)
     state = load_anydoor_checkpoint(Path(checkpoint))
     check_public_layout(state, checkpoint)
     model = convert_state(state, like, dinov2_heads=dinov2_heads)

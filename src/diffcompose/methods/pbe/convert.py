@@ -29,7 +29,7 @@ import torch
 
 from diffcompose.errors import InputError
 from diffcompose.models.hub import read_safetensors
-from diffcompose.outdir import building, check_out_dir
+from diffcompose.outdir import MODEL, building, check_out_dir
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,8 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     from diffcompose.methods.pbe.encoder import ExemplarEncoder
     from diffcompose.methods.pbe.tiny import model_index
 
-    out_dir = check_out_dir(Path(out_dir), [Path(checkpoint)] + ([Path(like)] if like else []), force=force)
+    out_dir = check_out_dir(Path(out_dir), [Path(checkpoint)] + ([Path(like)] if like else []), force=force,
+                            kind=MODEL)
     if not Path(checkpoint).is_file():
         raise InputError(f"checkpoint not found: {checkpoint}")
     state = load_checkpoint(Path(checkpoint))

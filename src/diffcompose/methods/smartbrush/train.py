@@ -41,7 +41,7 @@ from diffcompose.methods.smartbrush.model import (
     target_mask, to_smartbrush,
 )
 from diffcompose.models import codec
-from diffcompose.outdir import building, check_out_dir
+from diffcompose.outdir import MODEL, building, check_out_dir
 from diffcompose.progress import CancelToken, ProgressCallback
 from diffcompose.training.loop import Recipe, check_checkpoint, export_copy, fit, start_run, weight_dtype
 
@@ -174,7 +174,7 @@ def export_checkpoint(cfg: SmartBrushTrainConfig, checkpoint: Path, out: Path, *
     """A model directory at ``out`` from training checkpoint ``checkpoint`` (its EMA weights when it has them)."""
     from safetensors.torch import load_file
 
-    out = check_out_dir(out, [checkpoint], force=force)
+    out = check_out_dir(out, [checkpoint], force=force, kind=MODEL)
     check_checkpoint(checkpoint, WEIGHTS_FILE, WHAT)
     unet, parts = build_model(cfg.init, cfg.init_kind)
     load_weights(unet, load_file(str(checkpoint / WEIGHTS_FILE)), checkpoint)
