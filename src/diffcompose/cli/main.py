@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
         if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path the user gave, past the limits
-            sys.stderr.write(f"diffcompose: error: a path is too long for the file system: {cut(exc.filename)}\n")
+            where = f": {cut(exc.filename)}" if exc.filename else ""
+            sys.stderr.write(f"diffcompose: error: a path is too long for the file system{where}\n")
             return 2
         if os.environ.get("DIFFCOMPOSE_DEBUG"):
             raise
