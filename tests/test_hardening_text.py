@@ -121,7 +121,14 @@ def _train(tmp_path: Path, engine: str, text: str) -> int:
     return main(["train", engine, "--config", str(cfg), "--output-dir", str(tmp_path / "run")])
 
 
-@pytest.mark.parametrize("engine", ["anydoor", "smartbrush", "pbe"])
+TRAINERS = sorted(info.name for info in all_engines() if info.trainer is not None)
+
+
+def test_every_trainer_is_covered():
+    assert {"anydoor", "smartbrush", "pbe"} <= set(TRAINERS)
+
+
+@pytest.mark.parametrize("engine", TRAINERS)
 def test_a_yaml_alias_bomb_is_refused_at_once_by_every_trainer(capsys, tmp_path, engine):
     assert len(BOMB) < 700  # the probe's size: 9**8 values once expanded
     start = time.monotonic()
@@ -295,3 +302,16 @@ def test_the_cli_still_parses_its_text(capsys, files, tmp_path):
     err = _one_line(capsys, main(["remove", str(files["image"]), "--mask", str(files["mask"]), "--engine",
                                   "classical", "--radius", "three", "-o", str(tmp_path / "p.png")]))
     assert "--radius must be an integer, got 'three'" in err
+
+
+def test_a_folder_output_name_too_long_is_one_line_in_every_command(capsys, files, tmp_path):
+    """``batch`` and ``convert`` write folders: a name past the limit is still one line (exit 2)."""
+    long = str(tmp_path / ("z" * 300))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"task": "remove", "inputs": {"image": "image.png", "mask": "mask.png"}, '
+                        '"engine": "classical"}\n')
+    checkpoint = tmp_path / "c.ckpt"
+    checkpoint.write_bytes(b"x")
+    for argv in (["batch", str(manifest), "-o", long], ["convert", "pbe", str(checkpoint), long]):
+        err = _one_line(capsys, main(argv))
+        assert "too long" in err and len(err) < 400, err
