@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -315,3 +318,15 @@ def test_a_folder_output_name_too_long_is_one_line_in_every_command(capsys, file
     for argv in (["batch", str(manifest), "-o", long], ["convert", "pbe", str(checkpoint), long]):
         err = _one_line(capsys, main(argv))
         assert "too long" in err and len(err) < 400, err
+
+
+def test_an_output_name_that_is_not_utf8_is_written_and_said_as_its_bytes(files, tmp_path):
+    """A file name may hold any bytes (the shell hands them over as surrogates); saying it on a
+    strict UTF-8 stdout must not turn a written output into "internal error"."""
+    out = os.fsencode(tmp_path) + b"/\xff.png"
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.run([sys.executable, "-m", "diffcompose", "--quiet", "remove", os.fsencode(files["image"]),
+                        "--mask", os.fsencode(files["mask"]), "--engine", "classical", "-o", out],
+                       capture_output=True, env=env, timeout=120)
+    assert p.returncode == 0 and p.stdout == out + b"\n", p.stderr
+    assert os.path.isfile(out)

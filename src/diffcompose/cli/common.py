@@ -223,4 +223,24 @@ def write_batch(args: argparse.Namespace, inputs: tuple[Path | None, ...], call:
 
 def write(image: Any, args: argparse.Namespace, *inputs: Path | None) -> None:
     path = save_image(image, args.output, force=args.force, protected=tuple(p for p in inputs if p is not None))
-    print(path)
+    print_path(path)
+
+
+def print_path(path: Path) -> None:
+    """Say a written file's path on stdout, as the bytes of its name.
+
+    A name may hold bytes that are not UTF-8 (a shell hands them over as surrogates); a
+    stdout that encodes strictly would fail on it *after* the file was written, so such a
+    name goes out as its raw bytes, which is what a script reading stdout can open.
+    """
+    text = str(path)
+    try:
+        print(text)
+    except UnicodeEncodeError:
+        sys.stdout.flush()
+        raw = getattr(sys.stdout, "buffer", None)
+        if raw is None:
+            print(text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"))
+            return
+        raw.write(os.fsencode(text) + b"\n")
+        raw.flush()
