@@ -117,11 +117,11 @@ BOMB = "\n".join([
 ]) + "\n"
 
 
-def _train(tmp_path: Path, engine: str, text: str) -> int:
+def _train(tmp_path: Path, engine: str, text: str, output_dir: str | None = None) -> int:
     (tmp_path / "data.jsonl").write_text("")
     cfg = tmp_path / f"{engine}.yaml"
     cfg.write_text(text)
-    return main(["train", engine, "--config", str(cfg), "--output-dir", str(tmp_path / "run")])
+    return main(["train", engine, "--config", str(cfg), "--output-dir", output_dir or str(tmp_path / "run")])
 
 
 TRAINERS = sorted(info.name for info in all_engines() if info.trainer is not None)
@@ -330,3 +330,15 @@ def test_an_output_name_that_is_not_utf8_is_written_and_said_as_its_bytes(files,
                        capture_output=True, env=env, timeout=120)
     assert p.returncode == 0 and p.stdout == out + b"\n", p.stderr
     assert os.path.isfile(out)
+
+
+@pytest.mark.parametrize("output_dir, fragment", [
+    ("afile/run", "cannot create the run's folder"),
+    ("/".join(["a"] * 1500) + "/run", "nested too deep"),
+])
+def test_a_run_folder_that_cannot_be_made_is_one_line(capsys, tmp_path, monkeypatch, output_dir, fragment):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    err = _one_line(capsys, _train(tmp_path, "pbe", "data: {manifest: data.jsonl}\n", output_dir))
+    assert fragment in err and len(err) < 400, err
+    assert not (tmp_path / "a").exists()
