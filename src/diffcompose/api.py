@@ -8,18 +8,21 @@ control (several models, explicit lifetime), use engine objects: :func:`get_engi
 Common keywords: ``engine``; ``device``, ``dtype``, ``model`` (the engine's construction
 arguments); ``seed``; ``on_progress`` (called with each
 :class:`~diffcompose.ProgressEvent`); ``cancel`` (a :class:`~diffcompose.CancelToken`);
-``paste_back`` and ``margin``; ``max_pixels``. Any other keyword is an engine option
-(for :func:`run`: any other keyword that is not one of the task's inputs, as its spec names them).
+``paste_back`` and ``margin``; ``max_pixels``. Any other keyword is an engine option, a value
+of that option's type (for :func:`run`: any other keyword that is not one of the task's inputs,
+as its spec names them).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 from typing import Any
 
 from PIL import Image
 
-from diffcompose.errors import InputError
+from diffcompose.errors import InputError, shown
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, Box, ImageLike, MaskLike
 from diffcompose.methods.engine import Engine, check_margin, finish
 from diffcompose.methods.manager import default_manager
@@ -48,10 +51,29 @@ def run(task: str, inputs: dict[str, Any] | None = None, *, engine: str = "auto"
 
     The task's inputs (its spec's keywords) come in ``inputs``, or as keywords
     (``run("remove", image=..., mask=..., method="patchmatch")``); the other keywords are the
-    engine's options. ``masks``: a list that receives the full-size object masks of an engine
-    with a mask head.
+    engine's options, each of its option's type (``radius=5``; ``radius="5"`` is refused:
+    only the command line hands over text to parse, see :func:`run_from_text`). ``masks``: a
+    list that receives the full-size object masks of an engine with a mask head.
     """
-    given, options = split_inputs(task, kwargs)
+    return _run(task, inputs, kwargs, from_text=False, engine=engine, device=device, dtype=dtype, model=model,
+                seed=seed, on_progress=on_progress, cancel=cancel, paste_back=paste_back, margin=margin,
+                max_pixels=max_pixels, masks=masks)
+
+
+def run_from_text(task: str, inputs: dict[str, Any], options: dict[str, Any], **run_args: Any
+                  ) -> Image.Image | list[Image.Image]:
+    """:func:`run` for the command line: ``options`` are the engine options as typed there (text, read
+    by each option's type: ``"5"`` for an int option), where a Python caller's values must already
+    be of the option's type. ``run_args``: :func:`run`'s own keywords (engine, seed, ...).
+    """
+    return _run(task, inputs, options, from_text=True, **{**_RUN_DEFAULTS, **run_args})
+
+
+def _run(task: str, inputs: dict[str, Any] | None, values: dict[str, Any], *, from_text: bool, engine: str,
+         device: str | None, dtype: str | None, model: str | None, seed: int,
+         on_progress: ProgressCallback | None, cancel: CancelToken | None, paste_back: bool, margin: int | None,
+         max_pixels: int | None, masks: list | None) -> Image.Image | list[Image.Image]:
+    given, options = split_inputs(task, values)
     twice = sorted(set(given) & set(inputs or {}))
     if twice:
         raise InputError(f"input {', '.join(twice)} given both in inputs and as a keyword")
@@ -59,13 +81,32 @@ def run(task: str, inputs: dict[str, Any] | None = None, *, engine: str = "auto"
     check_margin(margin, paste_back)
     seed = check_seed(seed)
     name, why = resolve_engine(engine, task)
-    opts = build_options(options_for(name, task), options, engine=name, task=task)
+    opts = build_options(options_for(name, task), options, engine=name, task=task, from_text=from_text)
+    model = _model_name(model)
     # Say which engine "auto" picked (after validation, so bad input still ends in one line).
     log.log(logging.INFO if engine == "auto" else logging.DEBUG, "engine: %s (%s)", name, why)
     loaded = get_engine(name, device=device, dtype=dtype, model=model)
     result = loaded.execute(job, opts, RunContext(seed, on_progress, cancel), paste_back=paste_back,
                             margin=margin, masks=masks)
     return finish(result)
+
+
+def _model_name(model: Any) -> str | None:
+    """``model`` as a hub id or folder name (a path object becomes its text), or one line saying what it is not.
+
+    A folder's name may hold any bytes the file system allows (a shell hands them over as
+    surrogates), so unlike prompts it is not held to valid UTF-8: only its type is checked.
+    """
+    if model is None or isinstance(model, str):
+        return model
+    if isinstance(model, os.PathLike) and isinstance(os.fspath(model), str):
+        return os.fspath(model)
+    raise InputError(f"--model must be a hub id, a folder or 'tiny' (text), got {shown(model)}")
+
+
+#: :func:`run`'s own keywords and their defaults (written once, in its signature).
+_RUN_DEFAULTS = {name: p.default for name, p in inspect.signature(run).parameters.items()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def remove(image: ImageLike, mask: MaskLike, **kw: Any) -> Image.Image:

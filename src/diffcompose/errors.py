@@ -2,10 +2,15 @@
 
 Every problem a user can fix (bad path, bad mask, missing weights, out-of-range option)
 raises a :class:`DiffComposeError` whose message is one self-contained line. The CLI prints
-exactly that line to stderr and exits non-zero, with no traceback.
+exactly that line to stderr and exits non-zero, with no traceback. A message that quotes what
+the user gave quotes it bounded (:func:`shown`, :func:`cut`): a line, whatever was given.
 """
 
 from __future__ import annotations
+
+import math
+import reprlib
+from typing import Any
 
 
 class DiffComposeError(Exception):
@@ -39,3 +44,67 @@ class Cancelled(DiffComposeError):
 
 class MissingExtraError(DiffComposeError, ImportError):
     """An engine needs packages of an extra that is not installed (exit 2: the user can fix it)."""
+
+
+# --------------------------------------------------------------------------- quoting a user's value
+
+#: The longest text a message quotes from a user's value (a longer one is cut in the middle).
+SHOWN_CHARS = 80
+
+
+def short_number(n: int) -> str:
+    """An integer for a message: as is up to 15 digits, else in short form (``1e308``, ``-1.23e21``).
+
+    Never the digits themselves: a 309-digit number would fill a terminal, and one over
+    Python's 4300-digit limit cannot even be turned into text.
+    """
+    if abs(n) < 10**15:
+        return str(n)
+    size = abs(n)
+    exp = int(math.log10(size))
+    mantissa = size / 10**exp  # exact big-integer division, rounded once
+    if mantissa >= 10:
+        exp, mantissa = exp + 1, mantissa / 10
+    elif mantissa < 1:
+        exp, mantissa = exp - 1, mantissa * 10
+    return f"{'-' if n < 0 else ''}{mantissa:.3g}e{exp}"
+
+
+class _Shown(reprlib.Repr):
+    """``repr`` within bounds: text cut, containers cut in depth and breadth, integers in short form.
+
+    A YAML alias bomb or a megabyte prompt must not become a message of that size (or take
+    minutes to print): every message that quotes a user's value goes through :func:`shown`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = SHOWN_CHARS
+        self.maxlevel = 2
+        self.maxtuple = self.maxlist = self.maxdict = self.maxset = self.maxfrozenset = self.maxdeque = 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        return short_number(x)
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        if isinstance(x, (bytes, bytearray)):  # repr would first copy the whole of it
+            return reprlib.Repr.repr_instance(self, x[:SHOWN_CHARS + 1], level)
+        return reprlib.Repr.repr_instance(self, x, level)
+
+
+_SHOWN = _Shown()
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message quotes it: its ``repr``, bounded (see :class:`_Shown`), at most 200 characters."""
+    return cut(_SHOWN.repr(value))
+
+
+def cut(text: Any, limit: int = 200) -> str:
+    """``text`` (a path, a line) as a message quotes it: as is up to ``limit`` characters, else its
+    start and end with ``...`` between."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    tail = (limit - 3) // 3
+    return f"{text[:limit - 3 - tail]}...{text[-tail:]}"

@@ -19,8 +19,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from diffcompose.errors import InputError, OutputExistsError
-from diffcompose.inputs.images import DEFAULT_MAX_PIXELS, output_format, save_image
+from diffcompose.errors import InputError, OutputExistsError, cut
+from diffcompose.inputs.images import DEFAULT_MAX_PIXELS, check_output_name, output_format, save_image
 from diffcompose.methods import engines_for, get_engine_info
 from diffcompose.methods.engine import check_margin
 from diffcompose.methods.options import default_of, field_types, flag, unwrap_optional
@@ -114,9 +114,9 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Keywords of :func:`diffcompose.api.run` from the shared flags, plus the engine options."""
+    """Keywords of :func:`diffcompose.api.run` from the shared flags (the engine options: :func:`engine_options`)."""
     kw: dict[str, Any] = dict(engine=args.engine, seed=args.seed, max_pixels=args.max_pixels,
-                              on_progress=TqdmBar(args.progress), **engine_options(args))
+                              on_progress=TqdmBar(args.progress))
     for name in ("paste_back", "margin", "device", "dtype", "model"):
         if hasattr(args, name):
             kw[name] = getattr(args, name)
@@ -164,25 +164,20 @@ def check_output_args(args: argparse.Namespace, *inputs: Path | None) -> None:
 
 def check_writable(out: Path) -> None:
     """Refuse, before minutes of work, an output that could not be written (one line, exit 2)."""
+    check_output_name(out)  # a name too long or not a file name: before touching the file system with it
     folder = out.parent
     if not folder.exists():
-        raise InputError(f"output folder does not exist: {folder}")
+        raise InputError(f"output folder does not exist: {cut(folder)}")
     if not folder.is_dir():
-        raise InputError(f"output folder {folder} is a file, not a folder")
-    try:
-        name_max = os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        name_max = 255
-    if len(os.fsencode(out.name)) > name_max:
-        raise InputError(f"output file name is too long ({len(os.fsencode(out.name))} bytes; at most {name_max})")
+        raise InputError(f"output folder {cut(folder)} is a file, not a folder")
     if out.is_dir():
-        raise InputError(f"output {out} is a folder; give a file name such as {out / 'out.png'}")
+        raise InputError(f"output {cut(out)} is a folder; give a file name such as {cut(out / 'out.png')}")
     try:  # the only reliable test (permissions, read-only mounts, quotas): create a file there
         fd, probe = tempfile.mkstemp(prefix=".diffcompose-probe-", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise InputError(f"cannot write in {folder}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot write in {cut(folder)}: {exc.strerror or exc}") from None
 
 
 #: More outputs than any engine makes in one batch.
@@ -228,4 +223,24 @@ def write_batch(args: argparse.Namespace, inputs: tuple[Path | None, ...], call:
 
 def write(image: Any, args: argparse.Namespace, *inputs: Path | None) -> None:
     path = save_image(image, args.output, force=args.force, protected=tuple(p for p in inputs if p is not None))
-    print(path)
+    print_path(path)
+
+
+def print_path(path: Path) -> None:
+    """Say a written file's path on stdout, as the bytes of its name.
+
+    A name may hold bytes that are not UTF-8 (a shell hands them over as surrogates); a
+    stdout that encodes strictly would fail on it *after* the file was written, so such a
+    name goes out as its raw bytes, which is what a script reading stdout can open.
+    """
+    text = str(path)
+    try:
+        print(text)
+    except UnicodeEncodeError:
+        sys.stdout.flush()
+        raw = getattr(sys.stdout, "buffer", None)
+        if raw is None:
+            print(text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"))
+            return
+        raw.write(os.fsencode(text) + b"\n")
+        raw.flush()

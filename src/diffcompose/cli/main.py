@@ -9,6 +9,7 @@ stderr and a non-zero exit; unexpected ones too, with the traceback behind
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Iterator
 
 from diffcompose import __version__
 from diffcompose.cli.common import Parser
-from diffcompose.errors import Cancelled, DiffComposeError
+from diffcompose.errors import Cancelled, DiffComposeError, cut
 
 #: Command modules, in the order ``--help`` lists them.
 COMMAND_MODULES = ["tasks", "convert", "train", "batch", "demo", "evaluate", "serve"]
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"diffcompose: error: {exc}\n")
         return exc.exit_code
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a path the user gave, past the limits
+            where = f": {cut(exc.filename)}" if exc.filename else ""
+            sys.stderr.write(f"diffcompose: error: a path is too long for the file system{where}\n")
+            return 2
         if os.environ.get("DIFFCOMPOSE_DEBUG"):
             raise
         sys.stderr.write(f"diffcompose: internal error: {type(exc).__name__}: {exc} "

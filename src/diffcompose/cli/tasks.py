@@ -3,8 +3,8 @@
 
 Each input becomes a positional argument or a flag with its help; a :class:`~.tasks.OneOf`
 of single inputs becomes a required mutually exclusive group; then the flags every task
-shares (:func:`~diffcompose.cli.common.add_task_flags`). Running one hands the inputs to
-:func:`diffcompose.api.run` and writes what comes back. A task registered with
+shares (:func:`~diffcompose.cli.common.add_task_flags`). Running one hands the inputs and
+the engine options as typed to :func:`diffcompose.api.run_from_text` and writes what comes back. A task registered with
 :func:`~diffcompose.methods.tasks.register_task` gets its command here without any edit,
 as soon as an engine serves it.
 """
@@ -93,11 +93,11 @@ def run_task(task: str, args: argparse.Namespace) -> None:
     mask_output = getattr(args, "mask_output", None)
 
     def call() -> Any:
-        kw = common.run_kwargs(args)
+        kw, options = common.run_kwargs(args), common.engine_options(args)
         if mask_output is None:
-            return api.run(task, inputs, **kw)
+            return api.run_from_text(task, inputs, options, **kw)
         masks: list = []
-        images = api.run(task, inputs, masks=masks, **kw)
+        images = api.run_from_text(task, inputs, options, masks=masks, **kw)
         return images, finish(masks)
 
     common.write_batch(args, files, call, mask_output=mask_output, numbered=spec.output == "images")

@@ -21,9 +21,11 @@ Conversion rule for other modes (documented in docs/conventions.md):
 
 from __future__ import annotations
 
+import errno
 import os
-import threading
+import stat
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Union
@@ -31,7 +33,7 @@ from typing import Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from diffcompose.errors import InputError, OutputExistsError
+from diffcompose.errors import InputError, OutputExistsError, cut, shown
 from diffcompose.outdir import current_umask
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
@@ -47,12 +49,15 @@ OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP
 def open_pil(source: str | os.PathLike, name: str = "image", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open a file as a fully decoded PIL image with EXIF orientation applied."""
     path = Path(source)
-    if not path.exists():
-        raise InputError(f"{name} not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{name} is a directory, not an image file: {path}")
-    if not path.is_file():  # a FIFO, socket or device would block or never end: regular files only
-        raise InputError(f"{name} is not a regular file: {path}")
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError) as exc:  # missing, a name too long, a NUL in the name, ...
+        why = "not found" if isinstance(exc, FileNotFoundError) else f"cannot be read ({_reason(exc)})"
+        raise InputError(f"{name} {why}: {cut(path)}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{name} is a directory, not an image file: {cut(path)}")
+    if not stat.S_ISREG(mode):  # a FIFO, socket or device would block or never end: regular files only
+        raise InputError(f"{name} is not a regular file: {cut(path)}")
     try:
         im = open_header(path, name, max_pixels)
         im.load()
@@ -102,10 +107,17 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> N
     if w <= 0 or h <= 0:
         raise InputError(f"{name} is empty ({w}x{h} pixels)")
     if max_pixels is not None and w * h > max_pixels:
-        raise InputError(
-            f"{name} is {w}x{h} ({w * h / 1e6:.1f} MP), above the limit of {max_pixels / 1e6:.1f} MP; "
-            "raise it with --max-pixels (max_pixels= in Python)"
-        )
+        size_text, limit_text = pixel_counts(w * h, max_pixels)
+        raise InputError(f"{name} is {w}x{h} ({size_text}), above the limit of {limit_text}; "
+                         "raise it with --max-pixels (max_pixels= in Python)")
+
+
+def pixel_counts(n: int, limit: int) -> tuple[str, str]:
+    """An image's ``n`` pixels and the ``limit`` it is above, for a message: in megapixels
+    (``41.2 MP``, ``40.0 MP``) where that tells them apart, else in pixels (a limit of 5000 is
+    not "0.0 MP", and 1000001 is not "1.0 MP, above the limit of 1.0 MP")."""
+    mp = f"{n / 1e6:.1f} MP", f"{limit / 1e6:.1f} MP"
+    return mp if limit >= 100_000 and mp[0] != mp[1] else (f"{n} pixels", f"{limit} pixels")
 
 
 def _over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -250,22 +262,35 @@ def save_image(image: np.ndarray | Image.Image, path: str | os.PathLike, *, forc
     Without ``force`` the output name is claimed atomically: if another writer creates ``path``
     meanwhile, :class:`OutputExistsError` is raised and that file is left as it is.
     ``protected`` lists input paths: they are never overwritten, even with ``force``.
+    A name the file system cannot take (too long, not encodable) is an :class:`InputError`.
     """
     out = Path(path)
     fmt = output_format(out)
+    check_output_name(out)
+    try:
+        return _save(image, out, fmt, force, protected)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise InputError(f"output path is too long for the file system: {cut(out)}") from None
+
+
+def _save(image: np.ndarray | Image.Image, out: Path, fmt: str, force: bool,
+          protected: tuple[str | os.PathLike, ...]) -> Path:
     for p in protected:
         if Path(p).exists() and out.exists() and os.path.samefile(out, p):
-            raise InputError(f"output {out} is one of the inputs; choose another output path")
+            raise InputError(f"output {cut(out)} is one of the inputs; choose another output path")
     if out.exists() and not force:
-        raise OutputExistsError(f"output {out} exists; pass --force to overwrite it")
+        raise OutputExistsError(f"output {cut(out)} exists; pass --force to overwrite it")
     if not out.parent.exists():
-        raise InputError(f"output folder does not exist: {out.parent}")
+        raise InputError(f"output folder does not exist: {cut(out.parent)}")
     pil = image if isinstance(image, Image.Image) else to_pil(image)
     if fmt == "JPEG" and pil.mode not in ("RGB", "L"):
         pil = pil.convert("RGB")
-    # The temporary name stays short (a 255-byte output name must still fit) and gets the
-    # permissions a plain new file would (mkstemp makes it 0600).
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name[:64]}.", suffix=".tmp", dir=out.parent)
+    # The temporary name stays short (16 characters of the output's name are at most 64 bytes, so
+    # a 255-byte output name still fits) and gets the permissions a plain new file would (mkstemp
+    # makes it 0600).
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name[:16]}.", suffix=".tmp", dir=out.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
@@ -280,3 +305,43 @@ def save_image(image: np.ndarray | Image.Image, path: str | os.PathLike, *, forc
             os.unlink(tmp)
         raise
     return out
+
+
+#: Longest path (bytes) and file name the file system takes where it does not say (Linux's).
+PATH_MAX, NAME_MAX = 4096, 255
+
+
+def check_output_name(out: Path) -> None:
+    """Refuse in one line an output path the file system cannot take: a name (the file's or a
+    folder's) over its length limit, a path over the path limit, text that is no file name (a
+    lone surrogate, a NUL). Before any work, and again on writing: never an ``OSError``."""
+    try:
+        parts = [os.fsencode(part) for part in out.parts]
+        whole = os.fsencode(os.path.abspath(out))
+    except (UnicodeEncodeError, ValueError):
+        raise InputError(f"output path {shown(str(out))} is not a valid file name (it holds a lone surrogate "
+                         "or a NUL)") from None
+    if b"\0" in whole:
+        raise InputError(f"output path {shown(str(out))} is not a valid file name (it holds a NUL)")
+    name_max = _limit(out.parent, "PC_NAME_MAX", NAME_MAX)
+    if len(parts[-1]) > name_max:
+        raise InputError(f"output file name is too long ({len(parts[-1])} bytes; at most {name_max})")
+    longest = max(parts[:-1], key=len, default=b"")
+    if len(longest) > name_max:
+        raise InputError(f"a folder name in the output path is too long ({len(longest)} bytes; at most {name_max})")
+    path_max = _limit(out.parent, "PC_PATH_MAX", PATH_MAX)
+    if len(whole) >= path_max:
+        raise InputError(f"output path is too long ({len(whole)} bytes; at most {path_max - 1})")
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    """The file system's ``pathconf`` limit ``name`` where ``folder`` is (or would be), else ``default``."""
+    try:
+        return os.pathconf(folder if folder.is_dir() else "/", name)
+    except (OSError, ValueError, AttributeError):
+        return default
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a path could not be used, in words (``File name too long``)."""
+    return getattr(exc, "strerror", None) or str(exc).split(":")[0]

@@ -3,9 +3,14 @@
 Each engine declares, per task, a frozen dataclass whose fields are its options (default,
 type, help in ``metadata``; range checks in ``__post_init__``). That one class is the
 source of truth for the Python API, the CLI flags and their help. :func:`build_options`
-turns values (Python objects from the API, or strings from the CLI) into an instance, by
-that engine's own rules: its types, its ``Literal`` choices, its checks. NaN and infinity
-are refused for every float option.
+turns values into an instance, by that engine's own rules: its types, its ``Literal``
+choices, its checks. NaN and infinity are refused for every float option.
+
+Where text is parsed: a command line (and a config file) can only say ``--radius 5`` as text,
+so there ``"5"`` is read by the option's type (``from_text=True``). A Python caller (and a
+JSON body or manifest, which have types) passes values of the option's type: ``radius="5"``,
+``steps=2.0`` or ``radius=True`` is refused in one line naming the option, as the CLI
+refuses ``--radius five``. Text itself must be valid Unicode (:func:`check_text`).
 
 The options the diffusion samplers share (steps, guidance scale, scheduler, ...) have their
 ranges here, once: an engine's class extends :class:`SamplerOptions` and declares them with
@@ -25,7 +30,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from diffcompose.errors import InputError
+from diffcompose.errors import SHOWN_CHARS, InputError, shown
 
 
 def option(default: Any, help: str, *, default_factory: Callable[[], Any] | None = None, **extra: Any) -> Any:
@@ -54,6 +59,30 @@ class OptionRangeError(InputError):
         self.name, self.lo, self.hi, self.lo_open, self.hi_open = name, lo, hi, lo_open, hi_open
 
 
+# --------------------------------------------------------------------------- text
+
+def check_text(name: str, value: Any) -> str:
+    """``value`` if it is text that is valid Unicode, else a one-line :class:`InputError` naming ``name``.
+
+    The one rule for text from outside (prompts, text options): a ``str`` that UTF-8 can
+    encode. ``bytes`` are refused (we do not guess their encoding), and so are lone
+    surrogates: from Python or JSON (``"\\udcff"``), or what a shell argument holding invalid
+    UTF-8 becomes (Python hands its bytes over as the surrogates U+DC80..U+DCFF). Refused
+    here, before any model loads, rather than failing in a tokenizer after it.
+    """
+    if not isinstance(value, str):
+        kind = "bytes" if isinstance(value, (bytes, bytearray)) else type(value).__name__
+        raise InputError(f"{name} must be text (a str), got {kind} {shown(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = ord(value[exc.start])
+        what = f"the invalid UTF-8 byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else \
+            f"a lone surrogate U+{char:04X}"
+        raise InputError(f"{name} is not valid text: {what} at character {exc.start}; give UTF-8 text") from None
+    return value
+
+
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None,
                 *, lo_open: bool = False, hi_open: bool = False) -> None:
     """Raise a one-line :class:`OptionRangeError` for an out-of-range option value."""
@@ -66,8 +95,8 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
         parts.append(f"{'>' if lo_open else '>='} {lo}")
     if hi is not None:
         parts.append(f"{'<' if hi_open else '<='} {hi}")
-    raise OptionRangeError(f"{flag(name)} must be {' and '.join(parts)}, got {value}", name, lo, hi, lo_open,
-                           hi_open)
+    raise OptionRangeError(f"{flag(name)} must be {' and '.join(parts)}, got {shown(value)}", name, lo, hi,
+                           lo_open, hi_open)
 
 
 #: Seeds are 0 .. 2**63 - 1 (what every generator used here takes).
@@ -76,13 +105,13 @@ MAX_SEED = 2**63 - 1
 
 def check_seed(seed: Any, name: str = "--seed") -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
-        raise InputError(f"{name} must be a whole number from 0 to 2**63-1, got {seed!r}")
+        raise InputError(f"{name} must be a whole number from 0 to 2**63-1, got {shown(seed)}")
     return int(seed)
 
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
-        raise InputError(f"{flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        raise InputError(f"{flag(name)} must be one of {', '.join(map(str, choices))}, got {shown(value)}")
 
 
 def unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -110,12 +139,18 @@ def default_of(f: dataclasses.Field) -> Any:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def coerce(name: str, tp: Any, value: Any, *, label: Callable[[str], str] = flag) -> Any:
-    """``value`` as type ``tp`` (strings from the CLI or a config file are parsed), or a one-line
-    :class:`InputError` naming the option as ``label(name)`` (a flag by default)."""
+def coerce(name: str, tp: Any, value: Any, *, from_text: bool = False, label: Callable[[str], str] = flag) -> Any:
+    """``value`` as type ``tp``, or a one-line :class:`InputError` naming the option as ``label(name)``
+    (a flag by default).
+
+    ``from_text``: the value may be text standing for another type (a command line, a config
+    file): ``"5"`` for an int, ``"yes"`` for a bool, ``"1e-5"`` for a float. Otherwise (Python,
+    JSON) only a value of the option's type is taken: an int for an int (never a bool or a
+    float), any real number but a bool for a float, a bool for a bool, a ``str`` for text.
+    """
     if label is not flag:
         try:
-            return coerce(name, tp, value)
+            return coerce(name, tp, value, from_text=from_text)
         except InputError as exc:
             raise InputError(str(exc).replace(flag(name), label(name), 1)) from None
     inner, optional = unwrap_optional(tp)
@@ -123,61 +158,88 @@ def coerce(name: str, tp: Any, value: Any, *, label: Callable[[str], str] = flag
         if optional:
             return None
         raise InputError(f"{flag(name)} needs a value")
+    parse = from_text and isinstance(value, str)
     origin = typing.get_origin(inner)
     if origin is Literal:
         choices = typing.get_args(inner)
-        if isinstance(value, str) and not isinstance(choices[0], str):
-            value = coerce(name, type(choices[0]), value)
+        if parse and not isinstance(choices[0], str):
+            value = coerce(name, type(choices[0]), value, from_text=True)
         check_choice(name, value, choices)
         return value
     if inner is bool:
-        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-            return value.strip().lower() in _TRUE
-        if isinstance(value, bool):
-            return value
-        raise InputError(f"{flag(name)} must be true or false, got {value!r}")
+        return _as_bool(name, value, parse)
     if inner is int:
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise InputError(f"{flag(name)} must be an integer, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise InputError(f"{flag(name)} must be an integer, got {value!r}")
-        return int(value)
+        return _as_int(name, value, parse, from_text)
     if inner is float:
-        try:
-            number = float(value.strip() if isinstance(value, str) else value)
-        except (TypeError, ValueError):
-            raise InputError(f"{flag(name)} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not math.isfinite(number):
-            raise InputError(f"{flag(name)} must be a finite number, got {value!r}")
-        return number
+        return _as_float(name, value, parse)
     if inner is str:
-        if not isinstance(value, str):
-            raise InputError(f"{flag(name)} must be text, got {value!r}")
-        return value
+        return check_text(flag(name), value)
     if inner is Path:
         if not isinstance(value, (str, Path)):
-            raise InputError(f"{flag(name)} must be a path, got {value!r}")
+            raise InputError(f"{flag(name)} must be a path, got {shown(value)}")
         return Path(value)
     if origin is tuple:
         elem = typing.get_args(inner)[0]
-        items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-        return tuple(coerce(name, elem, v) for v in items)
+        if parse:
+            items = value.replace(",", " ").split()
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise InputError(f"{flag(name)} must be a list, got {shown(value)}")
+        return tuple(coerce(name, elem, v, from_text=from_text) for v in items)
     raise TypeError(f"unsupported option type {tp!r} for {name}")
 
 
-def build_options(cls: type, values: dict[str, Any], *, engine: str, task: str) -> Any:
-    """An instance of options dataclass ``cls`` from ``values``, by its own types, choices and checks."""
+def _as_bool(name: str, value: Any, parse: bool) -> bool:
+    if parse and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputError(f"{flag(name)} must be true or false, got {shown(value)}")
+
+
+def _as_int(name: str, value: Any, parse: bool, from_text: bool) -> int:
+    """An int option's value; a float with no fraction passes only in a text source (a config's ``1.0e3``)."""
+    if parse:
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise InputError(f"{flag(name)} must be an integer, got {shown(value)}") from None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if from_text and isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise InputError(f"{flag(name)} must be an integer, got {shown(value)}")
+
+
+def _as_float(name: str, value: Any, parse: bool) -> float:
+    real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not (parse or real):
+        raise InputError(f"{flag(name)} must be a number, got {shown(value)}")
+    try:
+        number = float(value.strip() if parse else value)
+    except ValueError:
+        raise InputError(f"{flag(name)} must be a number, got {shown(value)}") from None
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise InputError(f"{flag(name)} must be a finite number, got {shown(value)}")
+    return number
+
+
+def build_options(cls: type, values: dict[str, Any], *, engine: str, task: str, from_text: bool = False) -> Any:
+    """An instance of options dataclass ``cls`` from ``values``, by its own types, choices and checks.
+
+    ``from_text``: the values are text as typed on a command line, each parsed by its option's
+    type; otherwise (Python keywords, JSON) each must already be of that type (:func:`coerce`).
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in values if k not in fields)
     if unknown:
-        raise InputError(f"engine '{engine}' does not use {', '.join(flag(k) for k in unknown)} for {task}")
+        names = ", ".join(flag(k) if k.isidentifier() and len(k) <= SHOWN_CHARS else shown(k) for k in unknown[:10])
+        raise InputError(f"engine '{engine}' does not use {names}{' ...' if len(unknown) > 10 else ''} for {task}")
     hints = field_types(cls)
-    typed = {k: coerce(k, hints[k], v) for k, v in values.items()}
+    typed = {k: coerce(k, hints[k], v, from_text=from_text) for k, v in values.items()}
     try:
         return cls(**typed)
     except TypeError as exc:

@@ -25,12 +25,13 @@ from typing import Any, Callable, Literal
 import numpy as np
 from PIL import Image
 
-from diffcompose.errors import InputError
+from diffcompose.errors import InputError, shown
 from diffcompose.inputs import (
     DEFAULT_MAX_PIXELS, Box, ImageLike, MaskLike, check_mask_coverage, load_image, load_mask, mask_to_box, parse_box,
 )
 from diffcompose.inputs.images import array_to_uint8, open_pil
 from diffcompose.inputs.masks import load_soft_mask
+from diffcompose.methods.options import check_text
 
 #: How the runner cuts a full-size input to the window: uint8 image, bool mask, float map, box.
 Kind = Literal["image", "mask", "soft", "box"]
@@ -313,26 +314,29 @@ def parse_points(points: Any, size: tuple[int, int]) -> np.ndarray:
         try:
             rows = [[float(v) for v in part.split(",")] for part in points.replace(" ", "").split(";") if part]
         except ValueError:
-            raise InputError(f"bad points {points!r}: {example}") from None
+            raise InputError(f"bad points {shown(points)}: {example}") from None
     else:
         try:
             rows = [list(p) for p in points]
         except TypeError:
-            raise InputError(f"bad points {points!r}: {example}") from None
+            raise InputError(f"bad points {shown(points)}: {example}") from None
     if not rows or len(rows) > MAX_POINTS:
         raise InputError(f"segment takes 1 to {MAX_POINTS} points, got {len(rows)}")
     out = np.zeros((len(rows), 3))
     for i, row in enumerate(rows):
         if len(row) != 3 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number))
                                 for v in row):
-            raise InputError(f"bad point {row!r}: {example}")
-        x, y, label = (float(v) for v in row)
+            raise InputError(f"bad point {shown(row)}: {example}")
+        try:
+            x, y, label = (float(v) for v in row)
+        except OverflowError:  # an integer beyond any float
+            x = y = label = np.inf
         if not (np.isfinite(x) and np.isfinite(y)):
-            raise InputError(f"point coordinates must be finite numbers, got ({row[0]}, {row[1]})")
+            raise InputError(f"point coordinates must be finite numbers, got ({shown(row[0])}, {shown(row[1])})")
         if not (0 <= x < size[0] and 0 <= y < size[1]):
-            raise InputError(f"point ({row[0]}, {row[1]}) is outside the {size[0]}x{size[1]} image")
+            raise InputError(f"point ({shown(row[0])}, {shown(row[1])}) is outside the {size[0]}x{size[1]} image")
         if label not in (0.0, 1.0):
-            raise InputError(f"point label must be 1 (object) or 0 (background), got {row[2]!r}")
+            raise InputError(f"point label must be 1 (object) or 0 (background), got {shown(row[2])}")
         out[i] = (x, y, label)
     return out
 
@@ -389,10 +393,9 @@ def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
                     box: Box | str | tuple[int, int, int, int] | None = None, prompt: str = "",
                     negative_prompt: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """Text-guided inpainting of ``mask`` (or of ``box``, a rough region) with what ``prompt`` describes."""
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not check_text("--prompt", prompt).strip():
         raise InputError("inpaint needs --prompt: the text describing what to paint into the region")
-    if not isinstance(negative_prompt, str):
-        raise InputError(f"--negative-prompt must be text, got {negative_prompt!r}")
+    check_text("--negative-prompt", negative_prompt)
     img = load_image(image, "image", max_pixels)
     size = (img.shape[1], img.shape[0])
     m = _mask_or_box(mask, box, size, max_pixels,
@@ -501,9 +504,8 @@ def prepare_compose(image: ImageLike, edited_condition: ImageLike, *, condition:
                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """``condition``: IMAGE's own condition map (canny is computed when omitted); ``mask``: where change may happen."""
     if condition_type not in CONDITION_TYPES:
-        raise InputError(f"--condition-type must be {' or '.join(CONDITION_TYPES)}, got {condition_type!r}")
-    if not isinstance(prompt, str):
-        raise InputError(f"--prompt must be text, got {prompt!r}")
+        raise InputError(f"--condition-type must be {' or '.join(CONDITION_TYPES)}, got {shown(condition_type)}")
+    check_text("--prompt", prompt)
     img = load_image(image, "image", max_pixels)
     size = (img.shape[1], img.shape[0])
     edit = _load_condition(edited_condition, size, "edited condition", max_pixels)
@@ -557,7 +559,7 @@ def get_task(name: str) -> TaskSpec:
     try:
         return TASK_SPECS[name]
     except (KeyError, TypeError):
-        raise InputError(f"unknown task {name!r}; tasks: {', '.join(TASK_SPECS)}") from None
+        raise InputError(f"unknown task {shown(name)}; tasks: {', '.join(TASK_SPECS)}") from None
 
 
 for _spec in (
@@ -664,7 +666,7 @@ def check_max_pixels(max_pixels: Any) -> None:
     (``True`` is not a number here): the one check behind every ``--max-pixels`` and ``max_pixels=``."""
     if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer))
                                    or not 1 <= max_pixels <= MAX_PIXELS_LIMIT):
-        raise InputError(f"--max-pixels must be a whole number from 1 to {MAX_PIXELS_LIMIT}, got {max_pixels!r}")
+        raise InputError(f"--max-pixels must be a whole number from 1 to {MAX_PIXELS_LIMIT}, got {shown(max_pixels)}")
 
 
 def prepare(task: str, inputs: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:

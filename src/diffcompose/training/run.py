@@ -13,6 +13,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
+from diffcompose.errors import InputError, cut
+
 #: The config keys the command line may override (each is also a ``--flag``).
 OVERRIDES = ("max_steps", "output_dir", "resume")
 
@@ -41,7 +43,12 @@ def check_run_folder(cfg: Any) -> Path:
     from diffcompose.outdir import TRAINING, check_out_dir
 
     out = Path(cfg.output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder goes, no permission, a read-only or missing mount
+        raise InputError(f"cannot create the run's folder {cut(out.parent)}: {exc.strerror or exc}") from None
+    except RecursionError:  # pathlib makes each missing parent by recursion
+        raise InputError(f"output_dir {cut(out)} is nested too deep ({len(out.parts)} folders)") from None
     check_out_dir(out, [Path(cfg.manifest)] + ([Path(cfg.image_root)] if cfg.image_root else []), force=False,
                   reuse=True, kind=TRAINING)
     return out

@@ -73,7 +73,7 @@ def load_config(path: Path) -> AnyDoorTrainConfig:
     cfg = shared.load_config(path, AnyDoorTrainConfig)
     for key in ("init", "image_encoder"):  # a model folder next to the config wins over a hub id of that name
         value = getattr(cfg, key)
-        if value != "tiny" and not Path(value).is_absolute() and (path.parent / value).is_dir():
+        if value != "tiny" and not Path(value).is_absolute() and shared.is_dir(path.parent / value):
             setattr(cfg, key, str(path.parent / value))
     return cfg
 

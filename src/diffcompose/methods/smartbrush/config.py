@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from diffcompose.errors import InputError
+from diffcompose.errors import InputError, cut
 from diffcompose.methods.options import check_choice, check_range
 from diffcompose.training import config as shared
 
@@ -79,6 +79,6 @@ def load_config(path: Path) -> SmartBrushTrainConfig:
     if cfg.captions:
         captions = Path(cfg.captions)
         cfg.captions = str(captions if captions.is_absolute() else Path(path).parent / captions)
-        if not Path(cfg.captions).is_file():
-            raise InputError(f"config: data.captions not found: {cfg.captions}")
+        if not shared.is_file(cfg.captions):
+            raise InputError(f"config: data.captions not found: {cut(cfg.captions)}")
     return cfg
