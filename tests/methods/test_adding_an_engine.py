@@ -261,7 +261,6 @@ SOURCES = {
     "train.py": '''
         """The trainer: random rectangular holes in the manifest's images, L1 inside the hole, on the shared loop."""
 
-        import json
         from pathlib import Path
 
         import numpy as np
@@ -271,6 +270,7 @@ SOURCES = {
         from diffcompose.models.hub import resolve_name
         from diffcompose.outdir import building
         from diffcompose.training.loop import Recipe, export_copy, fit, start_run, warmup_factor
+        from diffcompose.training.manifest import json_objects
         from throwaway_fill.net import FillNet, ensure_tiny, locate
 
 
@@ -296,8 +296,7 @@ SOURCES = {
         def train(cfg, *, on_progress=None, cancel=None) -> list:
             acc, out = start_run(cfg, "train throwaway-fill")
             root = Path(cfg.image_root) if cfg.image_root else Path(cfg.manifest).parent
-            lines = Path(cfg.manifest).read_text().splitlines()
-            paths = [root / json.loads(line)["image"] for line in lines if line.strip()]
+            paths = [root / entry["image"] for _, entry in json_objects(Path(cfg.manifest))]  # the shared reader
             net = FillNet.from_dir(resolve_name(cfg.init, locate=locate, tiny=ensure_tiny)).train()
 
             def micro_step(model, batch, gen):

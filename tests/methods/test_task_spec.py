@@ -169,7 +169,7 @@ def test_a_new_task_gets_its_http_schema_and_runs_over_http(tint, pictures) -> N
         {"name": "mode", "kind": "text", "required": False, "help": "flat or half"}]
     doc = client.get("/openapi.json").json()
     request = doc["components"]["schemas"]["JobRequest"]["properties"]
-    assert request["region"]["anyOf"][0]["maxItems"] == 4 and request["mode"]["anyOf"][0] == {"type": "string"}
+    assert request["region"]["anyOf"][0]["maxItems"] == 4 and request["mode"]["anyOf"][0] == {"enum": ["flat", "half"]}
     assert "tint" in request["task"]["enum"]
     body = doc["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["properties"]["swatch"] == {"type": "string", "format": "binary"}
