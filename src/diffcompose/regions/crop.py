@@ -221,8 +221,8 @@ def _fit_to_multiple(box: Box, scale: float, multiple: int, image_size: tuple[in
     (:meth:`Window.uncrop`): at most ``multiple - 1`` working pixels per side. Rounding
     down and resizing the box to it instead (as this planner did) stretched 520x300 to 512x256.
     """
-    def side(n: float) -> int:
-        return max(1, int(round(n)))
+    def side(n: float) -> int:  # rounded down (the content stays within the scale asked for), at least 1 px
+        return max(1, int(math.floor(n + 1e-6)))
 
     canvas = (_up_to(side(box.width * scale), multiple), _up_to(side(box.height * scale), multiple))
     x0, x1 = _grow(box.x0, box.x1, int(math.ceil(canvas[0] / scale - 1e-6)), image_size[0])
