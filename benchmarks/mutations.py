@@ -103,11 +103,18 @@ SABOTAGES: list[Sabotage] = [
     Sabotage("freecompose", "condition-maps-area-shrunk", "21.13", "methods/engine.py",
              "args[key] = win.crop_lines(value)", "args[key] = win.crop_mask(value, soft=True)",
              ("tests/methods/freecompose/test_freecompose_window.py", "-k", "condition_map")),
-    # ---- FreeCompose, issue 21 item 14: the working size keeps the window's aspect ratio
-    Sabotage("freecompose", "work-size-rounded-to-stride", "21.14", FC,
-             "BandWindow(size, 1, context=options.context",
-             "BandWindow(size, codec.latent_multiple(self.sd.unet, self.sd.vae), context=options.context",
+    # ---- FreeCompose, issue 21 item 14: its window is planned on the UNet's stride (the shared planner pads it)
+    Sabotage("freecompose", "window-not-on-the-unet-stride", "21.14", FC,
+             "BandWindow(size, stride, context=options.context",
+             "BandWindow(size, 8, context=options.context",
              ("tests/methods/freecompose/test_freecompose_window.py", "-k", "aspect or mirrored")),
+    # ---- Every engine, issue 21 item 14: the window is resized straight to the multiple (stretched) again
+    Sabotage("shared", "window-stretched-to-multiple", "21.14", "regions/crop.py",
+             "return Window(box, canvas, None if content == canvas else content)",
+             "return Window(box, canvas)",
+             ("tests/regions/test_window_aspect.py", "tests/methods/sdinpaint/test_sdinpaint_window.py",
+              "tests/methods/pbe/test_pbe_window.py",
+              "tests/methods/freecompose/test_freecompose_window.py::test_a_small_photo_is_mirrored_to_the_stride_not_stretched")),
     # ---- SmartBrush, issue 21 item 2
     Sabotage("smartbrush", "smartbrush-level-ignored", "21.2", "methods/smartbrush/engine.py",
              "labels = torch.full((context.shape[0],), level,",

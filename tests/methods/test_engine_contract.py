@@ -580,7 +580,7 @@ def test_window_around_small_region_in_large_image() -> None:
         assert box.width >= 512 and box.height >= 512, win
         assert 0 <= box.x0 <= region.x0 and region.x1 <= box.x1 <= 2000, win
         assert 0 <= box.y0 <= region.y0 and region.y1 <= box.y1 <= 1500, win
-        assert win.work_size[0] <= box.width and win.work_size[1] <= box.height, win  # never upsampled
+        assert win.content[0] <= box.width and win.content[1] <= box.height, win  # never upsampled
         assert win.work_size[0] % 64 == 0 and win.work_size[1] % 64 == 0, win
         assert win.work_size[0] * win.work_size[1] <= 512 * 512
         assert box.width * box.height < 2000 * 1500 / 4  # a window, not the photo
@@ -592,8 +592,8 @@ def test_small_image_is_worked_whole() -> None:
     policy = WindowPolicy(size=512, multiple=64)
     win = policy.plan(image_size=(300, 200), region=Box(100, 80, 140, 120))
     assert win.box == Box(0, 0, 300, 200)
-    assert win.work_size[0] <= 300 and win.work_size[1] <= 200
-    assert win.work_size == (256, 192)  # rounded down to the multiple, never up
+    assert win.content == (300, 200)  # at its own pixels: neither shrunk to the multiple nor stretched
+    assert win.work_size == (320, 256)  # mirrored past the bottom and right edges up to the multiple
 
 
 def test_freecompose_works_at_a_window_around_the_object(manager) -> None:
@@ -625,7 +625,7 @@ def test_freecompose_works_at_a_window_around_the_object(manager) -> None:
     outside[win.box.slices] = False
     assert not changed[outside].any()
     # ... worked at about 64 x 64, not at the photo's scale.
-    assert shapes == [(win.work_size[1], win.work_size[0], 3)]
+    assert shapes == [(win.content[1], win.content[0], 3)]  # previews show the window, not its mirrored margin
     assert win.work_size[0] * win.work_size[1] <= 64 * 64 * 2
 
 

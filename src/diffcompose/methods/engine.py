@@ -7,7 +7,8 @@ task's inputs already cut to its window and resized to its working size (see
 :meth:`Engine.window_policy`), its validated options dataclass and the request's
 :class:`~diffcompose.progress.RunContext`, and returns an ``(h, w, 3)`` uint8 array of the
 working size (a list of them for ``paint`` and ``inpaint``; a bool mask for ``segment``). Planning the
-window, cropping, putting the result back at full size and restoring the original pixels
+window, cropping (with the mirrored margin that keeps its aspect ratio: cut off again from results and
+previews), putting the result back at full size and restoring the original pixels
 outside the region (the engine's :meth:`Engine.paste_region`: by default the region grown by
 its :meth:`Engine.paste_band`, then a feathered seam of ``margin`` pixels) all happen here, the
 same way for every engine.
@@ -17,6 +18,7 @@ No torch at import: engines that need no torch subclass this directly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from pathlib import Path
@@ -32,8 +34,8 @@ from diffcompose.methods.registry import (
     NO_DEFAULT_MODEL, EngineInfo, all_engines, get_engine_info, load_target, options_for,
 )
 from diffcompose.methods.tasks import Job, prepare, split_inputs
-from diffcompose.progress import CancelToken, ProgressCallback, RunContext
-from diffcompose.regions import WindowPolicy, paste_back as restore_outside
+from diffcompose.progress import CancelToken, ProgressCallback, ProgressEvent, RunContext
+from diffcompose.regions import Window, WindowPolicy, paste_back as restore_outside
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +164,8 @@ class Engine:
             ctx.check()
             policy = self.window_policy(job.task, options)
             win = policy.plan(job.size, job.region)
-            log.debug("%s %s: window %s at %dx%d", self.name, job.task, win.box, *win.work_size)
+            log.debug("%s %s: window %s at %dx%d (content %dx%d)", self.name, job.task, win.box, *win.work_size,
+                      *win.content)
             args = {}
             for key, value in job.arrays.items():
                 kind = job.kinds.get(key)
@@ -176,7 +179,7 @@ class Engine:
                     args[key] = win.crop_lines(value)
                 else:
                     args[key] = win.crop_mask(value)
-            result = getattr(self, "_" + job.task)(**args, options=options, ctx=ctx)
+            result = getattr(self, "_" + job.task)(**args, options=options, ctx=cut_previews(ctx, win))
         predicted = None
         if isinstance(result, tuple):
             result, predicted = result
@@ -250,6 +253,21 @@ class Engine:
 
     def insert(self, image: Any, mask: Any = None, reference: Any = None, **kw: Any) -> Image.Image | list[Image.Image]:
         return self.run("insert", image=image, mask=mask, reference=reference, **kw)
+
+
+def cut_previews(ctx: RunContext, win: Window) -> RunContext:
+    """The run's context with each progress preview cut to the window's content (no mirrored margin)."""
+    listener = ctx.on_progress
+    if listener is None or win.content == win.work_size:
+        return ctx
+
+    def listen(event: ProgressEvent) -> None:
+        preview = event.preview
+        if preview is not None:
+            event = dataclasses.replace(event, preview=lambda: win.cut(preview()))
+        listener(event)
+
+    return dataclasses.replace(ctx, on_progress=listen)
 
 
 #: Largest seam width accepted (pixels): wider than any image this tool opens.

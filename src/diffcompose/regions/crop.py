@@ -4,7 +4,9 @@ Diffusion models work at a fixed number of pixels, in sizes that are multiples o
 stride (8 for the VAE, 64 for a UNet with three downsamplings in latent space). Users have
 photos of any size and aspect ratio. :func:`plan_window` picks a window around the region
 (with context), and a working size for it; :class:`Window` cuts it out and puts results
-back. Only the window's pixels can ever change. Engines state what they want as a
+back. The working canvas's sides are multiples of the stride, but the window keeps its aspect
+ratio: it grows into the photo's context, or is mirrored past the photo's edge, up to the
+multiple, and the extra is cut off again. Only the window's pixels can ever change. Engines state what they want as a
 :class:`WindowPolicy`; the windowed runner, :meth:`diffcompose.methods.engine.Engine.execute`,
 applies it for every engine.
 """
@@ -23,48 +25,79 @@ from diffcompose.inputs.masks import resize_mask
 
 @dataclass(frozen=True)
 class Window:
-    """A box of the original image and the size ``(width, height)`` it is worked at."""
+    """A box of the original image, the size ``(width, height)`` it is worked at, and where its pixels go.
+
+    ``work_size`` is the canvas the engine gets (each side a multiple of the model's stride).
+    ``content_size`` is what the box's own pixels are resized to, at the canvas's top-left,
+    with the box's aspect ratio; the rest of the canvas (fewer than ``multiple`` pixels per
+    side, only where the box already reaches the photo's edge) mirrors them. Resizing the
+    box straight to a multiple stretched it by up to 15% (520x300 was worked at 512x256).
+    ``None``: the content fills the canvas.
+    """
 
     box: Box
     work_size: tuple[int, int]
+    content_size: tuple[int, int] | None = None
+
+    @property
+    def content(self) -> tuple[int, int]:
+        """``(width, height)`` of the canvas's part that holds the box's pixels."""
+        return self.content_size or self.work_size
 
     @property
     def scale(self) -> float:
         """Working pixels per original pixel (geometric mean of the two axes)."""
-        return math.sqrt(self.work_size[0] * self.work_size[1] / (self.box.width * self.box.height))
+        cw, ch = self.content
+        return math.sqrt(cw * ch / (self.box.width * self.box.height))
 
     def crop(self, image: np.ndarray) -> np.ndarray:
-        """Cut the window out of a full-size ``(H, W, C)`` image and resize it to the working size."""
-        return resize_image(image[self.box.slices], self.work_size)
+        """Cut the window out of a full-size ``(H, W, C)`` image, resize it and mirror it to the canvas."""
+        return self._fill(resize_image(image[self.box.slices], self.content))
 
     def crop_mask(self, mask: np.ndarray, soft: bool = False) -> np.ndarray:
-        return resize_mask(mask[self.box.slices], self.work_size, soft=soft)
+        """The mask as :meth:`crop` cuts the image: mirrored with it, so that a mirrored object is masked too."""
+        return self._fill(resize_mask(mask[self.box.slices], self.content, soft=soft))
 
     def crop_lines(self, lines: np.ndarray) -> np.ndarray:
         """Cut a map of thin lines (edges, sketch strokes) out and resize it with :func:`resize_lines`."""
-        return resize_lines(lines[self.box.slices], self.work_size)
+        return self._fill(resize_lines(lines[self.box.slices], self.content))
 
     def crop_box(self, box: Box) -> Box:
-        """``box`` (image pixels) in the working window's pixels, clipped to it."""
-        sx, sy = self.work_size[0] / self.box.width, self.work_size[1] / self.box.height
-        ww, wh = self.work_size
-        x0 = min(max(int(math.floor((box.x0 - self.box.x0) * sx)), 0), ww - 1)
-        y0 = min(max(int(math.floor((box.y0 - self.box.y0) * sy)), 0), wh - 1)
-        x1 = min(max(int(math.ceil((box.x1 - self.box.x0) * sx)), x0 + 1), ww)
-        y1 = min(max(int(math.ceil((box.y1 - self.box.y0) * sy)), y0 + 1), wh)
+        """``box`` (image pixels) in the working window's pixels, clipped to the content."""
+        cw, ch = self.content
+        sx, sy = cw / self.box.width, ch / self.box.height
+        x0 = min(max(int(math.floor((box.x0 - self.box.x0) * sx)), 0), cw - 1)
+        y0 = min(max(int(math.floor((box.y0 - self.box.y0) * sy)), 0), ch - 1)
+        x1 = min(max(int(math.ceil((box.x1 - self.box.x0) * sx)), x0 + 1), cw)
+        y1 = min(max(int(math.ceil((box.y1 - self.box.y0) * sy)), y0 + 1), ch)
         return Box(x0, y0, x1, y1)
 
+    def cut(self, work: np.ndarray) -> np.ndarray:
+        """The content of a canvas-sized array (a result, a preview): the mirrored margin dropped."""
+        cw, ch = self.content
+        return work[:ch, :cw]
+
     def uncrop(self, work_image: np.ndarray, full: np.ndarray) -> np.ndarray:
-        """Return a copy of ``full`` with the window replaced by ``work_image`` resized back."""
+        """Return a copy of ``full`` with the window replaced by ``work_image``'s content resized back."""
         out = full.copy()
-        out[self.box.slices] = resize_image(work_image, (self.box.width, self.box.height))
+        out[self.box.slices] = resize_image(self.cut(work_image), (self.box.width, self.box.height))
         return out
 
     def uncrop_mask(self, work_mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """A full-size bool mask (``size`` = (width, height)), False outside the window."""
         out = np.zeros((size[1], size[0]), dtype=bool)
-        out[self.box.slices] = resize_mask(np.asarray(work_mask, dtype=bool), (self.box.width, self.box.height))
+        out[self.box.slices] = resize_mask(np.asarray(self.cut(work_mask), dtype=bool),
+                                           (self.box.width, self.box.height))
         return out
+
+    def _fill(self, content: np.ndarray) -> np.ndarray:
+        """``content`` mirrored past its bottom and right edges to the canvas (the photo's own edges
+        there: the planner pads only an axis the box spans whole)."""
+        w, h = self.work_size
+        if content.shape[:2] == (h, w):
+            return content
+        pad = [(0, h - content.shape[0]), (0, w - content.shape[1])] + [(0, 0)] * (content.ndim - 2)
+        return np.pad(content, pad, mode="symmetric")
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -93,9 +126,9 @@ def resize_lines(lines: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.maximum.reduceat(np.maximum.reduceat(src, rows, axis=0), cols, axis=1)
 
 
-def _floor_to(x: float, multiple: int) -> int:
-    """``x`` rounded down to a multiple (at least one multiple: the one case that must upsample)."""
-    return max(multiple, int(math.floor(x + 1e-6)) // multiple * multiple)
+def _up_to(x: int, multiple: int) -> int:
+    """``x`` rounded up to a multiple."""
+    return -(-x // multiple) * multiple
 
 
 def _grow(lo: int, hi: int, want: int, limit: int) -> tuple[int, int]:
@@ -116,7 +149,8 @@ class WindowPolicy:
     """How an engine wants its window: declared once per engine (and task), applied by the runner.
 
     ``size``: the working size, about ``size x size`` pixels (``None``: native pixels, never
-    resized; the classical engines). ``multiple``: each working side is a multiple of it.
+    resized; the classical engines). ``multiple``: each side of the working canvas is a
+    multiple of it (the window's pixels keep their aspect ratio; see :func:`_fit_to_multiple`).
     ``square``: the window is as square as the image allows (models trained on squares).
     ``context``: margin on each side as a share of the region's size (at least
     ``min_context`` pixels). ``whole_image``: the window is the whole image.
@@ -148,22 +182,22 @@ def plan_window(
 ) -> Window:
     """Choose the window around ``region`` and its working size.
 
-    The rule: the window is never worked at a larger scale than the source's own (a small
-    object is not blown up into a blurry crop). With ``resolution`` R:
+    The rules: the window is never worked at a larger scale than the source's own (a small
+    object is not blown up into a blurry crop), and it keeps its aspect ratio (never
+    stretched to the multiple). With ``resolution`` R:
 
     * the whole image has at most R x R pixels: the whole image is the window, at its own
-      scale (sides rounded down to ``multiple``);
+      pixels (a small photo is not upsampled to the model's size);
     * otherwise the window is the region plus ``context`` (a share of the region's size on
       each side, at least ``min_context`` px), grown to at least R source pixels on each
       side (clipped to the image), and worked at about R x R pixels: shrunk, never grown.
 
-    ``resolution=None`` keeps native pixels (the window grows to a multiple where the image
-    allows). ``square`` makes the window as square as the image allows.
+    ``resolution=None`` keeps native pixels. ``square`` makes the window as square as the
+    image allows. Then each side goes up to the next ``multiple`` (:func:`_fit_to_multiple`).
     """
     w, h = image_size
     if resolution is not None and w * h <= resolution * resolution:
-        box = Box(0, 0, w, h)
-        return Window(box, (_floor_to(w, multiple), _floor_to(h, multiple)))
+        return _fit_to_multiple(Box(0, 0, w, h), 1.0, multiple, image_size)
     mx = max(min_context, int(math.ceil(region.width * context)))
     my = max(min_context, int(math.ceil(region.height * context)))
     want_w, want_h = region.width + 2 * mx, region.height + 2 * my
@@ -173,13 +207,26 @@ def plan_window(
         want_w, want_h = max(want_w, resolution), max(want_h, resolution)
     x0, x1 = _grow(region.x0, region.x1, want_w, w)
     y0, y1 = _grow(region.y0, region.y1, want_h, h)
-    if resolution is None:
-        # Keep native pixels; grow to a multiple where the image allows (else the work size rounds).
-        x0, x1 = _grow(x0, x1, -(-(x1 - x0) // multiple) * multiple, w)
-        y0, y1 = _grow(y0, y1, -(-(y1 - y0) // multiple) * multiple, h)
-        box = Box(x0, y0, x1, y1)
-        return Window(box, (max(multiple, -(-box.width // multiple) * multiple),
-                            max(multiple, -(-box.height // multiple) * multiple)))
     box = Box(x0, y0, x1, y1)
-    s = min(1.0, resolution / math.sqrt(box.width * box.height))
-    return Window(box, (_floor_to(box.width * s, multiple), _floor_to(box.height * s, multiple)))
+    scale = 1.0 if resolution is None else min(1.0, resolution / math.sqrt(box.width * box.height))
+    return _fit_to_multiple(box, scale, multiple, image_size)
+
+
+def _fit_to_multiple(box: Box, scale: float, multiple: int, image_size: tuple[int, int]) -> Window:
+    """The window of ``box`` worked at ``scale``, its canvas's sides rounded up to ``multiple``.
+
+    Each canvas side is the box's scaled side rounded up. The box first grows into the
+    photo's real context to fill the canvas at the same scale; only where it already spans the
+    photo's whole width (height) is the rest mirrored (:meth:`Window.crop`) and cut off again
+    (:meth:`Window.uncrop`): at most ``multiple - 1`` working pixels per side. Rounding
+    down and resizing the box to it instead (as this planner did) stretched 520x300 to 512x256.
+    """
+    def side(n: float) -> int:  # rounded down (the content stays within the scale asked for), at least 1 px
+        return max(1, int(math.floor(n + 1e-6)))
+
+    canvas = (_up_to(side(box.width * scale), multiple), _up_to(side(box.height * scale), multiple))
+    x0, x1 = _grow(box.x0, box.x1, int(math.ceil(canvas[0] / scale - 1e-6)), image_size[0])
+    y0, y1 = _grow(box.y0, box.y1, int(math.ceil(canvas[1] / scale - 1e-6)), image_size[1])
+    box = Box(x0, y0, x1, y1)
+    content = (min(canvas[0], side(box.width * scale)), min(canvas[1], side(box.height * scale)))
+    return Window(box, canvas, None if content == canvas else content)

@@ -208,7 +208,7 @@ def test_condition_maps_are_binarised_at_the_working_size(engine, monkeypatch) -
     engine.compose(img, soft, condition=soft, prompt="A toy.", iterations=2, final_iters=0, resolution=64)
     # the working size keeps the photo's aspect (73x55 here), mirrored up to the UNet's stride of 64
     win = engine.window_policy("compose", engine.options("compose", {"resolution": 64})).plan((W, H), Box(0, 0, W, H))
-    assert win.work_size == (73, 55)
+    assert win.content == (73, 55) and win.work_size == (128, 64)
     for m in maps:
         assert set(np.unique(m)) <= {0.0, 1.0} and m.shape == (64, 128)
     assert maps[1].sum() > 0

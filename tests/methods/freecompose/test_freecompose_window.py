@@ -121,11 +121,14 @@ def test_the_window_is_worked_at_its_own_aspect_ratio(engine, size, box, resolut
     mask = _object(size, box)
     options = engine.options("remove", {"resolution": resolution} if resolution else {})
     win = engine.window_policy("remove", options).plan(size, mask_to_box(mask))
-    (w, h), (bw, bh) = win.work_size, (win.box.width, win.box.height)
+    (w, h), (bw, bh) = win.content, (win.box.width, win.box.height)
     assert abs((w / h) / (bw / bh) - 1) <= 0.02, win
     assert w <= bw and h <= bh  # never upsampled
+    stride = fc.codec.latent_multiple(engine.sd.unet, engine.sd.vae)
+    assert win.work_size[0] % stride == 0 and win.work_size[1] % stride == 0
+    assert 0 <= win.work_size[0] - w < stride and 0 <= win.work_size[1] - h < stride  # padded, at most to the stride
     if size[0] * size[1] <= (resolution or engine.sd.resolution) ** 2:
-        assert win.work_size == size  # a small photo is worked whole at its own pixels
+        assert win.content == size  # a small photo is worked whole at its own pixels
 
 
 def test_a_small_photo_is_mirrored_to_the_stride_not_stretched(engine, monkeypatch) -> None:

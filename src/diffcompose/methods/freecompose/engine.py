@@ -1,18 +1,16 @@
 """The FreeCompose engine: the three tasks on one loaded Stable Diffusion.
 
 The runner hands each task its window already at the working size (about the model's
-resolution, the window's own aspect ratio, never upsampled beyond the source; see
-:meth:`FreeComposeEngine.window_policy`) and puts the result back; outside the region the
-original pixels come back there too. The tasks pad their inputs to the UNet's stride and cut
-the result back (:func:`padded_to_stride`), so nothing is stretched. The VGG16 of the
+resolution, the window's own aspect ratio, never upsampled beyond the source, mirrored past
+the photo's edge up to the UNet's stride where the window cannot grow; see
+:meth:`FreeComposeEngine.window_policy` and :func:`diffcompose.regions.plan_window`) and puts
+the result back; outside the region the original pixels come back there too. The VGG16 of the
 perceptual loss and the T2I-Adapters load on first use and stay with the engine.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,51 +66,6 @@ class BandWindow(WindowPolicy):
                            resolution=self.size, multiple=self.multiple, square=self.square)
 
 
-def _mirror_to(x: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``x`` mirrored past its bottom and right edges to ``height`` x ``width``."""
-    pad = [(0, height - x.shape[0]), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2)
-    return np.pad(x, pad, mode="symmetric")
-
-
-def _cut_previews(ctx: RunContext, height: int, width: int) -> RunContext:
-    """The run's context with each progress preview cut to ``height`` x ``width``."""
-    listener = ctx.on_progress
-    if listener is None:
-        return ctx
-
-    def listen(event: Any) -> None:
-        preview = event.preview
-        if preview is not None:
-            event = dataclasses.replace(event, preview=lambda: preview()[:height, :width])
-        listener(event)
-
-    return dataclasses.replace(ctx, on_progress=listen)
-
-
-def padded_to_stride(task: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """Run a task on its inputs padded to the UNet's stride; cut the result and previews back.
-
-    The window is worked at its own aspect ratio, at any size; Stable Diffusion's UNet needs
-    sides in multiples of its stride (64 px for SD 1.x), and rounding the working size to
-    them distorted the aspect ratio by up to 15% (520x300 was worked at 512x256). So every
-    array input (image, masks, condition maps) is mirrored past its bottom and right edges up
-    to the next multiple, masks with the image so that a mirrored object is masked like the
-    object, and the output is cut back: at most stride - 1 px per side of extra work.
-    """
-
-    @functools.wraps(task)
-    def run(self: FreeComposeEngine, *, options: Any, ctx: RunContext, **inputs: Any) -> np.ndarray:
-        h, w = inputs["image"].shape[:2]
-        stride = codec.latent_multiple(self.sd.unet, self.sd.vae)
-        height, width = -(-h // stride) * stride, -(-w // stride) * stride
-        if (height, width) == (h, w):
-            return task(self, options=options, ctx=ctx, **inputs)
-        padded = {k: _mirror_to(v, height, width) if isinstance(v, np.ndarray) else v for k, v in inputs.items()}
-        return task(self, options=options, ctx=_cut_previews(ctx, h, w), **padded)[:h, :w]
-
-    return run
-
-
 def binarise(condition: np.ndarray) -> np.ndarray:
     return (condition > CONDITION_THRESHOLD).astype(np.float32)
 
@@ -149,7 +102,8 @@ class FreeComposeEngine(DiffusionEngine):
 
     def window_policy(self, task: str, options: Any) -> WindowPolicy:
         size = options.resolution or self.sd.resolution
-        return BandWindow(size, 1, context=options.context, band=options.band)  # any size: see padded_to_stride
+        stride = codec.latent_multiple(self.sd.unet, self.sd.vae)
+        return BandWindow(size, stride, context=options.context, band=options.band)
 
     def paste_band(self, task: str, options: Any, mask: np.ndarray) -> int:
         """``--band`` x the object's height: what removal and harmonization exist to change around it."""
@@ -205,7 +159,6 @@ class FreeComposeEngine(DiffusionEngine):
 
     # ------------------------------------------------------------------ tasks
 
-    @padded_to_stride
     def _remove(self, *, image: np.ndarray, mask: np.ndarray, options: RemoveOptions, ctx: RunContext) -> np.ndarray:
         """Object removal: DDS toward "Some place" with masked self-attention in the target rows."""
         sd = self.sd
@@ -227,7 +180,6 @@ class FreeComposeEngine(DiffusionEngine):
                          losses=losses, attention=attention, decode=self._decode32)
         return self._finish(z)
 
-    @padded_to_stride
     def _harmonize(self, *, image: np.ndarray, mask: np.ndarray, background: np.ndarray | None,
                    options: HarmonizeOptions, ctx: RunContext) -> np.ndarray:
         """Harmonization: DDS from "" toward "A harmonious scene." with perceptual anchors on both regions."""
@@ -257,7 +209,6 @@ class FreeComposeEngine(DiffusionEngine):
             x = x.expand(-1, channels, -1, -1)
         return [torch.cat([f, f]) * scale for f in adapter(x)]
 
-    @padded_to_stride
     def _compose(self, *, image: np.ndarray, edited_condition: np.ndarray, condition: np.ndarray | None,
                  condition_type: str, mask: np.ndarray | None, prompt: str, options: ComposeOptions,
                  ctx: RunContext) -> np.ndarray:

@@ -1,0 +1,57 @@
+"""Paint-by-Example works a 520x300 photo at its own pixels and aspect ratio (issue 21 item 14).
+
+Before, the working size was rounded down to the UNet's stride of 64 (512x256: a 15% stretch).
+Now the runner mirrors the photo past its bottom and right edges to 576x320, the UNet sees that
+canvas, and the margin is cut off from the results and the previews.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from diffcompose import EngineManager  # noqa: E402
+from diffcompose.methods.pbe.engine import PaintByExampleEngine  # noqa: E402
+from diffcompose.regions import changed_region, default_margin  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def engine():
+    torch.set_num_threads(1)
+    return EngineManager().get("pbe", model="tiny", device="cpu").load()
+
+
+@pytest.mark.parametrize("crop", [True, False])
+def test_a_520x300_photo_is_worked_at_its_own_aspect_ratio(engine, photo, monkeypatch, crop) -> None:
+    image = np.asarray(Image.fromarray(photo).resize((520, 300), Image.BICUBIC))
+    mask = np.zeros((300, 520), bool)
+    mask[60:180, 380:500] = True
+    seen: dict[str, np.ndarray] = {}
+    unet_inputs: list[tuple[int, ...]] = []
+    real_task, real_forward = PaintByExampleEngine._paint, engine.c.unet.forward
+
+    def task(self, *, image, mask, **kw):
+        seen.update(image=image, mask=mask)
+        return real_task(self, image=image, mask=mask, **kw)
+
+    def forward(sample, *args, **kwargs):
+        unet_inputs.append(tuple(sample.shape))
+        return real_forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(PaintByExampleEngine, "_paint", task)
+    monkeypatch.setattr(engine.c.unet, "forward", forward)
+    previews = []
+    out = np.asarray(engine.paint(image, mask, photo[60:300, 150:330], steps=2, resolution=512, crop=crop, seed=5,
+                                  on_progress=lambda e: previews.append(e.preview())))
+    # The UNet saw the 576x320 canvas (latents at 1/8): 520x300 rounded up to 64, not down to 512x256.
+    assert unet_inputs and all(s[-2:] == (40, 72) for s in unet_inputs), unet_inputs
+    assert seen["image"].shape == (320, 576, 3) and np.array_equal(seen["image"][:300, :520], image)
+    assert np.array_equal(seen["image"][:300, 520:], image[:, 519:463:-1])  # the margin mirrors the photo
+    assert np.array_equal(seen["mask"][:300, :520], mask) and seen["mask"][60:180, 540:560].all()
+    assert out.shape == image.shape and previews[0].shape == (300, 520, 3)
+    outside = ~changed_region(mask, default_margin(image.shape))
+    assert np.array_equal(out[outside], image[outside]) and (out[mask] != image[mask]).any()
