@@ -387,6 +387,8 @@ def test_half_open_connections_do_not_slow_other_clients_and_time_out(live) -> N
     t = time.perf_counter()
     closed, answer = closed_within(slow[0], 5)
     assert closed and answer.startswith(b"HTTP/1.1 408 ") and b"--header-timeout" in answer
+    head = answer.split(b"\r\n\r\n")[0].lower()
+    assert b"x-frame-options: deny" in head and b"x-content-type-options: nosniff" in head  # written before the app
     assert all(closed_within(s, 3)[0] for s in slow[1:] + silent)
     assert time.perf_counter() - t < 4
     for s in slow + silent:

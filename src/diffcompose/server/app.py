@@ -43,6 +43,7 @@ from diffcompose import __version__
 from diffcompose.errors import Cancelled, DiffComposeError, InputError, MissingExtraError, WeightsMissingError
 from diffcompose.methods.manager import EngineManager
 from diffcompose.server import schema
+from diffcompose.server.connections import SECURITY_HEADERS
 from diffcompose.server.jobs import (
     FINISHED, JobManager, JobNotFound, QueueFull, TooBig, Unavailable, result_metadata,
 )
@@ -66,10 +67,6 @@ DECODE_SLOTS = 2
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
-#: Sent with every response, refusals included: no other site may frame the page (clickjacking),
-#: browsers must not guess content types, and no URL (which may carry ?token=) leaks as a Referer.
-SECURITY_HEADERS = [(b"content-security-policy", b"frame-ancestors 'none'"), (b"x-frame-options", b"DENY"),
-                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 
 
 class BodyTimeout(InputError):

@@ -25,9 +25,16 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: Sent with every response, refusals included (this module's own 408 too): no other site may frame
+#: the page (clickjacking), browsers must not guess content types, and no URL (which may carry
+#: ?token=) leaks as a Referer.
+SECURITY_HEADERS = [(b"content-security-policy", b"frame-ancestors 'none'"), (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
 _TIMEOUT_BODY = b'{"error": "the request line and headers did not arrive in time (--header-timeout)"}'
 _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                     b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_TIMEOUT_BODY) + _TIMEOUT_BODY)
+                     + b"".join(k + b": " + v + b"\r\n" for k, v in SECURITY_HEADERS)
+                     + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_TIMEOUT_BODY) + _TIMEOUT_BODY)
 
 
 def guarded_protocol(header_timeout: float, max_connections: int) -> type:
