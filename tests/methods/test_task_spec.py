@@ -292,3 +292,29 @@ def test_the_cli_commands_follow_the_specs() -> None:
             assert group.required and {a.dest for a in group._group_actions} <= grouped
         assert ("--mask-output" in parser._option_string_actions) == bool(spec.mask_output)
         assert ("--no-paste-back" in parser._option_string_actions) == spec.paste_back
+
+
+@pytest.mark.parametrize("task", ["insert", "paste"])
+def test_an_object_or_reference_file_is_decoded_once(tmp_path, monkeypatch, task) -> None:
+    """Its colour, its alpha (the cut-out) and the readings an engine may take are all read from
+    one decode, under the caller's pixel limit."""
+    import diffcompose.inputs.images as images
+    from PIL import Image as PILImage
+
+    from diffcompose.methods.tasks import prepare
+
+    rgba = np.zeros((40, 50, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[10:30, 10:40, 3] = 255
+    path = tmp_path / "object.png"
+    PILImage.fromarray(rgba, "RGBA").save(path)
+    scene = np.full((120, 160, 3), 90, np.uint8)
+    opened: list[str] = []
+    real = images.open_header
+    monkeypatch.setattr(images, "open_header", lambda p, *a, **kw: (opened.append(str(p)), real(p, *a, **kw))[1])
+    inputs = ({"image": scene, "box": (20, 20, 120, 100), "reference": str(path)} if task == "insert" else
+              {"background": scene, "obj": str(path), "box": (20, 20, 120, 100)})
+    job = prepare(task, inputs)
+    assert opened == [str(path)]
+    cut = job.arrays["reference_mask" if task == "insert" else "object_mask"]
+    assert cut.sum() == 20 * 30  # the alpha still gives the cut-out

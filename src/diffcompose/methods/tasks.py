@@ -223,6 +223,12 @@ def prepare_remove(image: ImageLike, mask: MaskLike, *, max_pixels: int | None =
     return Job("remove", img, {"image": img, "mask": m}, mask_to_box(m), {"image": "image", "mask": "mask"}, m)
 
 
+def _decoded_once(source: ImageLike, name: str, max_pixels: int | None) -> ImageLike:
+    """A path opened and decoded (EXIF orientation applied) here, once, so that an image and its
+    alpha are read from one decode under the caller's pixel limit; anything else as it is."""
+    return open_pil(source, name, max_pixels) if isinstance(source, (str, os.PathLike)) else source
+
+
 def _alpha_or_full(obj: ImageLike, size: tuple[int, int]) -> np.ndarray:
     """The object's own alpha as its mask when it has a varying one, else the whole object."""
     pil = open_pil(obj, "object") if isinstance(obj, (str, os.PathLike)) else obj
@@ -245,6 +251,7 @@ def place_object(background: np.ndarray, obj: ImageLike, box: Box | str | tuple[
                  ) -> tuple[np.ndarray, np.ndarray, Box]:
     """Validate an object (and its mask or alpha) and a target box on ``background``."""
     target = parse_box(box, (background.shape[1], background.shape[0]))
+    obj = _decoded_once(obj, "object", max_pixels)
     fg = load_image(obj, "object", max_pixels)
     fg_size = (fg.shape[1], fg.shape[0])
     if object_mask is not None:
@@ -475,6 +482,7 @@ def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference:
         if outside.any():
             raise InputError(f"the shape mask reaches outside the target region's box {target}; "
                              "draw it inside the region")
+    reference = _decoded_once(reference, "reference", max_pixels)
     ref = load_image(reference, "reference", max_pixels)
     ref_mask = _reference_object(reference, ref, reference_mask, max_pixels)
     paste = m if shape is None else m | shape
