@@ -1,8 +1,10 @@
 """One progress-and-cancel contract for every loop (DDS iterations, sampler steps, training
 steps, batch items).
 
-A loop makes a :class:`Progress` for its ``total`` steps and calls :meth:`Progress.step`
-after each one. Each call first checks the run's :class:`CancelToken` (so a cancel from
+Work begins with one start event, ``step=0`` (:meth:`RunContext.start`: the engine runner
+sends it for every engine, once its model is loaded, so a listener knows the work is under
+way even for a one-pass engine that reports nothing else). A loop then makes a
+:class:`Progress` for its ``total`` steps and calls :meth:`Progress.step` after each one. Each call first checks the run's :class:`CancelToken` (so a cancel from
 another thread stops the loop within one step, raising :class:`Cancelled`), then hands the
 consumer a :class:`ProgressEvent`. Consumers are plain callables: the CLI's progress bar
 (:class:`TqdmBar`), a web server's event stream, a test's list. Library code never prints.
@@ -26,7 +28,9 @@ from diffcompose.errors import Cancelled
 class ProgressEvent:
     """One finished step of a loop.
 
-    ``step`` counts finished steps (1..``total``); ``timestep`` is the diffusion timestep of
+    ``step`` counts finished steps (1..``total``); ``step=0`` is the start event (work has begun;
+    its ``total`` is 0, unknown: a listener shows an indeterminate bar until a step arrives, and
+    a one-pass engine sends no step at all); ``timestep`` is the diffusion timestep of
     the step where there is one; ``elapsed`` is seconds since the loop started. ``preview``
     is a lazy callable returning the current result as a uint8 ``(H, W, 3)`` array (only
     where one is cheap to make, ``None`` otherwise): call it only if you show it.
@@ -96,6 +100,18 @@ class RunContext:
     on_progress: ProgressCallback | None = None
     cancel: CancelToken | None = None
 
+    def start(self, task: str) -> None:
+        """Send the start event (``step=0``, ``total=0``): the work of ``task`` begins now.
+
+        Sent once per run by the engine runner, after loading and before the engine's own
+        work, so every engine has it (a one-pass engine's only event); a cancel already
+        requested stops the run here instead.
+        """
+        self.check()
+        if self.on_progress is not None:
+            self.on_progress(ProgressEvent(task, 0, 0))
+            self.check()  # a cancel from the listener stops even a one-pass engine before its work
+
     def progress(self, task: str, total: int) -> Progress:
         """A tracker for a loop of ``total`` steps (checks for a cancel before the first step)."""
         self.check()
@@ -115,7 +131,7 @@ class TqdmBar:
         self._key: tuple[str, int] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
-        if not self.enabled:
+        if not self.enabled or event.step == 0:  # the start event: no bar until there are steps to count
             return
         from tqdm.auto import tqdm
 

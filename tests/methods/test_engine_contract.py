@@ -16,8 +16,11 @@ The contract, per pair:
    the seam; outside the target box for ``paste``; a ``segment`` mask is False outside its box);
 3. the same seed gives the same output (and, for diffusion engines, another seed another one);
 4. a cancel from another thread stops the run within one step, raising ``Cancelled``;
-   a token cancelled before the run stops it before any work;
-5. progress events come in order (1..total) with the right totals and usable previews;
+   a token cancelled before the run stops it before any work, and one cancelled at the
+   start event stops every engine (one-pass ones too) before its work;
+5. the first event is the start event (``step=0``, ``total=0``: every engine sends it, the
+   runner does), then progress events come in order (1..total) with the right totals and
+   usable previews;
 6. an out-of-range (or unknown, NaN, mistyped) option is an ``InputError`` before any work.
 
 Then: concurrent requests on one engine, the window rule, the manager's memory budget, the
@@ -369,6 +372,8 @@ def check_cancel_from_thread(manager: EngineManager, name: str, task: str) -> No
     cancellers: list[int] = []
 
     def on_progress(event: ProgressEvent) -> None:
+        if event.step == 0:  # the start event (check_cancel_at_start cancels there)
+            return
         if token.cancelled:
             after.append(event)
             return
@@ -401,6 +406,24 @@ def check_cancel_from_thread(manager: EngineManager, name: str, task: str) -> No
     assert (out[0] if isinstance(out, list) else out).size == BASE
 
 
+def check_cancel_at_start(manager: EngineManager, name: str, task: str) -> None:
+    """A cancel sent while the start event is handled stops the run before the engine's work:
+    cheap for every engine, and the proof that a one-pass engine is cancellable too."""
+    engine, _ = _get(manager, name)
+    inputs = INPUT_BUILDERS[task](*BASE)
+    token = CancelToken()
+    events: list[ProgressEvent] = []
+
+    def on_progress(event: ProgressEvent) -> None:
+        events.append(event)
+        token.cancel()
+
+    with pytest.raises(dc.Cancelled):
+        _run(engine, task, inputs, cancel=token, on_progress=on_progress)
+    assert [(e.task, e.step, e.total) for e in events] == [(task, 0, 0)], f"{name} {task}: {events}"
+    assert _lock_is_free(engine)
+
+
 def check_progress(manager: EngineManager, name: str, task: str) -> None:
     engine, info = _get(manager, name)
     inputs = INPUT_BUILDERS[task](*BASE)
@@ -413,6 +436,11 @@ def check_progress(manager: EngineManager, name: str, task: str) -> None:
             previews.append(event.preview())
 
     _run(engine, task, inputs, on_progress=on_progress)
+    # Every engine starts with the start event, once: a listener knows the work began.
+    assert events and (events[0].task, events[0].step, events[0].total) == (task, 0, 0), \
+        f"{name} {task}: no start event first ({events[:1]})"
+    assert [e.step for e in events].count(0) == 1, f"{name} {task}: several start events"
+    events = events[1:]
     if not events:
         assert not _must_report(info, task), f"{name} {task} reported no progress"
         return
@@ -472,7 +500,7 @@ def check_bad_option(manager: EngineManager, name: str, task: str) -> None:
 
 
 CONTRACT_CHECKS = [check_output_size, check_kept_pixels, check_seed, check_cancel_before_start,
-                   check_cancel_from_thread, check_progress, check_bad_option]
+                   check_cancel_from_thread, check_cancel_at_start, check_progress, check_bad_option]
 
 
 # --------------------------------------------------------------------------- the contract tests
@@ -504,6 +532,11 @@ def test_cancel_from_another_thread(manager, name, task) -> None:
 
 
 @pytest.mark.parametrize(("name", "task"), CASES)
+def test_cancel_at_the_start_event(manager, name, task) -> None:
+    check_cancel_at_start(manager, name, task)
+
+
+@pytest.mark.parametrize(("name", "task"), CASES)
 def test_progress_events(manager, name, task) -> None:
     check_progress(manager, name, task)
 
@@ -531,7 +564,7 @@ def test_pbe_progress_total_per_scheduler(manager, scheduler) -> None:
     engine.run("paint", **_paint_inputs(*BASE), steps=3, resolution=64, scheduler=scheduler,
                on_progress=events.append)
     n = 4 if scheduler == "plms" else 3
-    assert [(e.step, e.total) for e in events] == [(i, n) for i in range(1, n + 1)]
+    assert [(e.step, e.total) for e in events] == [(0, 0)] + [(i, n) for i in range(1, n + 1)]
 
 
 def test_concurrent_requests_match_sequential(manager) -> None:

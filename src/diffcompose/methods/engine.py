@@ -161,7 +161,7 @@ class Engine:
         job = self.read(job)
         with self.lock:
             self.load()
-            ctx.check()
+            ctx.start(job.task)  # the one start event of every engine: loaded, work begins
             policy = self.window_policy(job.task, options)
             win = policy.plan(job.size, job.region)
             log.debug("%s %s: window %s at %dx%d (content %dx%d)", self.name, job.task, win.box, *win.work_size,

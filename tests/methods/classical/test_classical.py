@@ -92,7 +92,7 @@ def test_remove_reports_one_progress_step_per_separate_part_of_the_mask(photo) -
     mask[300:340, 350:400] = True
     events = []
     dc.remove(photo, mask, engine="classical", method="telea", on_progress=events.append)
-    assert [(e.step, e.total) for e in events] == [(1, 2), (2, 2)]
+    assert [(e.step, e.total) for e in events] == [(0, 0), (1, 2), (2, 2)]  # the start event, then the parts
 
 
 def test_remove_refuses_full_mask_and_bad_options(photo) -> None:

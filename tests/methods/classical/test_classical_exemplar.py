@@ -240,7 +240,7 @@ def test_exemplar_odd_sizes_and_multi_part_masks(h, w, method) -> None:
     out = _arr(dc.remove(img, mask, engine="classical", method=method, paste_back=False, on_progress=events.append))
     assert out.shape == img.shape
     np.testing.assert_array_equal(out[~mask], img[~mask])
-    assert [e.step for e in events] == [1, 2] and {e.total for e in events} == {2}  # one step per part
+    assert [e.step for e in events] == [0, 1, 2] and {e.total for e in events[1:]} == {2}  # start, one step per part
 
 
 # ----------------------------------------------------------------------------- windows, caps, cancel
@@ -286,7 +286,8 @@ def test_cancel_stops_between_parts(monkeypatch) -> None:
     token = CancelToken()
 
     def on_progress(event) -> None:
-        token.cancel()  # after the first part
+        if event.step:  # not at the start event: after the first part
+            token.cancel()
 
     with pytest.raises(Cancelled):
         dc.remove(img, mask, engine="classical", method="patchmatch", on_progress=on_progress, cancel=token)

@@ -46,7 +46,7 @@ def test_a_520x300_photo_is_worked_at_its_own_aspect_ratio(engine, photo, monkey
     monkeypatch.setattr(engine.c.unet, "forward", forward)
     previews = []
     out = np.asarray(engine.paint(image, mask, photo[60:300, 150:330], steps=2, resolution=512, crop=crop, seed=5,
-                                  on_progress=lambda e: previews.append(e.preview())))
+                                  on_progress=lambda e: e.step and previews.append(e.preview())))
     # The UNet saw the 576x320 canvas (latents at 1/8): 520x300 rounded up to 64, not down to 512x256.
     assert unet_inputs and all(s[-2:] == (40, 72) for s in unet_inputs), unet_inputs
     assert seen["image"].shape == (320, 576, 3) and np.array_equal(seen["image"][:300, :520], image)
