@@ -4,19 +4,70 @@ Every problem a user can fix (bad path, bad mask, missing weights, out-of-range 
 raises a :class:`DiffComposeError` whose message is one self-contained line. The CLI prints
 exactly that line to stderr and exits non-zero, with no traceback. A message that quotes what
 the user gave quotes it bounded (:func:`shown`, :func:`cut`): a line, whatever was given.
+
+One message, several surfaces: the CLI says ``--mask``, the HTTP API and its page say
+``mask`` (the request field or upload). A message names an input or option with
+:func:`named`, which keeps both spellings; ``str(error)`` is the CLI's line, and
+:func:`http_message` the HTTP one (the one place where either is chosen). Each error also
+carries ``field``: the HTTP name of what caused it (given, or else the first name the
+message mentions), so that a page can show the message next to that control.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import reprlib
 from typing import Any
 
+# A name in a message, kept in both spellings: \x1f CLI \x1d HTTP-text \x1d field \x1f (control
+# characters never left unescaped by shown(), so a user's value cannot fake one).
+_NAMED = re.compile("\x1f([^\x1d\x1f]*)\x1d([^\x1d\x1f]*)\x1d([^\x1d\x1f]*)\x1f")
+
+
+def named(cli: str, field: str, http: str | None = None) -> str:
+    """A name for a message: ``cli`` on the command line (``--mask``, ``IMAGE``, ``--model DIR``),
+    ``http`` over HTTP (default: ``field``, the request field or upload name, such as ``mask``)."""
+    return f"\x1f{cli}\x1d{field if http is None else http}\x1d{field}\x1f"
+
+
+def render(message: str, surface: str = "cli") -> str:
+    """``message`` with each :func:`named` name spelt for ``surface`` (``"cli"`` or ``"http"``)."""
+    group = 1 if surface == "cli" else 2
+    return _NAMED.sub(lambda m: m.group(group), message)
+
+
+def first_field(message: str) -> str | None:
+    """The field of the first :func:`named` name in ``message`` (``None``: it names none)."""
+    m = _NAMED.search(message)
+    return m.group(3) if m else None
+
 
 class DiffComposeError(Exception):
-    """Base class: an error whose message is meant for the user, on one line."""
+    """Base class: an error whose message is meant for the user, on one line.
+
+    ``field``: the HTTP request field or upload that caused it (default: the first
+    :func:`named` name in the message; ``None`` when none did).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: Any = "", *args: Any, field: str | None = None) -> None:
+        self.template = str(message)
+        super().__init__(render(self.template), *args)
+        self.field = field if field is not None else first_field(self.template)
+
+
+def http_message(exc: BaseException) -> str:
+    """The error's line as the HTTP API says it (request field names, not CLI flags)."""
+    if isinstance(exc, DiffComposeError):
+        return render(getattr(exc, "template", str(exc)), "http")
+    return str(exc)
+
+
+def http_field(exc: BaseException) -> str | None:
+    """The request field or upload that caused ``exc`` (``None``: none in particular)."""
+    return getattr(exc, "field", None)
 
 
 class InputError(DiffComposeError, ValueError):

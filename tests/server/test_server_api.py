@@ -316,14 +316,76 @@ def test_events_stream_progress_previews_then_done_and_late_clients_get_the_stat
     assert names[-1] == "done" and names.count("done") == 1 and events[-1][1] == {"results": 1}
     steps = [d["step"] for n, d in events if n == "progress"]
     assert steps == sorted(steps) and steps[-1] == 4 and all(d["total"] == 4 for n, d in events if n == "progress")
+    states = [d["status"] for n, d in events if n == "state"]
+    assert states[-2:] == ["finishing", "done"] and "running" in states
     assert any(n == "preview" for n in names)
     preview = s.client.get(f"/api/jobs/{job}/preview")
     assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
     shown = np.asarray(Image.open(io.BytesIO(preview.content)).convert("RGB"))  # the engine's working window
     assert (shown == 128).all(axis=2).mean() > 0.2  # ... with the region it is filling
-    # connecting after the end: the last progress, the last preview, then the end
+    # connecting after the end: the state, the last progress, the last preview, then the end
     late = _events(s.client.get(f"/api/jobs/{job}/events").text)
-    assert [n for n, _ in late] == ["progress", "preview", "done"] and late[0][1]["step"] == 4
+    assert [n for n, _ in late] == ["state", "progress", "preview", "done"] and late[1][1]["step"] == 4
+    assert late[0][1] == {"status": "done"}
+
+
+def _states(rec: Any) -> list[dict]:
+    """The ``state`` events a job emitted, from its first (what every stream relays, in order)."""
+    return [data for _, name, data in rec.events_after(0) if name == "state"]
+
+
+def test_every_state_is_streamed_queued_with_position_then_loading_running_finishing_done(
+        server, inputs, gate_engine) -> None:
+    """A job waits at its place in the queue (renumbered as jobs ahead leave), loads its engine,
+    runs from the start event on and finishes; each change is one ``state`` event, none skipped,
+    and GET /api/jobs/{id} says the same."""
+    s = server(queue_size=4)
+    first = s.client.post("/api/jobs", **multipart(inputs, task="remove", engine=GATE,
+                                                   options={"steps": 2})).json()["id"]
+    assert GateEngine.started.wait(10)  # first is inside its first step: the engine is busy
+    second, third = (s.client.post("/api/jobs", **multipart(inputs, task="remove", engine=GATE,
+                                                            options={"steps": 2})).json()["id"] for _ in range(2))
+    shown = s.client.get(f"/api/jobs/{third}").json()
+    assert (shown["status"], shown["position"]) == ("queued", 2)
+    got: list = []
+    opened = threading.Event()
+
+    def read() -> None:
+        with s.client.stream("GET", f"/api/jobs/{third}/events") as stream:
+            for line in stream.iter_lines():
+                opened.set()
+                got.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert opened.wait(10)
+    s.client.post(f"/api/jobs/{second}/cancel")  # third moves up
+    assert s.client.get(f"/api/jobs/{third}").json()["position"] == 1
+    gate_engine.gate.set()
+    assert s.wait(third)["status"] == "done"
+    reader.join(10)
+    streamed = _events("\n".join(got))
+    assert [d for n, d in streamed if n == "state"] == [
+        {"status": "queued", "position": 2}, {"status": "queued", "position": 1},
+        {"status": "running", "step": 0, "total": 0},  # its engine is loaded already: no loading
+        {"status": "finishing", "step": 2, "total": 2}, {"status": "done"}]
+    assert streamed[-1] == ("done", {"results": 1})
+    assert _states(s.jobs.get(first)) == [
+        {"status": "queued", "position": 1}, {"status": "loading", "model": None},
+        {"status": "running", "step": 0, "total": 0}, {"status": "finishing", "step": 2, "total": 2},
+        {"status": "done"}]
+    assert _states(s.jobs.get(second)) == [{"status": "queued", "position": 1}, {"status": "cancelled"}]
+
+
+def test_a_one_pass_engine_runs_from_its_start_event_with_no_total(server, inputs) -> None:
+    """GrabCut reports no steps: the start event alone makes the job ``running`` (total 0: an
+    indeterminate bar), then ``finishing`` and ``done``."""
+    s = server()
+    job = s.client.post("/api/jobs", **multipart({"image": inputs["image"]}, task="segment", engine="classical",
+                                                 box=[10, 10, 40, 40])).json()["id"]
+    assert s.wait(job)["status"] == "done"
+    assert [d["status"] for d in _states(s.jobs.get(job))] == ["queued", "loading", "running", "finishing", "done"]
+    assert _states(s.jobs.get(job))[2] == {"status": "running", "step": 0, "total": 0}
 
 
 def test_cancel_stops_a_running_job_within_one_step_and_a_queued_job_at_once(server, inputs, gate_engine) -> None:

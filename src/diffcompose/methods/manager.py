@@ -58,7 +58,7 @@ class EngineManager:
         """The engine ``name`` for this device, dtype and model, loaded."""
         info = get_engine_info(name)
         info.check_installed()
-        key: Key = (name, device, dtype, model if info.default_model is None or model != info.default_model else None)
+        key = self._key(name, device, dtype, model)
         with self._lock:
             engine = self._engines.get(key)
             if engine is None:
@@ -68,6 +68,19 @@ class EngineManager:
         engine.load()  # under the engine's own lock: other engines stay usable meanwhile
         self._evict(keep=engine)
         return engine
+
+    @staticmethod
+    def _key(name: str, device: str | None, dtype: str | None, model: str | None) -> Key:
+        """One engine per name, device, dtype and model (naming the default model is not naming another)."""
+        info = get_engine_info(name)
+        return (name, device, dtype, model if info.default_model is None or model != info.default_model else None)
+
+    def is_loaded(self, name: str, *, device: str | None = None, dtype: str | None = None,
+                  model: str | None = None) -> bool:
+        """Whether :meth:`get` would find that engine loaded (no load, no wait: a job's ``loading`` state)."""
+        with self._lock:
+            engine = self._engines.get(self._key(name, device, dtype, model))
+        return engine is not None and engine.loaded
 
     def loaded(self) -> list[Engine]:
         with self._lock:

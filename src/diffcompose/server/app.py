@@ -495,13 +495,15 @@ class CountedStream(StreamingResponse):
 
 
 async def _event_stream(rec: Any) -> Any:
-    """Current state first (last progress, last preview, the end if ended), then new events until the end.
+    """Current state first (a ``state`` event, the last progress, the last preview, the end if ended), then
+    every new event (each status change is a ``state`` event) until the end.
 
     It sleeps on the job's watch event between events (no polling); a client that goes away
     ends it through the response's disconnect listener, and the job goes on.
     """
     async with rec.watch() as changed:
         seen = rec.seq
+        yield _sse("state", rec.state())
         if rec.last_progress is not None:
             yield _sse("progress", rec.last_progress)
         if rec.preview_png is not None:
@@ -514,8 +516,6 @@ async def _event_stream(rec: Any) -> Any:
             changed.clear()  # before reading: an event emitted after this line wakes the wait below
             for seq, name, data in rec.events_after(seen):
                 seen = seq
-                if name in ("queued", "running"):
-                    continue
                 yield _sse(name, data)
                 if name in FINISHED:
                     return

@@ -25,6 +25,14 @@ the engine's working copies) and the jobs admitted together must fit ``memory_bu
 bytes; a job that does not fit now gets :class:`OverBudget` (HTTP 429 with a retry hint),
 one that could never fit gets :class:`TooBig` (HTTP 503).
 
+A job's ``status`` says honestly where it is: ``queued`` (with its 1-based ``position`` among
+the waiting jobs, renumbered as jobs ahead leave), ``loading`` (its engine's model is being
+loaded; ``model`` names it), ``running`` (from the engine's start event on: ``step``/``total``,
+``total`` 0 while unknown or for a one-pass engine), ``finishing`` (after the last step:
+decoding, paste-back, writing the PNG), then ``done``, ``error`` or ``cancelled``. Every
+change of status (or of a queued job's position) is one ``state`` event (:meth:`JobRecord.state`),
+so a progress stream shows each of them, none skipped.
+
 Clients that wait for a job (the event stream, the synchronous endpoint) do not poll: they
 register an :class:`asyncio.Event` with the job (:meth:`JobRecord.watch`) that every event
 sets from the worker thread, so a thousand idle streams cost nothing between events.
@@ -57,7 +65,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from diffcompose import __version__
-from diffcompose.errors import Cancelled, DiffComposeError, WeightsMissingError
+from diffcompose.errors import Cancelled, DiffComposeError, WeightsMissingError, http_field, http_message
 from diffcompose.inputs import to_pil
 from diffcompose.methods.manager import EngineManager
 from diffcompose.methods.registry import NO_DEFAULT_MODEL, get_engine_info
@@ -68,6 +76,9 @@ from diffcompose.progress import CancelToken, ProgressEvent, RunContext
 log = logging.getLogger(__name__)
 
 FINISHED = ("done", "error", "cancelled")
+#: Every status a job goes through, in order (a job may skip some: ``loading`` when its engine is
+#: loaded already; a cancelled queued job goes from ``queued`` to ``cancelled``).
+STATUSES = ("queued", "loading", "running", "finishing", *FINISHED)
 
 
 class QueueFull(Exception):
@@ -149,6 +160,9 @@ class JobRecord:
     step: int = 0
     total: int = 0
     error: str | None = None
+    error_field: str | None = None  # the request field or upload that caused the error, if one did
+    position: int | None = None  # 1-based place among the waiting jobs while queued
+    model: str | None = None  # what ``loading`` says it loads
     error_type: type[Exception] | None = None  # what ended the job in error (the sync endpoint's status)
     results: list[Path] = field(default_factory=list)
     cancel: CancelToken = field(default_factory=CancelToken)
@@ -196,14 +210,36 @@ class JobRecord:
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "task": self.task, "engine": self.engine, "seed": self.seed,
-                "status": self.status, "step": self.step, "total": self.total, "error": self.error,
-                "results": len(self.results), "created": self.created, "expires": self.expires}
+                "status": self.status, "position": self.position, "model": self.model, "step": self.step,
+                "total": self.total, "error": self.error, "field": self.error_field, "results": len(self.results),
+                "created": self.created, "expires": self.expires}
+
+    def state(self) -> dict[str, Any]:
+        """The ``state`` event's data: the status and what belongs to it (a queued job's position, the
+        model being loaded, the step count of a running or finishing job)."""
+        data: dict[str, Any] = {"status": self.status}
+        if self.status == "queued":
+            data["position"] = self.position
+        elif self.status == "loading":
+            data["model"] = self.model
+        elif self.status in ("running", "finishing"):
+            data.update(step=self.step, total=self.total)
+        return data
+
+    def set_status(self, status: str) -> None:
+        """Move to ``status`` and tell the clients (one ``state`` event); no event when nothing changed."""
+        if status == self.status and status != "queued":
+            return
+        self.status = status
+        if status != "queued":
+            self.position = None
+        self.emit("state", self.state())
 
     def terminal_event(self) -> tuple[str, dict] | None:
         if self.status == "done":
             return "done", {"results": len(self.results)}
         if self.status == "error":
-            return "error", {"error": self.error}
+            return "error", {"error": self.error, "field": self.error_field}
         if self.status == "cancelled":
             return "cancelled", {}
         return None
@@ -268,7 +304,8 @@ class JobManager:
             self._admitted += need
             self._jobs[rec.id] = rec
             self._pending.append(rec)
-            rec.emit("queued", {"position": len(self._pending)})  # before a worker can emit "running"
+            rec.position = len(self._pending)
+            rec.set_status("queued")  # before a worker can move it on
             self._cond.notify_all()
         return rec
 
@@ -297,6 +334,7 @@ class JobManager:
             if rec.status == "queued" and rec in self._pending:
                 self._pending.remove(rec)
                 self._finish(rec, "cancelled")
+                self._renumber()
         return rec
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobRecord:
@@ -393,11 +431,19 @@ class JobManager:
                     if self._key(rec) not in self._busy:
                         self._pending.remove(rec)
                         self._busy.add(self._key(rec))
-                        rec.status = "running"
                         rec.started = time.monotonic()
+                        self._renumber()
                         return rec
                 self._cond.wait(1.0)
         return None
+
+    def _renumber(self) -> None:
+        """(Under ``_cond``.) Each waiting job's position after one left the queue (a ``state`` event
+        for each that moved up)."""
+        for place, rec in enumerate(self._pending, 1):
+            if rec.position != place:
+                rec.position = place
+                rec.set_status("queued")
 
     def _work(self) -> None:
         while True:
@@ -406,7 +452,6 @@ class JobManager:
                 return
             key = self._key(rec)
             try:
-                rec.emit("running", {})
                 self._run(rec)
             finally:
                 with self._cond:
@@ -421,15 +466,22 @@ class JobManager:
             ctx.check()
             if not self.allow_downloads:
                 check_cached(sub)
+            if self.engines.is_loaded(sub.engine, device=sub.device, dtype=sub.dtype, model=sub.model):
+                rec.set_status("running")  # the engine's start event follows at once
+            else:
+                rec.model = shown_model(sub.engine, sub.model)
+                rec.set_status("loading")
             engine = self.engines.get(sub.engine, device=sub.device, dtype=sub.dtype, model=sub.model)
             result = engine.execute(sub.job, sub.options, ctx, paste_back=sub.paste_back, margin=sub.margin)
+            rec.set_status("finishing")  # a one-pass engine, or paste-back after the last step: now the PNG
             outs = result if isinstance(result, list) else [result]
             paths = [self._write(rec, i, out) for i, out in enumerate(outs)]
         except Cancelled:
             self._done(rec, "cancelled")
         except DiffComposeError as exc:
             rec.error_type = type(exc)
-            self._done(rec, "error", str(exc))
+            rec.error_field = http_field(exc)
+            self._done(rec, "error", http_message(exc))
         except Exception as exc:  # a bug: the job says so in one line, the log has the traceback
             log.exception("job %s failed", rec.id)
             rec.error_type = type(exc)
@@ -451,8 +503,9 @@ class JobManager:
             release_freed_memory()
 
     def _finish(self, rec: JobRecord, status: str) -> None:
-        """(Under ``_cond``.) Mark ``rec`` ended, drop its inputs, start its expiry clock, tell waiters."""
-        rec.status = status
+        """(Under ``_cond``.) Mark ``rec`` ended, drop its inputs, start its expiry clock, tell waiters
+        (a ``state`` event, then the end's own: ``done``, ``error`` or ``cancelled``)."""
+        rec.set_status(status)
         rec.sub = None  # the decoded inputs are no longer needed
         self._admitted -= rec.memory
         rec.memory = 0
@@ -463,7 +516,14 @@ class JobManager:
         self._cond.notify_all()
 
     def _on_progress(self, rec: JobRecord, ev: ProgressEvent) -> None:
+        """A progress event of the run: the start event (``step=0``) makes the job ``running`` (no
+        ``progress`` event: the ``state`` event says it); the last step of a loop makes it
+        ``finishing``, and a later loop's step ``running`` again."""
         rec.step, rec.total = ev.step, ev.total
+        if ev.step == 0:
+            rec.set_status("running")
+            return
+        rec.set_status("finishing" if ev.step >= ev.total > 0 else "running")
         now = time.monotonic()
         has_preview = False
         if ev.preview is not None and now - rec.preview_time >= self.preview_interval:
@@ -526,6 +586,14 @@ def check_cached(sub: Any) -> None:
         raise WeightsMissingError(f"{what} '{name}' is not in the local cache and this server does not "
                                   "download models (start it with --allow-downloads, or put the model in "
                                   "--model-dir)")
+
+
+def shown_model(engine: str, model: str | None) -> str | None:
+    """The model a job loads, as its ``loading`` state names it: the name given or the engine's
+    default; a folder of ``--model-dir`` by its name only (the server's paths are not shown)."""
+    default = get_engine_info(engine).default_model
+    name = model if model is not None else (None if default == NO_DEFAULT_MODEL else default)
+    return Path(name).name if name is not None and os.path.isabs(name) else name
 
 
 def hub_cache() -> Path:
