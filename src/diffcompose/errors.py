@@ -43,6 +43,15 @@ def first_field(message: str) -> str | None:
     return m.group(3) if m else None
 
 
+def engine_named(engine: str) -> str:
+    """Choosing engine ``engine``, as a message says it: ``--engine NAME`` / ``engine NAME``."""
+    return named(f"--engine {engine}", "engine", f"engine {engine}")
+
+
+#: Giving a model, as a message says it: ``pass --model DIR`` on the CLI, ``choose a model`` over HTTP.
+PASS_MODEL = named("pass --model DIR", "model", "choose a model")
+
+
 class DiffComposeError(Exception):
     """Base class: an error whose message is meant for the user, on one line.
 

@@ -20,6 +20,7 @@ import types
 import zlib
 from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,13 @@ pytest.importorskip("multipart")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import diffcompose as dc  # noqa: E402
-from diffcompose.errors import InputError  # noqa: E402
+from diffcompose.errors import InputError, http_message  # noqa: E402
 from diffcompose.methods.engine import Engine  # noqa: E402
 from diffcompose.methods.manager import EngineManager  # noqa: E402
 from diffcompose.methods.options import check_range, flag, option  # noqa: E402
-from diffcompose.methods.registry import EngineInfo, engines_for, register, unregister  # noqa: E402
+from diffcompose.methods.registry import (  # noqa: E402
+    NO_DEFAULT_MODEL, EngineInfo, engines_for, get_engine_info, register, unregister,
+)
 from diffcompose.methods.tasks import TASK_SPECS  # noqa: E402
 from diffcompose.server import Settings, create_app  # noqa: E402
 from diffcompose.server.jobs import JobManager  # noqa: E402
@@ -189,6 +192,59 @@ def test_health_tasks_and_engines_come_from_the_registry(server) -> None:
                     assert not str(exc).startswith(flag(o["name"]) + " must be >")
                 with pytest.raises(InputError, match="^" + flag(o["name"]) + " must be >"):
                     cls(**{o["name"]: o["min"] - 1})
+
+
+def _model_folder(folder: Path, cls: str) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+    return folder
+
+
+def _cache_entry(hub: Path, repo_id: str, cls: str) -> None:
+    _model_folder(hub / ("models--" + repo_id.replace("/", "--")) / "snapshots" / "abc123", cls)
+
+
+def test_engines_offer_their_models_from_the_registry_the_cache_and_the_model_dir(server, tmp_path,
+                                                                                   monkeypatch) -> None:
+    """Each engine lists tiny, its default hub id (cached or not), and the models of its pipeline class
+    already in the local HF cache or --model-dir; another engine's models are not offered; the list is
+    looked at afresh on each request; engines without a model list none."""
+    hub = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    inpaint, base = get_engine_info("sd-inpaint"), get_engine_info("freecompose")
+    (cls,), (base_cls,) = inpaint.model_classes, base.model_classes
+    _cache_entry(hub, "someone/my-inpaint", cls)
+    _cache_entry(hub, "someone/other-kind", "SomethingElsePipeline")
+    _cache_entry(hub, base.default_model, base_cls)
+    _model_folder(tmp_path / "models" / "mine", cls)
+    (tmp_path / "models" / "empty").mkdir()
+    c = server(model_dir=tmp_path / "models").client
+    engines = {e["name"]: e for e in c.get("/api/engines").json()}
+    assert engines["sd-inpaint"]["models"] == [
+        {"id": "tiny", "kind": "tiny"}, {"id": inpaint.default_model, "kind": "default", "cached": False},
+        {"id": "someone/my-inpaint", "kind": "cached"}, {"id": "mine", "kind": "cached"}]
+    assert engines["freecompose"]["models"] == [
+        {"id": "tiny", "kind": "tiny"}, {"id": base.default_model, "kind": "default", "cached": True}]
+    assert engines["classical"]["models"] == []  # takes no model
+    for e in engines.values():
+        assert isinstance(e["available"], bool) and (e["reason"] is None) == e["available"]
+        if get_engine_info(e["name"]).default_model == NO_DEFAULT_MODEL:  # none published: no default entry
+            assert all(m["kind"] != "default" for m in e["models"])
+    _cache_entry(hub, inpaint.default_model, cls)  # downloaded since: offered as cached at once
+    engines = {e["name"]: e for e in c.get("/api/engines").json()}
+    assert engines["sd-inpaint"]["models"][1]["cached"] is True
+
+
+def test_an_engine_missing_its_packages_is_listed_unavailable_with_the_reason(server, monkeypatch) -> None:
+    register(EngineInfo("needs-nothing-here", "nowhere:Engine", tasks={"remove": GateOptions},
+                        requires=("no_such_package_xyz",), extra="someextra", default_model=NO_DEFAULT_MODEL))
+    try:
+        engines = {e["name"]: e for e in server().client.get("/api/engines").json()}
+    finally:
+        unregister("needs-nothing-here")
+    e = engines["needs-nothing-here"]
+    assert e["available"] is False and "no_such_package_xyz" in e["reason"] and "diffcompose[someextra]" in e["reason"]
+    assert e["models"] == []  # no tiny builder, none published
 
 
 def test_openapi_documents_every_options_dataclass(server) -> None:
@@ -540,13 +596,44 @@ def test_missing_weights_end_the_job_with_the_one_line_error(server, inputs, mon
     assert r.status_code == 503 and r.json()["error"] == state["error"]
 
 
+def test_a_model_neither_local_nor_cached_fails_within_a_second_without_the_network(server, inputs, tmp_path,
+                                                                                    monkeypatch) -> None:
+    """Without --allow-downloads a job whose model (named, or the engine's default) is not in the
+    local cache ends in WeightsMissingError at once: 503 on /api/run, the job in error, the field
+    named, and no network wait (hub access is made to fail loudly if anything tried it)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import socket
+
+    def no_network(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the server tried the network")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    s = server()
+    for model in ("nobody-xyz/missing-model", None):  # None: the engine's default, not cached here
+        request = {"task": "inpaint", "engine": "sd-inpaint", "prompt": "a chair",
+                   **({"model": model} if model else {})}
+        start = time.perf_counter()
+        r = s.client.post("/api/run", **multipart(inputs, **request))
+        took = time.perf_counter() - start
+        assert r.status_code == 503 and took < 1.0, (r.status_code, took)
+        body = r.json()
+        assert body["field"] == "model" and "not in the local cache" in body["error"]
+        assert (model or get_engine_info("sd-inpaint").default_model) in body["error"]
+    job = s.client.post("/api/jobs", **multipart(inputs, task="inpaint", engine="sd-inpaint", prompt="a chair",
+                                                 model="nobody-xyz/missing-model")).json()["id"]
+    state = s.wait(job, timeout=1.0)
+    assert (state["status"], state["field"]) == ("error", "model")
+
+
 # --------------------------------------------------------------------------- errors: 4xx, one line
 
 
 def _api_message(call: Any) -> str:
+    """The Python API's error for the same mistake, as the HTTP API words it (request names, not flags)."""
     with pytest.raises(InputError) as exc:
         call()
-    return str(exc.value)
+    return http_message(exc.value)
 
 
 def _bomb_png(width: int, height: int) -> bytes:
@@ -589,7 +676,7 @@ def test_bad_inputs_get_400_with_the_cli_message(server, inputs) -> None:
                                                options={"strength": "nan"}))) == _api_message(
         lambda: dc.harmonize(img, mask, engine="classical", strength="nan"))
     assert "seed" in err(c.post("/api/jobs", **multipart(inputs, task="remove", seed=-1)))
-    assert "--margin" in err(c.post("/api/jobs", **multipart(inputs, task="remove", margin=-3)))
+    assert "margin must be" in err(c.post("/api/jobs", **multipart(inputs, task="remove", margin=-3)))
     # missing input, unknown upload, wrong kind of field
     assert "remove needs 'mask'" in err(c.post("/api/jobs", **multipart({"image": img}, task="remove")))
     assert "takes no 'reference'" in err(c.post("/api/jobs", **multipart(
@@ -638,6 +725,50 @@ def test_bad_inputs_get_400_with_the_cli_message(server, inputs) -> None:
     # unknown job
     assert "no job" in err(c.get("/api/jobs/nope"), 404)
     assert "no job" in err(c.post("/api/jobs/nope/cancel"), 404)
+
+
+def test_errors_name_the_request_field_in_the_request_s_words_and_the_cli_keeps_its_flags(server, inputs) -> None:
+    """Each error body says which field or upload caused it, and says it with the request's names
+    (never a CLI flag); the CLI and the Python API keep their flags for the same mistakes."""
+    c = server().client
+    img, mask = inputs["image"], inputs["mask"]
+
+    def body(r: Any, status: int = 400) -> tuple[str, Any]:
+        assert r.status_code == status, r.text
+        return r.json()["error"], r.json()["field"]
+
+    message, field = body(c.post("/api/jobs", **multipart({"image": img}, task="harmonize", engine="classical")))
+    assert (message, field) == ("harmonize needs mask (the pasted object in image) or object and box", "mask")
+    with pytest.raises(InputError, match=r"^harmonize needs --mask \(the pasted object in IMAGE\) or --object "
+                                         r"and --box$"):
+        dc.harmonize(img, engine="classical")
+    message, field = body(c.post("/api/jobs", **multipart({"image": img}, task="harmonize", box=[1, 1, 9, 9])))
+    assert (message, field) == ("box needs object (the object photo to paste into image)", "object")
+    message, field = body(c.post("/api/jobs", **multipart(inputs, task="inpaint", engine="sd-inpaint",
+                                                          box=[1, 1, 9, 9], prompt="a chair")))
+    assert field == "mask" and "exactly one of mask (the region's shape) or box" in message and "--" not in message
+    message, field = body(c.post("/api/jobs", **multipart(inputs, task="remove", engine="classical",
+                                                          options={"radius": 0})))
+    assert field == "radius" and message.startswith("radius must be >= 1")
+    with pytest.raises(InputError, match="^--radius must be >= 1"):
+        dc.remove(img, mask > 0, engine="classical", radius=0)
+    assert body(c.post("/api/jobs", **multipart(inputs, task="remove", engine="classical",
+                                                options={"bogus": 1})))[1] == "bogus"
+    assert body(c.post("/api/jobs", **multipart(inputs, task="remove", seed=-1)))[1] == "seed"
+    assert body(c.post("/api/jobs", **multipart(inputs, task="remove", margin=-3)))[1] == "margin"
+    assert body(c.post("/api/jobs", **multipart(inputs, task="remove", engine="nope")))[1] == "engine"
+    assert body(c.post("/api/jobs", **multipart({"image": img}, task="remove")))[1] == "mask"
+    # what the input readers refuse: the upload they were reading
+    small = {"image": img, "mask": np.zeros((5, 5), np.uint8) + 255}
+    message, field = body(c.post("/api/jobs", **multipart(small, task="remove")))
+    assert field == "mask" and message.startswith("mask ")
+    bad = {"image": ("a.png", b"not an image"), "mask": ("m.png", png(mask))}
+    assert body(c.post("/api/jobs", files=bad, data={"request": json.dumps({"task": "remove"})}))[1] == "image"
+    obj = {"image": img, "object": img[:40, :40]}
+    assert body(c.post("/api/jobs", **multipart(obj, task="paste", box=[50, 50, 10, 10])))[1] == "box"
+    # no field to blame: null, and still one line
+    assert body(c.get("/api/jobs/nope"), 404)[1] is None
+    assert body(c.post("/api/jobs", json={"task": "remove"}))[1] is None
 
 
 def test_uploads_are_bounded_in_bytes_and_in_pixels_before_decoding(server, inputs) -> None:

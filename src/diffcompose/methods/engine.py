@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from diffcompose.errors import InputError
+from diffcompose.errors import PASS_MODEL, InputError, named
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, dilate_mask, to_pil
 from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import (
@@ -83,7 +83,7 @@ class Engine:
         name = self.model or info.default_model
         tiny = (lambda: load_target(info.tiny)()) if info.tiny else None
         return resolve_name(None if name == NO_DEFAULT_MODEL else name, locate=locate, tiny=tiny,
-                            missing=missing or f"engine '{self.name}' has no default model; pass --model DIR")
+                            missing=missing or f"engine '{self.name}' has no default model; {PASS_MODEL}")
 
     @property
     def loaded(self) -> bool:
@@ -280,7 +280,8 @@ def check_margin(margin: int | None, paste_back: bool = True) -> None:
         raise InputError(f"paste_back must be True or False, got {paste_back!r}")
     if margin is not None and (isinstance(margin, bool) or not isinstance(margin, (int, np.integer))
                                or not 0 <= margin <= MAX_MARGIN):
-        raise InputError(f"--margin must be a whole number of pixels from 0 to {MAX_MARGIN}, got {margin!r}")
+        raise InputError(f"{named('--margin', 'margin')} must be a whole number of pixels from 0 to {MAX_MARGIN}, "
+                         f"got {margin!r}")
 
 
 def finish(result: np.ndarray | list[np.ndarray]) -> Image.Image | list[Image.Image]:

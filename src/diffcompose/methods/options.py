@@ -30,7 +30,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
-from diffcompose.errors import SHOWN_CHARS, InputError, shown
+from diffcompose.errors import SHOWN_CHARS, InputError, named, shown
 
 
 def option(default: Any, help: str, *, default_factory: Callable[[], Any] | None = None, **extra: Any) -> Any:
@@ -47,6 +47,11 @@ def option(default: Any, help: str, *, default_factory: Callable[[], Any] | None
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def option_named(name: str) -> str:
+    """Option ``name`` as a message names it: its flag on the CLI (``--steps``), its name over HTTP (``steps``)."""
+    return named(flag(name), name)
 
 
 class OptionRangeError(InputError):
@@ -95,7 +100,7 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
         parts.append(f"{'>' if lo_open else '>='} {lo}")
     if hi is not None:
         parts.append(f"{'<' if hi_open else '<='} {hi}")
-    raise OptionRangeError(f"{flag(name)} must be {' and '.join(parts)}, got {shown(value)}", name, lo, hi,
+    raise OptionRangeError(f"{option_named(name)} must be {' and '.join(parts)}, got {shown(value)}", name, lo, hi,
                            lo_open, hi_open)
 
 
@@ -103,7 +108,7 @@ def check_range(name: str, value: float, lo: float | None = None, hi: float | No
 MAX_SEED = 2**63 - 1
 
 
-def check_seed(seed: Any, name: str = "--seed") -> int:
+def check_seed(seed: Any, name: str = named("--seed", "seed")) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
         raise InputError(f"{name} must be a whole number from 0 to 2**63-1, got {shown(seed)}")
     return int(seed)
@@ -111,7 +116,7 @@ def check_seed(seed: Any, name: str = "--seed") -> int:
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
-        raise InputError(f"{flag(name)} must be one of {', '.join(map(str, choices))}, got {shown(value)}")
+        raise InputError(f"{option_named(name)} must be one of {', '.join(map(str, choices))}, got {shown(value)}")
 
 
 def unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -157,7 +162,7 @@ def coerce(name: str, tp: Any, value: Any, *, from_text: bool = False, label: Ca
     if value is None:
         if optional:
             return None
-        raise InputError(f"{flag(name)} needs a value")
+        raise InputError(f"{option_named(name)} needs a value")
     parse = from_text and isinstance(value, str)
     origin = typing.get_origin(inner)
     if origin is Literal:
@@ -173,10 +178,10 @@ def coerce(name: str, tp: Any, value: Any, *, from_text: bool = False, label: Ca
     if inner is float:
         return _as_float(name, value, parse)
     if inner is str:
-        return check_text(flag(name), value)
+        return check_text(option_named(name), value)
     if inner is Path:
         if not isinstance(value, (str, Path)):
-            raise InputError(f"{flag(name)} must be a path, got {shown(value)}")
+            raise InputError(f"{option_named(name)} must be a path, got {shown(value)}")
         return Path(value)
     if origin is tuple:
         elem = typing.get_args(inner)[0]
@@ -185,7 +190,7 @@ def coerce(name: str, tp: Any, value: Any, *, from_text: bool = False, label: Ca
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
-            raise InputError(f"{flag(name)} must be a list, got {shown(value)}")
+            raise InputError(f"{option_named(name)} must be a list, got {shown(value)}")
         return tuple(coerce(name, elem, v, from_text=from_text) for v in items)
     raise TypeError(f"unsupported option type {tp!r} for {name}")
 
@@ -195,7 +200,7 @@ def _as_bool(name: str, value: Any, parse: bool) -> bool:
         return value.strip().lower() in _TRUE
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise InputError(f"{flag(name)} must be true or false, got {shown(value)}")
+    raise InputError(f"{option_named(name)} must be true or false, got {shown(value)}")
 
 
 def _as_int(name: str, value: Any, parse: bool, from_text: bool) -> int:
@@ -204,26 +209,26 @@ def _as_int(name: str, value: Any, parse: bool, from_text: bool) -> int:
         try:
             return int(value.strip())
         except ValueError:
-            raise InputError(f"{flag(name)} must be an integer, got {shown(value)}") from None
+            raise InputError(f"{option_named(name)} must be an integer, got {shown(value)}") from None
     if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return int(value)
     if from_text and isinstance(value, float) and value.is_integer():
         return int(value)
-    raise InputError(f"{flag(name)} must be an integer, got {shown(value)}")
+    raise InputError(f"{option_named(name)} must be an integer, got {shown(value)}")
 
 
 def _as_float(name: str, value: Any, parse: bool) -> float:
     real = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
     if not (parse or real):
-        raise InputError(f"{flag(name)} must be a number, got {shown(value)}")
+        raise InputError(f"{option_named(name)} must be a number, got {shown(value)}")
     try:
         number = float(value.strip() if parse else value)
     except ValueError:
-        raise InputError(f"{flag(name)} must be a number, got {shown(value)}") from None
+        raise InputError(f"{option_named(name)} must be a number, got {shown(value)}") from None
     except OverflowError:  # an integer beyond any float
         number = math.inf
     if not math.isfinite(number):
-        raise InputError(f"{flag(name)} must be a finite number, got {shown(value)}")
+        raise InputError(f"{option_named(name)} must be a finite number, got {shown(value)}")
     return number
 
 
@@ -236,8 +241,9 @@ def build_options(cls: type, values: dict[str, Any], *, engine: str, task: str, 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in values if k not in fields)
     if unknown:
-        names = ", ".join(flag(k) if k.isidentifier() and len(k) <= SHOWN_CHARS else shown(k) for k in unknown[:10])
-        raise InputError(f"engine '{engine}' does not use {names}{' ...' if len(unknown) > 10 else ''} for {task}")
+        names = ", ".join(option_named(k) if k.isidentifier() and len(k) <= SHOWN_CHARS else shown(k) for k in unknown[:10])
+        raise InputError(f"engine '{engine}' does not use {names}{' ...' if len(unknown) > 10 else ''} for {task}",
+                         field=unknown[0] if len(unknown[0]) <= SHOWN_CHARS else None)
     hints = field_types(cls)
     typed = {k: coerce(k, hints[k], v, from_text=from_text) for k, v in values.items()}
     try:

@@ -112,7 +112,10 @@ class EngineInfo:
     task). ``default_model``: what ``--model`` means when not given (``None``: the engine
     takes no model; :data:`NO_DEFAULT_MODEL`: it takes one, but none is published).
     ``tiny``: ``"module:function"`` returning the folder of a tiny random model, what
-    ``--model tiny`` loads. ``predicts_mask``: its ``inpaint`` also predicts the object's mask
+    ``--model tiny`` loads. ``model_classes``: the class names a model folder of this engine
+    declares (``_class_name`` in its ``model_index.json``, or ``architectures`` in its
+    ``config.json``), by which the server's model picker finds its models already in the
+    local Hugging Face cache or in ``--model-dir`` (empty: it lists none but the default). ``predicts_mask``: its ``inpaint`` also predicts the object's mask
     (``--mask-output``). ``demo``: ``"module:function"`` returning the engine's
     :class:`diffcompose.demo.Step` list for a testdata folder (what ``diffcompose demo`` runs:
     declare one only for an engine that needs no weights). ``converter``, ``trainer`` and
@@ -129,6 +132,7 @@ class EngineInfo:
     default_model: str | None = None
     summary: str = ""
     tiny: str | None = None
+    model_classes: tuple[str, ...] = ()
     predicts_mask: bool = False
     demo: str | None = None
     converter: Converter | None = None

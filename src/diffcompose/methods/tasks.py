@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 from PIL import Image
 
-from diffcompose.errors import InputError, shown
+from diffcompose.errors import InputError, named, shown
 from diffcompose.inputs import (
     DEFAULT_MAX_PIXELS, Box, ImageLike, MaskLike, check_mask_coverage, load_image, load_mask, mask_to_box, parse_box,
 )
@@ -107,6 +107,11 @@ class InputSpec:
     def field_name(self) -> str:
         """The multipart/JSON name over HTTP (``obj`` -> ``object``)."""
         return self.field or self.keyword
+
+    @property
+    def named(self) -> str:
+        """The input's name in a message: its flag (or metavar) on the CLI, its field over HTTP."""
+        return named(self.flag, self.field_name)
 
     @property
     def is_file(self) -> bool:
@@ -210,6 +215,11 @@ class TaskSpec:
         return {k: params[k].default for k in self.inputs if params[k].default is not inspect.Parameter.empty}
 
 
+def _n(task: str, keyword: str) -> str:
+    """Input ``keyword`` of ``task`` as a message names it (:attr:`InputSpec.named`: ``--mask`` / ``mask``)."""
+    return get_task(task).param(keyword).named
+
+
 def _image_and_mask(image: ImageLike, mask: MaskLike, max_pixels: int | None, operation: str
                     ) -> tuple[np.ndarray, np.ndarray]:
     img = load_image(image, "image", max_pixels)
@@ -273,17 +283,21 @@ def prepare_harmonize(image: ImageLike, mask: MaskLike | None = None, *, obj: Im
                       box: Box | str | tuple[int, int, int, int] | None = None, object_mask: MaskLike | None = None,
                       max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """Either ``image`` is a composite and ``mask`` marks the pasted object, or ``obj`` is pasted at ``box`` first."""
+    def n(keyword: str) -> str:
+        return _n("harmonize", keyword)
+
     if obj is not None and mask is not None:
-        raise InputError("give either --mask (a composite) or --object with --box, not both")
+        raise InputError(f"give either {n('mask')} (a composite) or {n('obj')} with {n('box')}, not both")
     if obj is None and (box is not None or object_mask is not None):
-        given = " and ".join(n for n, v in (("--box", box), ("--object-mask", object_mask)) if v is not None)
+        given = " and ".join(n(k) for k, v in (("box", box), ("object_mask", object_mask)) if v is not None)
         verb = "need" if " and " in given else "needs"
-        raise InputError(f"{given} {verb} --object (the object photo to paste into IMAGE)")
+        raise InputError(f"{given} {verb} {n('obj')} (the object photo to paste into {n('image')})",
+                         field=get_task("harmonize").param("obj").field_name)
     img = load_image(image, "image", max_pixels)
     background = None
     if obj is not None:
         if box is None:
-            raise InputError("harmonize with an object needs --box x0,y0,x1,y1 (where to paste it)")
+            raise InputError(f"harmonize with an object needs {n('box')} x0,y0,x1,y1 (where to paste it)")
         from diffcompose.regions.place import place
 
         fg, fg_mask, target = place_object(img, obj, box, object_mask, max_pixels)
@@ -293,7 +307,8 @@ def prepare_harmonize(image: ImageLike, mask: MaskLike | None = None, *, obj: Im
             raise InputError(f"the object placed at {target} covers no pixels")
     else:
         if mask is None:
-            raise InputError("harmonize needs --mask (the pasted object in IMAGE) or --object and --box")
+            raise InputError(f"harmonize needs {n('mask')} (the pasted object in {n('image')}) or {n('obj')} and "
+                             f"{n('box')}")
         m = load_mask(mask, (img.shape[1], img.shape[0]), max_pixels=max_pixels)
     check_mask_coverage(m, operation="harmonization")
     kinds: dict[str, Kind] = {"image": "image", "mask": "mask", "background": "image"}
@@ -357,7 +372,8 @@ def prepare_segment(image: ImageLike, box: Box | str | tuple[int, int, int, int]
     target = None if box is None else parse_box(box, size)
     xyl = None if points is None else parse_points(points, size)
     if target is None and (xyl is None or not (xyl[:, 2] == 1).any()):
-        raise InputError("segment needs --box x0,y0,x1,y1 or at least one object point (--points x,y,1)")
+        raise InputError(f"segment needs {_n('segment', 'box')} x0,y0,x1,y1 or at least one object point "
+                         f"({_n('segment', 'points')} x,y,1)")
     arrays: dict[str, Any] = {"image": img, "box": target}
     kinds: dict[str, Kind] = {"image": "image", "box": "box"}
     region = target
@@ -400,13 +416,13 @@ def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
                     box: Box | str | tuple[int, int, int, int] | None = None, prompt: str = "",
                     negative_prompt: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """Text-guided inpainting of ``mask`` (or of ``box``, a rough region) with what ``prompt`` describes."""
-    if not check_text("--prompt", prompt).strip():
-        raise InputError("inpaint needs --prompt: the text describing what to paint into the region")
-    check_text("--negative-prompt", negative_prompt)
+    if not check_text(_n("inpaint", "prompt"), prompt).strip():
+        raise InputError(f"inpaint needs {_n('inpaint', 'prompt')}: the text describing what to paint into the region")
+    check_text(_n("inpaint", "negative_prompt"), negative_prompt)
     img = load_image(image, "image", max_pixels)
     size = (img.shape[1], img.shape[0])
-    m = _mask_or_box(mask, box, size, max_pixels,
-                     "inpaint needs exactly one of --mask (the region's shape) or --box (a rough region)")
+    m = _mask_or_box(mask, box, size, max_pixels, f"inpaint needs exactly one of {_n('inpaint', 'mask')} (the "
+                     f"region's shape) or {_n('inpaint', 'box')} (a rough region)")
     check_mask_coverage(m, operation="inpainting")
     arrays = {"image": img, "mask": m, "prompt": prompt, "negative_prompt": negative_prompt}
     return Job("inpaint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m)
@@ -467,11 +483,11 @@ def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference:
     back outside ``mask | shape_mask`` (and the engine's band and seam).
     """
     if reference is None:
-        raise InputError("insert needs --reference: a photo of the object to insert")
+        raise InputError(f"insert needs {_n('insert', 'reference')}: a photo of the object to insert")
     img = load_image(image, "image", max_pixels)
     size = (img.shape[1], img.shape[0])
-    m = _mask_or_box(mask, box, size, max_pixels,
-                     "insert needs exactly one of --mask (the target region) or --box x0,y0,x1,y1")
+    m = _mask_or_box(mask, box, size, max_pixels, f"insert needs exactly one of {_n('insert', 'mask')} (the target "
+                     f"region) or {_n('insert', 'box')} x0,y0,x1,y1")
     check_mask_coverage(m, operation="insertion")
     shape = None
     if shape_mask is not None:
@@ -512,8 +528,9 @@ def prepare_compose(image: ImageLike, edited_condition: ImageLike, *, condition:
                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """``condition``: IMAGE's own condition map (canny is computed when omitted); ``mask``: where change may happen."""
     if condition_type not in CONDITION_TYPES:
-        raise InputError(f"--condition-type must be {' or '.join(CONDITION_TYPES)}, got {shown(condition_type)}")
-    check_text("--prompt", prompt)
+        raise InputError(f"{_n('compose', 'condition_type')} must be {' or '.join(CONDITION_TYPES)}, got "
+                         f"{shown(condition_type)}")
+    check_text(_n("compose", "prompt"), prompt)
     img = load_image(image, "image", max_pixels)
     size = (img.shape[1], img.shape[0])
     edit = _load_condition(edited_condition, size, "edited condition", max_pixels)

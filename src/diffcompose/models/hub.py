@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from diffcompose.errors import InputError, WeightsMissingError
+from diffcompose.errors import PASS_MODEL, InputError, WeightsMissingError, named
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def resolve_model(name: str, required: Iterable[str] = ("model_index.json",), *,
 
 
 def resolve_name(name: str | None, *, locate: Callable[[str], Path], tiny: Callable[[], Path] | None = None,
-                 missing: str = "no model given; pass --model DIR") -> Path:
+                 missing: str = f"no model given; {PASS_MODEL}") -> Path:
     """The local folder of a model name, read the same way for every engine and trainer.
 
     ``tiny``: the folder ``tiny`` builds (random weights, with a warning, since the output
@@ -114,10 +114,66 @@ def resolve_name(name: str | None, *, locate: Callable[[str], Path], tiny: Calla
         raise WeightsMissingError(missing)
     if name == TINY:
         if tiny is None:
-            raise InputError("--model tiny: there is no tiny model for this one; pass --model DIR")
+            raise InputError(f"{named('--model', 'model')} tiny: there is no tiny model for this one; {PASS_MODEL}")
         log.warning("--model tiny: random weights, the output is noise (for smoke tests only)")
         return Path(tiny())
     return locate(name)
+
+
+# ---------------------------------------------------------------------------- the local cache, read without the hub
+
+def hub_cache() -> Path:
+    """The Hugging Face hub cache folder, found the way ``huggingface_hub`` finds it (without importing it)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the cache holds a snapshot of ``repo_id`` (a file look-up: no network, no import)."""
+    snapshots = hub_cache() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        return any(snapshots.iterdir())
+    except OSError:
+        return False
+
+
+def declared_classes(folder: Path) -> set[str]:
+    """The classes a model folder says it holds: ``_class_name`` of its ``model_index.json``
+    (diffusers), else ``architectures`` of its ``config.json`` (transformers); empty if neither reads."""
+    for name, key in (("model_index.json", "_class_name"), ("config.json", "architectures")):
+        try:
+            value = json.loads((folder / name).read_text(encoding="utf-8")).get(key)
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue
+        values = value if isinstance(value, list) else [value]
+        return {v for v in values if isinstance(v, str)}
+    return set()
+
+
+def cached_models(classes: Iterable[str]) -> list[str]:
+    """Hub ids in the local cache whose latest snapshot declares one of ``classes`` (sorted)."""
+    wanted = set(classes)
+    found = []
+    if not wanted:
+        return found
+    try:
+        repos = sorted(hub_cache().glob("models--*"))
+    except OSError:
+        return found
+    for repo in repos:
+        try:
+            snapshots = sorted((p for p in (repo / "snapshots").iterdir() if p.is_dir()),
+                               key=lambda p: p.stat().st_mtime)
+        except OSError:
+            continue
+        if snapshots and declared_classes(snapshots[-1]) & wanted:
+            found.append(repo.name[len("models--"):].replace("--", "/", 1))
+    return found
 
 
 def quiet_libraries() -> None:

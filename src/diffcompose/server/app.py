@@ -40,8 +40,11 @@ from starlette.formparsers import MultiPartException
 from starlette.staticfiles import StaticFiles
 
 from diffcompose import __version__
-from diffcompose.errors import Cancelled, DiffComposeError, InputError, MissingExtraError, WeightsMissingError
+from diffcompose.errors import (
+    Cancelled, DiffComposeError, InputError, MissingExtraError, WeightsMissingError, http_field, http_message,
+)
 from diffcompose.methods.manager import EngineManager
+from diffcompose.methods.registry import get_engine_info
 from diffcompose.server import schema
 from diffcompose.server.connections import SECURITY_HEADERS
 from diffcompose.server.jobs import (
@@ -142,7 +145,7 @@ class Gate:
             await send({"type": "websocket.close", "code": 1008})
         else:
             status, message = refusal
-            body = json.dumps({"error": message}).encode()
+            body = json.dumps({"error": message, "field": None}).encode()
             extra = [(b"www-authenticate", b"Bearer")] if status == 401 else []
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", b"application/json"),
@@ -199,8 +202,10 @@ def _hostname(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None, field: str | None = None
+           ) -> JSONResponse:
+    """Every error body: its one line, and the request field or upload that caused it (or null)."""
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
 def _status_of(kind: type[DiffComposeError]) -> int:
@@ -244,7 +249,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
     async def _user_error(request: Request, exc: DiffComposeError) -> JSONResponse:
         # a stalled body is never read to its end: the connection cannot carry another request
         closing = {"Connection": "close"} if isinstance(exc, BodyTimeout) else None
-        return _error(_status_of(type(exc)), str(exc), closing)
+        return _error(_status_of(type(exc)), http_message(exc), closing, http_field(exc))
 
     @app.exception_handler(JobNotFound)
     async def _not_found(request: Request, exc: JobNotFound) -> JSONResponse:
@@ -270,7 +275,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
-        return _error(400, f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
+        return _error(400, f"{where}: {first.get('msg', 'invalid request')}".strip(": "), field=where or None)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
@@ -320,12 +325,14 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
     engines_cache: list = []
     engines_lock = threading.Lock()  # sync endpoints run on a thread pool: fill the cache once
 
-    @app.get("/api/engines", summary="engines and their options per task (from the options dataclasses)")
+    @app.get("/api/engines", summary="engines, their models and their options per task (from the registry)")
     def engine_list() -> list:
         with engines_lock:
             if not engines_cache:
                 engines_cache.extend(schema.engines())
-        return engines_cache
+        # the models are looked up again each time: a model downloaded since is offered at once
+        return [{**e, "models": schema.engine_models(get_engine_info(e["name"]), settings.model_dir)}
+                for e in engines_cache]
 
     # ------------------------------------------------------------------ jobs
 
@@ -384,7 +391,7 @@ def create_app(settings: Settings | None = None, *, engines: EngineManager | Non
             if rec.status == "cancelled":
                 return _error(409, f"job {rec.id} was cancelled")
             if rec.status != "done":
-                return _error(_job_error_status(rec.error_type), rec.error or rec.status)
+                return _error(_job_error_status(rec.error_type), rec.error or rec.status, field=rec.error_field)
             return Response(rec.results[0].read_bytes(), media_type="image/png", headers=_result_headers(rec))
         finally:
             if rec.status in FINISHED:
@@ -525,8 +532,12 @@ async def _event_stream(rec: Any) -> Any:
                 yield b": keep-alive\n\n"
 
 
-_ERROR_BODY = {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}},
-                                               "required": ["error"]}}}
+_ERROR_BODY = {"application/json": {"schema": {
+    "type": "object", "required": ["error", "field"],
+    "properties": {"error": {"type": "string", "description": "one line, in the request's own names"},
+                   "field": {"anyOf": [{"type": "string"}, {"type": "null"}],
+                             "description": "the request field or upload that caused it (mask, box, model, "
+                                            "steps, ...), or null"}}}}}
 _ERRORS: dict[int | str, dict] = {code: {"description": why, "content": _ERROR_BODY} for code, why in (
     (400, "bad input (the CLI's one-line message)"), (401, "missing or wrong token"), (404, "no such job"),
     (408, "the body stalled (--body-timeout)"), (409, "not done"), (413, "upload too large"),

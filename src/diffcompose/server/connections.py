@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 SECURITY_HEADERS = [(b"content-security-policy", b"frame-ancestors 'none'"), (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 
-_TIMEOUT_BODY = b'{"error": "the request line and headers did not arrive in time (--header-timeout)"}'
+_TIMEOUT_BODY = (b'{"error": "the request line and headers did not arrive in time (--header-timeout)", '
+                 b'"field": null}')
 _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                      + b"".join(k + b": " + v + b"\r\n" for k, v in SECURITY_HEADERS)
                      + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_TIMEOUT_BODY) + _TIMEOUT_BODY)

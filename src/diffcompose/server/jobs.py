@@ -70,7 +70,7 @@ from diffcompose.inputs import to_pil
 from diffcompose.methods.manager import EngineManager
 from diffcompose.methods.registry import NO_DEFAULT_MODEL, get_engine_info
 from diffcompose.methods.tasks import Job
-from diffcompose.models.hub import TINY
+from diffcompose.models.hub import TINY, in_hub_cache
 from diffcompose.progress import CancelToken, ProgressEvent, RunContext
 
 log = logging.getLogger(__name__)
@@ -574,18 +574,18 @@ def check_cached(sub: Any) -> None:
     default = get_engine_info(sub.engine).default_model
     model = sub.model if sub.model is not None else (None if default == NO_DEFAULT_MODEL else default)
     if model is not None:
-        names.append(("model", model))
+        names.append(("model", "model", model))
     if dataclasses.is_dataclass(sub.options):
         for f in dataclasses.fields(sub.options):
             value = getattr(sub.options, f.name)
             if f.metadata.get("weights") and isinstance(value, str):
-                names.append((f"option {f.name}", value))
-    for what, name in names:
-        if name == TINY or os.path.isabs(name) or _in_hub_cache(name):
+                names.append((f"option {f.name}", f.name, value))
+    for what, field_name, name in names:
+        if name == TINY or os.path.isabs(name) or in_hub_cache(name):
             continue
         raise WeightsMissingError(f"{what} '{name}' is not in the local cache and this server does not "
                                   "download models (start it with --allow-downloads, or put the model in "
-                                  "--model-dir)")
+                                  "--model-dir)", field=field_name)
 
 
 def shown_model(engine: str, model: str | None) -> str | None:
@@ -594,25 +594,6 @@ def shown_model(engine: str, model: str | None) -> str | None:
     default = get_engine_info(engine).default_model
     name = model if model is not None else (None if default == NO_DEFAULT_MODEL else default)
     return Path(name).name if name is not None and os.path.isabs(name) else name
-
-
-def hub_cache() -> Path:
-    """The Hugging Face hub cache folder, found the way ``huggingface_hub`` finds it (without importing it)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
-
-
-def _in_hub_cache(repo_id: str) -> bool:
-    snapshots = hub_cache() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-    try:
-        return any(snapshots.iterdir())
-    except OSError:
-        return False
 
 
 def release_freed_memory() -> None:

@@ -127,8 +127,42 @@ def options_of(cls: type) -> list[dict[str, Any]]:
     return out
 
 
+def engine_models(info: Any, model_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The model picker's choices for one engine, from its registration (empty: it takes no model).
+
+    ``tiny`` (when it has a tiny builder), its default hub id (``cached``: in the local
+    Hugging Face cache or ``--model-dir``; absent when none is published), then the models
+    already here that declare one of its ``model_classes``: hub ids in the cache, folder
+    names of ``model_dir``. Files are read, the hub never: a fresh look at each call.
+    """
+    from diffcompose.methods.registry import NO_DEFAULT_MODEL
+    from diffcompose.models.hub import TINY, cached_models, declared_classes, in_hub_cache
+    from diffcompose.server.uploads import in_model_dir
+
+    if info.default_model is None:
+        return []
+    out: list[dict[str, Any]] = []
+    if info.tiny:
+        out.append({"id": TINY, "kind": "tiny"})
+    default = None if info.default_model == NO_DEFAULT_MODEL else info.default_model
+    if default is not None:
+        out.append({"id": default, "kind": "default",
+                    "cached": in_hub_cache(default) or in_model_dir(default, model_dir) is not None})
+    here = [m for m in cached_models(info.model_classes) if m != default]
+    if model_dir is not None and info.model_classes:
+        try:
+            folders = sorted(p for p in Path(model_dir).iterdir() if p.is_dir())
+        except OSError:
+            folders = []
+        here += [p.name for p in folders
+                 if declared_classes(p) & set(info.model_classes) and p.name != (default or "").rsplit("/", 1)[-1]]
+    out += [{"id": m, "kind": "cached"} for m in here]
+    return out
+
+
 def engines() -> list[dict[str, Any]]:
-    """``GET /api/engines``: each engine, whether it can run here (packages), and its options per task."""
+    """``GET /api/engines``: each engine, whether it can run here (packages), and its options per task
+    (the model picker's ``models`` are added per request: :func:`engine_models`)."""
     out = []
     for info in all_engines():
         missing = info.missing_packages()

@@ -10,11 +10,12 @@ cancel).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from diffcompose.errors import InputError
+from diffcompose.errors import DiffComposeError, InputError
 from diffcompose.methods.engine import check_margin
 from diffcompose.methods.options import build_options, check_seed, field_types, unwrap_optional
 from diffcompose.methods.registry import NO_DEFAULT_MODEL, get_engine_info, options_for, resolve_engine
@@ -33,6 +34,24 @@ def _names_weights(cls: type, name: str) -> bool:
     return inner is Path or bool(f.metadata.get("weights"))
 
 
+@contextlib.contextmanager
+def blame(*fields: str) -> Iterator[None]:
+    """An error raised inside without a ``field`` gets one: the only field given, or, of several
+    (a task's inputs), the one whose name (``reference mask`` for ``reference_mask``) opens its message:
+    the input readers name what they read first ("mask is 10x10 but the image is 20x20")."""
+    try:
+        yield
+    except DiffComposeError as exc:
+        if exc.field is None:
+            if len(fields) == 1:
+                exc.field = fields[0]
+            else:
+                text = str(exc)
+                hits = [f for f in fields if text.startswith(f.replace("_", " ") + " ")]
+                exc.field = max(hits, key=len) if hits else None
+        raise
+
+
 def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels: int | None,
                      model_dir: Path | None = None, device: str | None = None,
                      dtype: str | None = None) -> Submission:
@@ -48,13 +67,14 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
                          f"{', '.join(sorted(set(REQUEST_KEYS) | task_keys))}")
     engine_name = req.get("engine", "auto")
     if not isinstance(engine_name, str):
-        raise InputError(f"engine must be a name (see /api/engines), got {engine_name!r}")
-    if engine_name != "auto":
-        get_engine_info(engine_name)  # unknown engine: its own message
-    engine, _why = resolve_engine(engine_name, task)
-    info = get_engine_info(engine)
-    info.check_installed()
-    seed = check_seed(req.get("seed", 0), "seed")
+        raise InputError(f"engine must be a name (see /api/engines), got {engine_name!r}", field="engine")
+    with blame("engine"):
+        if engine_name != "auto":
+            get_engine_info(engine_name)  # unknown engine: its own message
+        engine, _why = resolve_engine(engine_name, task)
+        info = get_engine_info(engine)
+        info.check_installed()
+    seed = check_seed(req.get("seed", 0))
     paste_back = req.get("paste_back", True)
     margin = req.get("margin")
     check_margin(margin, paste_back)
@@ -62,15 +82,17 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
     model = req.get("model")
     if model is not None:
         if info.default_model is None:
-            raise InputError(f"engine '{engine}' takes no model")
-        model = resolve_model_name(model, model_dir)
+            raise InputError(f"engine '{engine}' takes no model", field="model")
+        with blame("model"):
+            model = resolve_model_name(model, model_dir)
     elif info.default_model not in (None, NO_DEFAULT_MODEL) and (
             local := in_model_dir(info.default_model, model_dir)) is not None:
         model = str(local)  # the engine's default model, found in --model-dir
 
     values = req.get("options") or {}
     if not isinstance(values, dict):
-        raise InputError(f"options must be a JSON object of option names and values, got {values!r}")
+        raise InputError(f"options must be a JSON object of option names and values, got {values!r}",
+                         field="options")
     cls = options_for(engine, task)
     values = dict(values)
     for name, value in values.items():
@@ -84,14 +106,16 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
         i = fields_of_task.get(field_name)
         if i is None or i["kind"] not in ("image", "mask"):
             takes = ", ".join(n for n, i in fields_of_task.items() if i["kind"] in ("image", "mask"))
-            raise InputError(f"task {task} takes no '{field_name}' upload (it takes: {takes})")
+            raise InputError(f"task {task} takes no '{field_name}' upload (it takes: {takes})", field=field_name)
     for i in inputs:
         name, keyword, kind = i["name"], i["keyword"], i["kind"]
         if kind in ("image", "mask"):
             if name in files:
-                kwargs[keyword] = decode_image(files[name], name.replace("_", " "), max_pixels)
+                with blame(name):
+                    kwargs[keyword] = decode_image(files[name], name.replace("_", " "), max_pixels)
         elif kind == "box":
-            box = parse_box(req.get(name))
+            with blame(name):
+                box = parse_box(req.get(name))
             if box is not None:
                 kwargs[keyword] = box
         elif kind == "points":  # the task parses them (its messages, its limits)
@@ -99,15 +123,16 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
                 kwargs[keyword] = req[name]
         elif req.get(name) is not None:
             if not isinstance(req[name], str):
-                raise InputError(f"{name} must be text, got {req[name]!r}")
+                raise InputError(f"{name} must be text, got {req[name]!r}", field=name)
             kwargs[keyword] = req[name]
         if i["required"] and keyword not in kwargs:
             where = "an uploaded file" if kind in ("image", "mask") else f"\"{name}\" in the request JSON"
-            raise InputError(f"{task} needs '{name}' ({where})")
+            raise InputError(f"{task} needs '{name}' ({where})", field=name)
     for key in sorted(task_keys):
         if req.get(key) is not None and key not in fields_of_task:
-            raise InputError(f"task {task} takes no {key}")
-    job = prepare(task, kwargs, max_pixels)
+            raise InputError(f"task {task} takes no {key}", field=key)
+    with blame(*(i["name"] for i in inputs)):
+        job = prepare(task, kwargs, max_pixels)
     return Submission(task=task, engine=engine, job=job, options=options, seed=seed, model=model, device=device,
                       dtype=dtype, paste_back=bool(paste_back), margin=margin)
 

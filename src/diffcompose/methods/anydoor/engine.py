@@ -39,7 +39,7 @@ from diffcompose.methods.anydoor import model as M
 from diffcompose.methods.anydoor import preprocess as P
 from diffcompose.methods.anydoor.options import AnyDoorInsertOptions
 from diffcompose.methods.diffusion import DiffusionEngine
-from diffcompose.methods.tasks import Job
+from diffcompose.methods.tasks import Job, get_task
 from diffcompose.models import codec
 from diffcompose.models.device import make_generator
 from diffcompose.models.sampling import denoise, initial_noise, is_guided, make_scheduler
@@ -180,8 +180,9 @@ class AnyDoorEngine(DiffusionEngine):
                 reference_mask: np.ndarray | None, shape_mask: np.ndarray | None, options: AnyDoorInsertOptions,
                 ctx: RunContext) -> list[np.ndarray]:
         if reference_mask is None:
-            raise InputError("the anydoor engine needs --reference-mask (white = the object in the reference; or "
-                             "a reference with a transparent background): its background is set to white")
+            raise InputError(f"the anydoor engine needs {get_task('insert').param('reference_mask').named} (white = "
+                             "the object in the reference; or a reference with a transparent background): its "
+                             "background is set to white")
         # the public box rule takes a mask of fewer pixels for the whole image: refuse instead
         if np.count_nonzero(reference_mask) < P.MIN_MASK_PIXELS:
             raise InputError(f"the reference mask marks fewer than {P.MIN_MASK_PIXELS} pixels: it must mark "

@@ -62,6 +62,7 @@ register(EngineInfo(
     summary="AnyDoor: teleport the reference object into the target region, keeping its identity "
             "(needs converted weights)",
     tiny="diffcompose.methods.anydoor.tiny:ensure_tiny_anydoor",
+    model_classes=("AnyDoorPipeline",),
     converter=Converter(
         "diffcompose.methods.anydoor.convert:convert_anydoor",
         help="AnyDoor (model.diffusion_model.*, control_model.*, cond_stage_model.*, ...)",

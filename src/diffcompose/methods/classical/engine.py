@@ -45,9 +45,11 @@ class ClassicalEngine(Engine):
                  points_frame: Any = None) -> np.ndarray:
         """GrabCut starts from the box; clicks (``points``) are for SAM and are ignored here."""
         if box is None:
-            from diffcompose.errors import InputError
+            from diffcompose.errors import InputError, engine_named
+            from diffcompose.methods.tasks import get_task
 
-            raise InputError("the classical engine (GrabCut) needs --box; points alone need --engine sam")
+            raise InputError(f"the classical engine (GrabCut) needs {get_task('segment').param('box').named}; points "
+                             f"alone need {engine_named('sam')}")
         return segment.segment(image=image, box=box, options=options, ctx=ctx)
 
     def _insert(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,

@@ -27,6 +27,7 @@ from diffcompose.methods.diffusion import DiffusionEngine
 from diffcompose.methods.freecompose import dds
 from diffcompose.methods.freecompose.options import FINAL_T_MIN, ComposeOptions, HarmonizeOptions, RemoveOptions
 from diffcompose.methods.freecompose.perceptual import MaskedPerceptual
+from diffcompose.methods.tasks import get_task
 from diffcompose.models import codec
 from diffcompose.models.device import make_generator
 from diffcompose.models.loader import SDComponents, load_adapter, load_sd, load_vgg, resolve_sd
@@ -215,8 +216,10 @@ class FreeComposeEngine(DiffusionEngine):
         """Semantic composition: T2I-Adapter features of the original/edited condition + K/V injection."""
         if condition is None:
             if condition_type != "canny":
-                raise InputError(f"--condition is required for --condition-type {condition_type} "
-                                 "(only canny can be computed here)")
+                spec = get_task("compose")
+                raise InputError(f"{spec.param('condition').named} is required for "
+                                 f"{spec.param('condition_type').named} {condition_type} (only canny can be computed "
+                                 "here)")
             condition = canny(image, options.canny_low, options.canny_high)  # on the working-size image
         # Binary maps at the working size, as the adapters saw in training (the public code: > 100/255).
         condition, edited_condition = (binarise(c) for c in (condition, edited_condition))

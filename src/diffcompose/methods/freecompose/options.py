@@ -149,6 +149,7 @@ register(EngineInfo(
     priority=10, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_SD,
     summary="FreeCompose: DDS latent optimisation with Stable Diffusion",
     tiny="diffcompose.models.tiny:ensure_tiny_model",
+    model_classes=("StableDiffusionPipeline",),
     contract=ContractFacts(fast_options={"iterations": 2, "resolution": 64, "band": 0.2},
                            bad_options={task: {"iterations": 0} for task in ("remove", "harmonize", "compose")},
                            steps="iterations", previews=True),

@@ -47,6 +47,7 @@ register(EngineInfo(
     priority=10, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_PBE,
     summary="Paint-by-Example: fill the mask with an object like the reference",
     tiny="diffcompose.methods.pbe.tiny:ensure_tiny_pbe",
+    model_classes=("PaintByExamplePipeline",),
     converter=Converter(
         "diffcompose.methods.pbe.convert:convert_pbe",
         help="Paint-by-Example (model.diffusion_model.*, cond_stage_model.*, ...)",

@@ -43,6 +43,7 @@ register(EngineInfo(
     requires=("torch", "transformers", "safetensors"), extra="diffusion", default_model=DEFAULT_SAM,
     summary="Segment Anything: an object mask from clicks (points) and/or a box",
     tiny="diffcompose.methods.sam.tiny:ensure_tiny_sam",
+    model_classes=("SamModel",),
     # No random choice (the seed cannot change the mask); two progress steps: encode, decode.
     contract=ContractFacts(bad_options={"segment": {"threshold": 50.0}}, seeded=False, steps=2),
 ))

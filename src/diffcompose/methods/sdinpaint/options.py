@@ -30,6 +30,7 @@ register(EngineInfo(
     priority=10, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_SD_INPAINT,
     summary="Stable Diffusion inpainting (9-channel UNet): public weights",
     tiny="diffcompose.models.tiny:ensure_tiny_inpainting_model",
+    model_classes=("StableDiffusionInpaintPipeline",),
     contract=ContractFacts(fast_options={"steps": 2, "resolution": 64},
                            bad_options={"inpaint": {"guidance_scale": -1.0}}, steps="steps", previews=True),
 ))

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffcompose.errors import InputError, WeightsMissingError
+from diffcompose.errors import PASS_MODEL, InputError, WeightsMissingError, engine_named, named
 from diffcompose.inputs import dilate_mask
 from diffcompose.methods.diffusion import DiffusionEngine
 from diffcompose.methods.smartbrush.model import (
@@ -58,8 +58,8 @@ from diffcompose.regions import WindowPolicy
 log = logging.getLogger(__name__)
 
 NO_WEIGHTS = ("no SmartBrush weights are published yet: train a model (diffcompose train smartbrush --config FILE) "
-              "and pass --model DIR (its final/ folder), or --model tiny for a smoke test; "
-              "--engine sd-inpaint works with public weights today")
+              f"and {PASS_MODEL} (its final/ folder), or {named('--model tiny', 'model', 'model tiny')} for a smoke "
+              f"test; {engine_named('sd-inpaint')} works with public weights today")
 
 
 class SmartBrushEngine(DiffusionEngine):
