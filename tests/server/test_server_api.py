@@ -112,6 +112,7 @@ GATE = "server-test-gate"
 @dataclass(frozen=True)
 class GateOptions:
     steps: int = option(3, "steps, each waiting for the test's gate")
+    hold_at_end: bool = option(False, "after the last step, wait for the test's end gate")
 
     def __post_init__(self) -> None:
         check_range("steps", self.steps, 1, 100000)
@@ -123,6 +124,8 @@ class GateEngine(Engine):
     name = GATE
     gate = threading.Event()
     started = threading.Event()
+    end_gate = threading.Event()
+    at_end = threading.Event()
 
     def _remove(self, *, image: np.ndarray, mask: np.ndarray, options: GateOptions, ctx: Any) -> np.ndarray:
         progress = ctx.progress("remove", options.steps)
@@ -133,6 +136,9 @@ class GateEngine(Engine):
             GateEngine.gate.wait(5.0)
             time.sleep(0.01)
             progress.step(preview=lambda o=out: o)
+        if options.hold_at_end:  # after the last step, before the result is returned
+            GateEngine.at_end.set()
+            GateEngine.end_gate.wait(5.0)
         return out
 
 
@@ -144,8 +150,11 @@ def gate_engine(monkeypatch: pytest.MonkeyPatch) -> Any:
     register(EngineInfo(GATE, f"{GATE_MODULE}:GateEngine", tasks={"remove": GateOptions}, summary="test gate"))
     GateEngine.gate.clear()
     GateEngine.started.clear()
+    GateEngine.end_gate.clear()
+    GateEngine.at_end.clear()
     yield GateEngine
     GateEngine.gate.set()  # let any worker still inside a step finish
+    GateEngine.end_gate.set()
     unregister(GATE)
 
 
@@ -399,8 +408,8 @@ def test_every_state_is_streamed_queued_with_position_then_loading_running_finis
     first = s.client.post("/api/jobs", **multipart(inputs, task="remove", engine=GATE,
                                                    options={"steps": 2})).json()["id"]
     assert GateEngine.started.wait(10)  # first is inside its first step: the engine is busy
-    second, third = (s.client.post("/api/jobs", **multipart(inputs, task="remove", engine=GATE,
-                                                            options={"steps": 2})).json()["id"] for _ in range(2))
+    second, third = (s.client.post("/api/jobs", **multipart(inputs, task="remove", engine=GATE, options={
+        "steps": 2, "hold_at_end": hold})).json()["id"] for hold in (False, True))
     shown = s.client.get(f"/api/jobs/{third}").json()
     assert (shown["status"], shown["position"]) == ("queued", 2)
     got: list = []
@@ -418,6 +427,9 @@ def test_every_state_is_streamed_queued_with_position_then_loading_running_finis
     s.client.post(f"/api/jobs/{second}/cancel")  # third moves up
     assert s.client.get(f"/api/jobs/{third}").json()["position"] == 1
     gate_engine.gate.set()
+    assert gate_engine.at_end.wait(10)  # third is past its last step, still inside the engine
+    assert s.client.get(f"/api/jobs/{third}").json()["status"] == "finishing"
+    gate_engine.end_gate.set()
     assert s.wait(third)["status"] == "done"
     reader.join(10)
     streamed = _events("\n".join(got))
@@ -605,10 +617,18 @@ def test_a_model_neither_local_nor_cached_fails_within_a_second_without_the_netw
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     import socket
 
-    def no_network(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the server tried the network")
+    tried: list = []
 
-    monkeypatch.setattr(socket, "create_connection", no_network)
+    class NoNetwork(socket.socket):  # a connection attempt is recorded and refused
+        def connect(self, address: Any) -> None:
+            tried.append(address)
+            raise OSError("no network in this test")
+
+        def connect_ex(self, address: Any) -> int:
+            tried.append(address)
+            return 111
+
+    monkeypatch.setattr(socket, "socket", NoNetwork)
     s = server()
     for model in ("nobody-xyz/missing-model", None):  # None: the engine's default, not cached here
         request = {"task": "inpaint", "engine": "sd-inpaint", "prompt": "a chair",
@@ -619,11 +639,13 @@ def test_a_model_neither_local_nor_cached_fails_within_a_second_without_the_netw
         assert r.status_code == 503 and took < 1.0, (r.status_code, took)
         body = r.json()
         assert body["field"] == "model" and "not in the local cache" in body["error"]
+        assert "--allow-downloads" in body["error"]  # the server's own check, before any loader ran
         assert (model or get_engine_info("sd-inpaint").default_model) in body["error"]
     job = s.client.post("/api/jobs", **multipart(inputs, task="inpaint", engine="sd-inpaint", prompt="a chair",
                                                  model="nobody-xyz/missing-model")).json()["id"]
     state = s.wait(job, timeout=1.0)
     assert (state["status"], state["field"]) == ("error", "model")
+    assert tried == []
 
 
 # --------------------------------------------------------------------------- errors: 4xx, one line

@@ -480,7 +480,8 @@ class JobManager:
             self._done(rec, "cancelled")
         except DiffComposeError as exc:
             rec.error_type = type(exc)
-            rec.error_field = http_field(exc)
+            # a model that could not be found is the model field's fault unless the error says otherwise
+            rec.error_field = http_field(exc) or ("model" if isinstance(exc, WeightsMissingError) else None)
             self._done(rec, "error", http_message(exc))
         except Exception as exc:  # a bug: the job says so in one line, the log has the traceback
             log.exception("job %s failed", rec.id)
