@@ -4,9 +4,10 @@ steps, batch items).
 Work begins with one start event, ``step=0`` (:meth:`RunContext.start`: the engine runner
 sends it for every engine, once its model is loaded, so a listener knows the work is under
 way even for a one-pass engine that reports nothing else). A loop then makes a
-:class:`Progress` for its ``total`` steps and calls :meth:`Progress.step` after each one. Each call first checks the run's :class:`CancelToken` (so a cancel from
-another thread stops the loop within one step, raising :class:`Cancelled`), then hands the
-consumer a :class:`ProgressEvent`. Consumers are plain callables: the CLI's progress bar
+:class:`Progress` for its ``total`` steps and calls :meth:`Progress.step` after each one.
+Each call first checks the run's :class:`CancelToken` (so a cancel from another thread
+stops the loop within one step, raising :class:`Cancelled`), then hands the consumer a
+:class:`ProgressEvent`. Consumers are plain callables: the CLI's progress bar
 (:class:`TqdmBar`), a web server's event stream, a test's list. Library code never prints.
 
 No torch here: the classical engines and ``--help`` import this module.

@@ -645,7 +645,23 @@ def test_a_model_neither_local_nor_cached_fails_within_a_second_without_the_netw
                                                  model="nobody-xyz/missing-model")).json()["id"]
     state = s.wait(job, timeout=1.0)
     assert (state["status"], state["field"]) == ("error", "model")
+    # an engine with no published model, and no model named: the same, at once
+    start = time.perf_counter()
+    r = s.client.post("/api/run", **multipart(inputs, task="inpaint", engine="smartbrush", prompt="a chair"))
+    assert r.status_code == 503 and r.json()["field"] == "model" and "no published model" in r.json()["error"]
+    assert time.perf_counter() - start < 1.0
     assert tried == []
+
+
+def test_tiny_is_refused_up_front_for_an_engine_without_a_tiny_model(server, inputs) -> None:
+    register(EngineInfo("no-tiny-here", "nowhere:Engine", tasks={"remove": GateOptions}, default_model="org/x"))
+    try:
+        r = server().client.post("/api/jobs", **multipart(inputs, task="remove", engine="no-tiny-here",
+                                                          model="tiny"))
+    finally:
+        unregister("no-tiny-here")
+    assert r.status_code == 400 and r.json() == {"error": "engine 'no-tiny-here' has no tiny model; choose another "
+                                                          "model", "field": "model"}
 
 
 # --------------------------------------------------------------------------- errors: 4xx, one line

@@ -241,7 +241,8 @@ def build_options(cls: type, values: dict[str, Any], *, engine: str, task: str, 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(k for k in values if k not in fields)
     if unknown:
-        names = ", ".join(option_named(k) if k.isidentifier() and len(k) <= SHOWN_CHARS else shown(k) for k in unknown[:10])
+        names = ", ".join(option_named(k) if k.isidentifier() and len(k) <= SHOWN_CHARS else shown(k)
+                          for k in unknown[:10])
         raise InputError(f"engine '{engine}' does not use {names}{' ...' if len(unknown) > 10 else ''} for {task}",
                          field=unknown[0] if len(unknown[0]) <= SHOWN_CHARS else None)
     hints = field_types(cls)

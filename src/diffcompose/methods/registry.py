@@ -115,11 +115,11 @@ class EngineInfo:
     ``--model tiny`` loads. ``model_classes``: the class names a model folder of this engine
     declares (``_class_name`` in its ``model_index.json``, or ``architectures`` in its
     ``config.json``), by which the server's model picker finds its models already in the
-    local Hugging Face cache or in ``--model-dir`` (empty: it lists none but the default). ``predicts_mask``: its ``inpaint`` also predicts the object's mask
-    (``--mask-output``). ``demo``: ``"module:function"`` returning the engine's
-    :class:`diffcompose.demo.Step` list for a testdata folder (what ``diffcompose demo`` runs:
-    declare one only for an engine that needs no weights). ``converter``, ``trainer`` and
-    ``contract``: see their classes.
+    local Hugging Face cache or in ``--model-dir`` (empty: it lists none but the default).
+    ``predicts_mask``: its ``inpaint`` also predicts the object's mask (``--mask-output``).
+    ``demo``: ``"module:function"`` returning the engine's :class:`diffcompose.demo.Step` list
+    for a testdata folder (what ``diffcompose demo`` runs: declare one only for an engine that
+    needs no weights). ``converter``, ``trainer`` and ``contract``: see their classes.
     """
 
     name: str

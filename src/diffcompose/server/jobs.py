@@ -573,6 +573,9 @@ def check_cached(sub: Any) -> None:
     line within milliseconds, not after a torch import and a network wait."""
     names = []
     default = get_engine_info(sub.engine).default_model
+    if sub.model is None and default == NO_DEFAULT_MODEL:
+        raise WeightsMissingError(f"engine '{sub.engine}' has no published model: choose one (tiny, a folder of "
+                                  "the server's --model-dir, or a cached hub id)", field="model")
     model = sub.model if sub.model is not None else (None if default == NO_DEFAULT_MODEL else default)
     if model is not None:
         names.append(("model", "model", model))

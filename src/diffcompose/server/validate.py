@@ -20,6 +20,7 @@ from diffcompose.methods.engine import check_margin
 from diffcompose.methods.options import build_options, check_seed, field_types, unwrap_optional
 from diffcompose.methods.registry import NO_DEFAULT_MODEL, get_engine_info, options_for, resolve_engine
 from diffcompose.methods.tasks import TASK_SPECS, prepare
+from diffcompose.models.hub import TINY
 from diffcompose.server import schema
 from diffcompose.server.jobs import Submission
 from diffcompose.server.uploads import (
@@ -85,6 +86,8 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
             raise InputError(f"engine '{engine}' takes no model", field="model")
         with blame("model"):
             model = resolve_model_name(model, model_dir)
+        if model == TINY and not info.tiny:
+            raise InputError(f"engine '{engine}' has no tiny model; choose another model", field="model")
     elif info.default_model not in (None, NO_DEFAULT_MODEL) and (
             local := in_model_dir(info.default_model, model_dir)) is not None:
         model = str(local)  # the engine's default model, found in --model-dir
