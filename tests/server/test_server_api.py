@@ -804,6 +804,15 @@ def test_errors_name_the_request_field_in_the_request_s_words_and_the_cli_keeps_
     assert body(c.post("/api/jobs", files=bad, data={"request": json.dumps({"task": "remove"})}))[1] == "image"
     obj = {"image": img, "object": img[:40, :40]}
     assert body(c.post("/api/jobs", **multipart(obj, task="paste", box=[50, 50, 10, 10])))[1] == "box"
+    # a reader that names the input by its keyword (paste reads its "image" upload as "background")
+    from diffcompose.server.validate import blame
+
+    for message, want in (("background is empty (0x0 pixels)", "image"), ("reference mask is 4x4 but ...",
+                                                                          "reference_mask"), ("no name here", None)):
+        with pytest.raises(InputError) as exc, blame("image", "reference", "reference_mask",
+                                                      aliases={"background": "image"}):
+            raise InputError(message)
+        assert exc.value.field == want, message
     # no field to blame: null, and still one line
     assert body(c.get("/api/jobs/nope"), 404)[1] is None
     assert body(c.post("/api/jobs", json={"task": "remove"}))[1] is None

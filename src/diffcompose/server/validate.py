@@ -36,10 +36,11 @@ def _names_weights(cls: type, name: str) -> bool:
 
 
 @contextlib.contextmanager
-def blame(*fields: str) -> Iterator[None]:
+def blame(*fields: str, aliases: dict[str, str] | None = None) -> Iterator[None]:
     """An error raised inside without a ``field`` gets one: the only field given, or, of several
-    (a task's inputs), the one whose name (``reference mask`` for ``reference_mask``) opens its message:
-    the input readers name what they read first ("mask is 10x10 but the image is 20x20")."""
+    (a task's inputs), the one whose name opens its message (the input readers name what they
+    read first: "mask is 10x10 but the image is 20x20", "reference mask ..."). ``aliases``: other
+    names of a field in messages (``background`` for ``paste``'s ``image``: its keyword)."""
     try:
         yield
     except DiffComposeError as exc:
@@ -48,8 +49,9 @@ def blame(*fields: str) -> Iterator[None]:
                 exc.field = fields[0]
             else:
                 text = str(exc)
-                hits = [f for f in fields if text.startswith(f.replace("_", " ") + " ")]
-                exc.field = max(hits, key=len) if hits else None
+                names = {**{f: f for f in fields}, **(aliases or {})}
+                hits = [n for n in names if text.startswith(n.replace("_", " ") + " ")]
+                exc.field = names[max(hits, key=len)] if hits else None
         raise
 
 
@@ -134,7 +136,7 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
     for key in sorted(task_keys):
         if req.get(key) is not None and key not in fields_of_task:
             raise InputError(f"task {task} takes no {key}", field=key)
-    with blame(*(i["name"] for i in inputs)):
+    with blame(*(i["name"] for i in inputs), aliases={i["keyword"]: i["name"] for i in inputs}):
         job = prepare(task, kwargs, max_pixels)
     return Submission(task=task, engine=engine, job=job, options=options, seed=seed, model=model, device=device,
                       dtype=dtype, paste_back=bool(paste_back), margin=margin)

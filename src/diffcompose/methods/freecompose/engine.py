@@ -26,6 +26,7 @@ from diffcompose.inputs import Box, mask_to_box, resize_mask
 from diffcompose.methods.diffusion import DiffusionEngine
 from diffcompose.methods.freecompose import dds
 from diffcompose.methods.freecompose.options import FINAL_T_MIN, ComposeOptions, HarmonizeOptions, RemoveOptions
+from diffcompose.methods.options import option_named
 from diffcompose.methods.freecompose.perceptual import MaskedPerceptual
 from diffcompose.methods.tasks import get_task
 from diffcompose.models import codec
@@ -139,7 +140,8 @@ class FreeComposeEngine(DiffusionEngine):
     def _check_layer(self, layer: int) -> None:
         n = len(self_attention_layers(self.sd.unet))
         if layer >= n:
-            raise InputError(f"--attn-layer must be below {n} (this UNet has {n} self-attention layers), got {layer}")
+            raise InputError(f"{option_named('attn_layer')} must be below {n} (this UNet has {n} self-attention "
+                             f"layers), got {layer}")
 
     def _image01(self, image: np.ndarray) -> torch.Tensor:
         return (codec.images_to_tensor(image, self.device) + 1.0) / 2.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diffcompose.errors import InputError
-from diffcompose.methods.options import check_range, option
+from diffcompose.methods.options import check_range, option, option_named
 from diffcompose.methods.registry import DIFFUSION, ContractFacts, EngineInfo, register
 
 ENGINE = "freecompose"
@@ -45,7 +45,7 @@ class _Common:
         if hi is not None:
             check_range("t_max", hi, 1, 999)
         if lo is not None and hi is not None and lo > hi:
-            raise InputError(f"--t-min ({lo}) must not exceed --t-max ({hi})")
+            raise InputError(f"{option_named('t_min')} ({lo}) must not exceed {option_named('t_max')} ({hi})")
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ class HarmonizeOptions(_Common):
         check_range("background_weight", self.background_weight, 0.0, 100.0)
         check_range("object_weight", self.object_weight, 0.0, 100.0)
         if self.source_prompt == self.target_prompt:
-            raise InputError("--source-prompt and --target-prompt are identical: the DDS gradient would be zero")
+            raise InputError(f"{option_named('source_prompt')} and {option_named('target_prompt')} are identical: "
+                             "the DDS gradient would be zero")
 
 
 #: Timestep ranges per condition type (public code), and of the final iterations.
@@ -136,7 +137,8 @@ class ComposeOptions(_Common):
         lo, hi = COMPOSE_T_RANGE[condition_type]
         lo, hi = self.t_min if self.t_min is not None else lo, self.t_max if self.t_max is not None else hi
         if lo > hi:
-            raise InputError(f"timestep range [{lo}, {hi}] is empty; set --t-min/--t-max")
+            raise InputError(f"timestep range [{lo}, {hi}] is empty; set {option_named('t_min')}/"
+                             f"{option_named('t_max')}")
         return lo, hi
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from diffcompose.errors import InputError
-from diffcompose.methods.options import SamplerOptions, option, sampler_option
+from diffcompose.methods.options import SamplerOptions, option, option_named, sampler_option
 from diffcompose.methods.registry import DIFFUSION, ContractFacts, Converter, EngineInfo, Trainer, register
 
 ENGINE = "pbe"
@@ -36,7 +36,7 @@ class PaintOptions(SamplerOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.resolution is not None and self.resolution % 8:  # Paint-by-Example's own rule
-            raise InputError(f"--resolution must be a multiple of 8, got {self.resolution}")
+            raise InputError(f"{option_named('resolution')} must be a multiple of 8, got {self.resolution}")
 
 
 DEFAULT_PBE = "Fantasy-Studio/Paint-by-Example"

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from diffcompose.errors import PASS_MODEL, InputError, WeightsMissingError, engine_named, named
 from diffcompose.inputs import dilate_mask
 from diffcompose.methods.diffusion import DiffusionEngine
+from diffcompose.methods.options import option_named
 from diffcompose.methods.smartbrush.model import (
     is_smartbrush_unet, latent_mask, precision_levels, split_output,
 )
@@ -95,7 +96,8 @@ class SmartBrushEngine(DiffusionEngine):
         if options.precision is None:
             return self.levels if is_box(mask) else 0
         if options.precision > self.levels:
-            raise InputError(f"--precision must be <= {self.levels} for this model, got {options.precision}")
+            raise InputError(f"{option_named('precision')} must be <= {self.levels} for this model, got "
+                             f"{options.precision}")
         return options.precision
 
     @torch.no_grad()
