@@ -260,7 +260,7 @@ SABOTAGES: list[Sabotage] = [
              "group = 1 if surface == \"cli\" else 2", "group = 2",
              ("tests/server/test_server_api.py::test_errors_name_the_request_field_in_the_request_s_words_and_the_cli_keeps_its_flags",)),
     Sabotage("server", "reader-errors-not-blamed-on-their-upload", "22", "server/validate.py",
-             "exc.field = max(hits, key=len) if hits else None", "exc.field = None",
+             "exc.field = names[max(hits, key=len)] if hits else None", "exc.field = None",
              ("tests/server/test_server_api.py::test_errors_name_the_request_field_in_the_request_s_words_and_the_cli_keeps_its_flags",)),
     Sabotage("server", "models-of-every-class", "22", "models/hub.py",
              "if snapshots and declared_classes(snapshots[-1]) & wanted:", "if snapshots:",

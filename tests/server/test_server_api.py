@@ -780,7 +780,8 @@ def test_errors_name_the_request_field_in_the_request_s_words_and_the_cli_keeps_
     with pytest.raises(InputError, match=r"^harmonize needs --mask \(the pasted object in IMAGE\) or --object "
                                          r"and --box$"):
         dc.harmonize(img, engine="classical")
-    message, field = body(c.post("/api/jobs", **multipart({"image": img}, task="harmonize", box=[1, 1, 9, 9])))
+    message, field = body(c.post("/api/jobs", **multipart({"image": img}, task="harmonize", engine="classical",
+                                                          box=[1, 1, 9, 9])))
     assert (message, field) == ("box needs object (the object photo to paste into image)", "object")
     message, field = body(c.post("/api/jobs", **multipart(inputs, task="inpaint", engine="sd-inpaint",
                                                           box=[1, 1, 9, 9], prompt="a chair")))
@@ -792,18 +793,21 @@ def test_errors_name_the_request_field_in_the_request_s_words_and_the_cli_keeps_
         dc.remove(img, mask > 0, engine="classical", radius=0)
     assert body(c.post("/api/jobs", **multipart(inputs, task="remove", engine="classical",
                                                 options={"bogus": 1})))[1] == "bogus"
-    assert body(c.post("/api/jobs", **multipart(inputs, task="remove", seed=-1)))[1] == "seed"
-    assert body(c.post("/api/jobs", **multipart(inputs, task="remove", margin=-3)))[1] == "margin"
+    assert body(c.post("/api/jobs", **multipart(inputs, task="remove", engine="classical", seed=-1)))[1] == "seed"
+    assert body(c.post("/api/jobs", **multipart(inputs, task="remove", engine="classical", margin=-3)))[1] == \
+        "margin"
     assert body(c.post("/api/jobs", **multipart(inputs, task="remove", engine="nope")))[1] == "engine"
-    assert body(c.post("/api/jobs", **multipart({"image": img}, task="remove")))[1] == "mask"
+    assert body(c.post("/api/jobs", **multipart({"image": img}, task="remove", engine="classical")))[1] == "mask"
     # what the input readers refuse: the upload they were reading
     small = {"image": img, "mask": np.zeros((5, 5), np.uint8) + 255}
-    message, field = body(c.post("/api/jobs", **multipart(small, task="remove")))
+    message, field = body(c.post("/api/jobs", **multipart(small, task="remove", engine="classical")))
     assert field == "mask" and message.startswith("mask ")
     bad = {"image": ("a.png", b"not an image"), "mask": ("m.png", png(mask))}
-    assert body(c.post("/api/jobs", files=bad, data={"request": json.dumps({"task": "remove"})}))[1] == "image"
+    assert body(c.post("/api/jobs", files=bad, data={"request": json.dumps({"task": "remove",
+                                                                             "engine": "classical"})}))[1] == "image"
     obj = {"image": img, "object": img[:40, :40]}
-    assert body(c.post("/api/jobs", **multipart(obj, task="paste", box=[50, 50, 10, 10])))[1] == "box"
+    assert body(c.post("/api/jobs", **multipart(obj, task="paste", engine="classical",
+                                                box=[50, 50, 10, 10])))[1] == "box"
     # a reader that names the input by its keyword (paste reads its "image" upload as "background")
     from diffcompose.server.validate import blame
 
