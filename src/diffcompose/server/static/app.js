@@ -23,7 +23,7 @@ const S = {
   job: null, current: null, extra: {},
   entries: [], // this session's results; their blob URLs (and their "before" URLs) live as long as the page
   inUse: new Set(), // image URLs a result still shows as its "before": never revoked
-  history: [], // [state, text] as the status line showed them, in order (for tests and the console)
+  history: [], // [state, text, counted] as the status line and bar showed them, in order (for tests and the console)
 };
 window.diffcompose = S; // for debugging in the console
 
@@ -58,8 +58,9 @@ function setStatus(state, text) {
   const el = $("status");
   el.dataset.state = state;
   el.textContent = text || state;
+  const counted = $("progress").hasAttribute("value"); // false: the bar is indeterminate
   const last = S.history[S.history.length - 1];
-  if (!last || last[0] !== state || last[1] !== el.textContent) S.history.push([state, el.textContent]);
+  if (!last || last[0] !== state || last[1] !== el.textContent) S.history.push([state, el.textContent, counted]);
 }
 
 // The control an error belongs to: a request field (`field` of the API's error body, in the HTTP schema's
