@@ -112,8 +112,7 @@ def _paint_and_run_telea(page: Any, at: tuple[float, float] = (0.4, 0.5)) -> Non
     page.select_option("#engine", "classical")
     page.select_option("#opt-method", "telea")
     n = page.locator("#results-strip figure").count()
-    page.click("#run")
-    page.wait_for_selector("#status[data-state='done']", timeout=60_000)
+    _run_until(page, "done")
     page.wait_for_function(f"document.querySelectorAll('#results-strip figure').length === {n + 1}")
 
 
@@ -167,6 +166,14 @@ def _server_has_s_features(server: Server) -> bool:
         return all("models" in e for e in c.get("/api/engines").json())
 
 
+def _run_until(page: Any, state: str, timeout: float = 60_000) -> None:
+    """Click Run and wait for the status line to reach ``state`` for this run (not an earlier one)."""
+    n = len(_history(page))
+    page.click("#run")
+    page.wait_for_function("([n, state]) => { const h = window.diffcompose.history; "
+                           "return h.length > n && h.slice(n).some(x => x[0] === state); }", arg=[n, state], timeout=timeout)
+
+
 def _shown_once(page: Any, message: str) -> int:
     return page.evaluate("(m) => document.body.innerText.split(m).length - 1", message)
 
@@ -206,8 +213,7 @@ def test_job_states_are_shown_honestly(laptop: Any, server: Server, photo: Path)
     page.unroute("**/api/jobs**")
     _stub_job(page, [("state", {"status": "running", "step": 1, "total": 4}),
                      ("error", {"error": "the engine ran out of memory", "field": None})])
-    page.click("#run")
-    page.wait_for_selector("#status[data-state='error']")
+    _run_until(page, "error")
     assert page.text_content("#status") == "failed"
     assert page.text_content("#error") == "the engine ran out of memory"
     assert _shown_once(page, "the engine ran out of memory") == 1
@@ -215,8 +221,7 @@ def test_job_states_are_shown_honestly(laptop: Any, server: Server, photo: Path)
 
     page.unroute("**/api/jobs**")
     _stub_job(page, [("state", {"status": "running", "step": 1, "total": 4}), ("cancelled", {})])
-    page.click("#run")
-    page.wait_for_selector("#status[data-state='cancelled']")
+    _run_until(page, "cancelled")
     assert page.text_content("#status") == "cancelled" and page.is_enabled("#run") and not page.is_enabled("#cancel")
     assert page.text_content("#error") == ""  # the old failure went with the new run
 
@@ -385,8 +390,7 @@ def test_errors_once_next_to_their_control(laptop: Any, server: Server, photo: P
                                     (None, "#run", "the server is busy")]:
         page.unroute("**/api/jobs**")
         _stub_job(page, None, submit=(400, {"error": message, "field": field}))
-        page.click("#run")
-        page.wait_for_selector("#status[data-state='error']")
+        _run_until(page, "error")
         assert _shown_once(page, message) == 1, message
         # the message is the next thing after the control's label (or in the run bar)
         where = page.evaluate("""(sel) => {
@@ -407,8 +411,7 @@ def test_errors_once_next_to_their_control(laptop: Any, server: Server, photo: P
     page.select_option("#model-choice", "__other__")
     page.fill("#model", "no-such-org/no-such-model")
     start = time.monotonic()
-    page.click("#run")
-    page.wait_for_selector("#status[data-state='error']", timeout=60_000)
+    _run_until(page, "error")
     took = time.monotonic() - start
     message = page.evaluate("() => [...document.querySelectorAll('.field-error')].map(e => e.textContent).join('')")
     assert message and _shown_once(page, message) == 1
