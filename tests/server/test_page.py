@@ -595,6 +595,7 @@ def test_keyboard_help_run_and_escape(laptop: Any, server: Server, photo: Path) 
     page.keyboard.press("Control+Enter")
     page.wait_for_function("document.getElementById('status').dataset.state === 'queued'")
     assert calls[0] == "POST jobs"
+    assert_accessible(page, "a job queued")
     page.keyboard.press("Control+Enter")  # a second press while it runs starts nothing
     page.locator("body").press("Escape")
     page.wait_for_function("document.getElementById('status').dataset.state === 'cancelling'")

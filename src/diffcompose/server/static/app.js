@@ -1069,7 +1069,9 @@ function bindUI() {
     layoutCompare();
   }).observe(stage);
 
-  for (const b of document.querySelectorAll(".tool")) b.addEventListener("click", () => setTool(b.dataset.tool));
+  for (const b of document.querySelectorAll(".tool")) {
+    b.addEventListener("click", () => { setTool(b.dataset.tool); hideCompare(); }); // picking a tool: back to the mask
+  }
   $("brush-size").addEventListener("input", (ev) => setBrush(+ev.target.value));
   $("undo").addEventListener("click", undo);
   $("redo").addEventListener("click", redo);
