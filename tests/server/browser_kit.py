@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import conftest
 import pytest
 from PIL import Image
-
-import conftest
 
 CHROMIUM = os.environ.get("DIFFCOMPOSE_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = conftest.REPO / "test-artifacts"
@@ -69,7 +68,7 @@ class Server:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
@@ -78,7 +77,7 @@ class Server:
             time.sleep(0.05)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)
 

@@ -21,17 +21,28 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import numpy as np
-import pytest
-from PIL import Image
+from typing import Any
 
 import conftest
-from browser_kit import LAPTOP, PHONE, REQUIRE, Server, assert_accessible, drop, image_point, launch, open_image
+import numpy as np
+import pytest
+from browser_kit import (
+    LAPTOP,
+    PHONE,
+    REQUIRE,
+    Server,
+    assert_accessible,
+    drop,
+    image_point,
+    launch,
+    open_image,
+    shot,
+    stroke,
+)
 from browser_kit import photo as real_photo
-from browser_kit import shot, stroke
+from PIL import Image
 
 pytestmark = [REQUIRE, pytest.mark.slow]
 
@@ -441,7 +452,7 @@ def test_zoom_pan_and_the_brush_at_true_size(laptop: Any, server: Server, photo:
     ov = page.locator("#overlay-canvas").bounding_box()
     at = image_point(page)
     mx, my = at((0.3, 0.4))
-    under = lambda v: ((mx - ov["x"] - v["tx"]) / v["s"], (my - ov["y"] - v["ty"]) / v["s"])  # noqa: E731
+    under = lambda v: ((mx - ov["x"] - v["tx"]) / v["s"], (my - ov["y"] - v["ty"]) / v["s"])
     before = under(v0)
     page.mouse.move(mx, my)
     page.mouse.wheel(0, -400)  # zoom in at the pointer
@@ -457,16 +468,16 @@ def test_zoom_pan_and_the_brush_at_true_size(laptop: Any, server: Server, photo:
     cx, cy = mx - ov["x"], my - ov["y"]
     alpha = _overlay_alpha_row(page, cy)
     r = 20 * v1["s"]
-    assert alpha[int(round(cx + r))] > 0 and alpha[int(round(cx - r))] > 0
+    assert alpha[round(cx + r)] > 0 and alpha[round(cx - r)] > 0
     assert alpha[int(cx + r * 0.6)] == 0 and alpha[int(cx + r * 1.4)] == 0
 
     # a stroke at this zoom is 40 image pixels wide
     page.mouse.down()
     page.mouse.move(mx + 60, my, steps=6)
     page.mouse.up()
-    bits = page.evaluate("""() => { const b = maskBits(); const W = window.diffcompose.W;
-        const col = Math.round((%f + 20 / window.diffcompose.view.s));
-        let n = 0; for (let y = 0; y < window.diffcompose.H; y++) n += b[y * W + col]; return n; }""" % before[0])
+    bits = page.evaluate("""(x0) => { const b = maskBits(); const W = window.diffcompose.W;
+        const col = Math.round(x0 + 20 / window.diffcompose.view.s);
+        let n = 0; for (let y = 0; y < window.diffcompose.H; y++) n += b[y * W + col]; return n; }""", before[0])
     assert 38 <= bits <= 42, bits
 
     # space-drag pans, and paints nothing
