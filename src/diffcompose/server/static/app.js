@@ -770,7 +770,7 @@ function showState(d) {
     setStatus("queued", d.position ? `queued: number ${d.position} in line` : "queued…");
   } else if (d.status === "loading") {
     indeterminate();
-    setStatus("loading", `loading the model${d.model ? " " + d.model : ""}…`);
+    setStatus("loading", d.model ? `loading the model ${d.model}…` : "loading the engine…");
   } else if (d.status === "running") {
     const elapsed = typeof d.elapsed === "number" ? ` · ${d.elapsed.toFixed(1)} s` : "";
     if (d.total) {
