@@ -398,6 +398,7 @@ def test_errors_once_next_to_their_control(laptop: Any, server: Server, photo: P
     page.select_option("#engine", "freecompose")
     for field, control, message in [("iterations", "#opt-iterations", "iterations must be at most 100000"),
                                     ("model", "#model-choice", "no weights for model 'x/y' here (offline)"),
+                                    ("options", "#options-box", "unknown option 'strenght' for freecompose"),
                                     (None, "#run", "the server is busy")]:
         page.unroute("**/api/jobs**")
         _stub_job(page, None, submit=(400, {"error": message, "field": field}))
@@ -412,9 +413,12 @@ def test_errors_once_next_to_their_control(laptop: Any, server: Server, photo: P
                     invalid: c.getAttribute('aria-invalid')};
         }""", control)
         assert where["after"], (field, where)
-        if field:
+        if field in ("iterations", "model"):  # one control is at fault: it is marked invalid too
             assert where["invalid"] == "true"
-        assert _in_view(page, f"{control}")
+        assert page.evaluate("""() => {  // the message itself is on screen
+            const r = [...document.querySelectorAll('.field-error')].find(e => e.textContent).getBoundingClientRect();
+            return r.top >= 0 && r.bottom <= innerHeight && r.left >= 0 && r.right <= innerWidth;
+        }"""), field
     shot(page, "page-error-by-run", full_page=False)
 
     # the real server: a model that is not here fails fast, once, by the model picker when the server says so

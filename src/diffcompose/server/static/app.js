@@ -76,6 +76,8 @@ function errorHome(field, origin) {
   }
   const control = field && ($("opt-" + field) || $("input-" + field) || (["seed", "engine"].includes(field) && $(field)));
   if (control) return { control };
+  if (field === "options") return { control: $("options-box"), unmarked: true }; // the options as a whole
+  if (field === "task") return { control: $("task-tabs"), unmarked: true };
   return { slot: origin || "run", control: null };
 }
 
@@ -103,7 +105,7 @@ function showError(message, field, origin) {
   }
   box.id = box.id || `error-${home.slot || home.control.id}`;
   box.textContent = message;
-  if (home.control) {
+  if (home.control && !home.unmarked) {
     home.control.setAttribute("aria-invalid", "true");
     home.control.setAttribute("aria-describedby", box.id);
   }
