@@ -276,10 +276,11 @@ SABOTAGES: list[Sabotage] = [
              "return clicks ? [...withModel, ...without] : [...without, ...withModel];",
              "return [...without, ...withModel];", ("tests/server/test_browser.py::test_box_and_clicks_to_mask_then_edit_it",)),
     Sabotage("page", "page-laptop-columns-stacked", "22.layout", PAGE_CSS,
-             "main { flex: 1; min-height: 0; display: flex;", "main { flex: 1; min-height: 0; display: block;",
+             "main { flex: 1; min-height: 0; display: grid;", "main { flex: 1; min-height: 0; display: block;",
              (PAGE_T + "test_laptop_layout_everything_in_view",)),
     Sabotage("page", "page-phone-columns-side-by-side", "22.layout", PAGE_CSS,
-             "  main { flex-direction: column; padding: 6px; gap: 8px; }", "  main { padding: 6px; gap: 8px; }",
+             "  main { display: flex; flex-direction: column; padding: 6px; gap: 8px; }",
+             "  main { display: flex; padding: 6px; gap: 8px; }",
              (PAGE_T + "test_phone_layout_stacks_without_sideways_scroll",)),
 ]
 

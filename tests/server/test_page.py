@@ -303,6 +303,12 @@ def test_laptop_layout_everything_in_view(laptop: Any, server: Server, photo: Pa
         assert _in_view(page, sel), sel
     assert _page_scrolls(page) == {"x": False, "y": False}
     shot(page, "page-1920x1080", full_page=False)
+    page.set_viewport_size({"width": 820, "height": 640})  # a narrow window: the strip runs under the canvas
+    page.wait_for_timeout(100)
+    for sel in ("#run", "#progress", "#compare-frame", "#results-strip figure", "#download"):
+        assert _in_view(page, sel), sel
+    assert _page_scrolls(page) == {"x": False, "y": False}
+    shot(page, "page-820x640", full_page=False)
 
 
 def test_phone_layout_stacks_without_sideways_scroll(phone: Any, server: Server, photo: Path) -> None:
