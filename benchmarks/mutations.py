@@ -52,6 +52,10 @@ class Sabotage:
 FC = "methods/freecompose/engine.py"
 FC_WIRING = ("tests/methods/freecompose/test_freecompose_wiring.py",)
 
+PAGE_JS = "server/static/app.js"
+PAGE_CSS = "server/static/style.css"
+PAGE_T = "tests/server/test_page.py::"
+
 SABOTAGES: list[Sabotage] = [
     # ---- FreeCompose, issue 21 item 4: wiring in engine.py
     Sabotage("freecompose", "remove-weight-inverted", "21.4", FC,
@@ -273,6 +277,56 @@ SABOTAGES: list[Sabotage] = [
              "if not self.allow_downloads:\n                check_cached(sub)",
              "if False:\n                check_cached(sub)",
              ("tests/server/test_server_api.py::test_a_model_neither_local_nor_cached_fails_within_a_second_without_the_network",)),
+    # ---- the page (server/static), issue 22
+    Sabotage("page", "page-brush-width-in-screen-pixels", "22.zoom", PAGE_JS,
+             "ctx.lineWidth = S.brush;", "ctx.lineWidth = S.brush / S.view.s;", (PAGE_T + "test_zoom_pan_and_the_brush_at_true_size",)),
+    Sabotage("page", "page-zoom-not-about-the-pointer", "22.zoom", PAGE_JS,
+             "S.view = { s, tx: mx - (mx - v.tx) * s / v.s, ty: my - (my - v.ty) * s / v.s, fit: false };",
+             "S.view = { s, tx: v.tx, ty: v.ty, fit: false };", (PAGE_T + "test_zoom_pan_and_the_brush_at_true_size",)),
+    Sabotage("page", "page-cursor-ignores-zoom", "22.zoom", PAGE_JS,
+             "const r = Math.max(0.5, S.brush / 2 * k);", "const r = Math.max(0.5, S.brush / 2 * dpr);",
+             (PAGE_T + "test_zoom_pan_and_the_brush_at_true_size",)),
+    Sabotage("page", "page-before-url-revoked", "22.before-after", PAGE_JS,
+             "if (S.imageURL && !S.inUse.has(S.imageURL)) URL.revokeObjectURL(S.imageURL);",
+             "if (S.imageURL) URL.revokeObjectURL(S.imageURL);", (PAGE_T + "test_before_after_for_every_result_of_the_session",)),
+    Sabotage("page", "page-same-file-not-reopened", "22.open", PAGE_JS,
+             'ev.target.value = ""; // so that opening the same file again fires "change" again', "",
+             (PAGE_T + "test_opening_images_again_by_drop_and_by_paste",)),
+    Sabotage("page", "page-paste-ignored", "22.open", PAGE_JS,
+             'openImage(namedImage(item.getAsFile(), "pasted"));', "", (PAGE_T + "test_opening_images_again_by_drop_and_by_paste",)),
+    Sabotage("page", "page-queue-position-dropped", "22.states", PAGE_JS,
+             'd.position ? `queued: number ${d.position} in line` : "queued…"', '"queued…"',
+             (PAGE_T + "test_job_states_are_shown_honestly",)),
+    Sabotage("page", "page-one-pass-counts-steps", "22.states", PAGE_JS,
+             "    if (d.total) {", "    if (true) {", (PAGE_T + "test_job_states_are_shown_honestly",)),
+    Sabotage("page", "page-error-field-ignored", "22.errors", PAGE_JS,
+             'const control = field && ($("opt-" + field)', 'const control = false && ($("opt-" + field)',
+             (PAGE_T + "test_errors_once_next_to_their_control",)),
+    Sabotage("page", "page-error-shown-twice", "22.errors", PAGE_JS,
+             'setStatus(state, state === "error" ? "failed" : message);', "setStatus(state, message);",
+             (PAGE_T + "test_errors_once_next_to_their_control", PAGE_T + "test_job_states_are_shown_honestly")),
+    Sabotage("page", "page-unit-float-not-a-slider", "22.registry", PAGE_JS,
+             'const isUnitSlider = (o) => o.type === "float" &&', 'const isUnitSlider = (o) => o.type === "int" &&',
+             (PAGE_T + "test_task_tabs_and_option_controls_from_the_registry",)),
+    Sabotage("page", "page-tabs-hard-coded-count", "22.registry", PAGE_JS,
+             "  for (const t of tasks) {\n    const b", "  for (const t of tasks.slice(0, 8)) {\n    const b",
+             (PAGE_T + "test_task_tabs_and_option_controls_from_the_registry",)),
+    Sabotage("page", "page-model-free-text-missing", "22.models", PAGE_JS,
+             'if (!e || takesModel(e)) select.add(new Option("other… (type a hub id or folder)", OTHER_MODEL));', "",
+             (PAGE_T + "test_model_picker_from_the_engines",)),
+    Sabotage("page", "page-escape-does-not-cancel", "22.keys", PAGE_JS,
+             "if (jobActive()) { ev.preventDefault(); cancel(); }", "if (false) { ev.preventDefault(); cancel(); }",
+             (PAGE_T + "test_keyboard_help_run_and_escape",)),
+    Sabotage("page", "page-clicks-go-to-grabcut-first", "22.registry", PAGE_JS,
+             "return clicks ? [...withModel, ...without] : [...without, ...withModel];",
+             "return [...without, ...withModel];", ("tests/server/test_browser.py::test_box_and_clicks_to_mask_then_edit_it",)),
+    Sabotage("page", "page-laptop-columns-stacked", "22.layout", PAGE_CSS,
+             "main { flex: 1; min-height: 0; display: grid;", "main { flex: 1; min-height: 0; display: block;",
+             (PAGE_T + "test_laptop_layout_everything_in_view",)),
+    Sabotage("page", "page-phone-columns-side-by-side", "22.layout", PAGE_CSS,
+             "  main { display: flex; flex-direction: column; padding: 6px; gap: 8px; }",
+             "  main { display: flex; padding: 6px; gap: 8px; }",
+             (PAGE_T + "test_phone_layout_stacks_without_sideways_scroll",)),
 ]
 
 

@@ -1,20 +1,29 @@
 // diffcompose web page: paint or segment a mask, pick a task and engine, run, watch, compare, download.
 // Plain JS, no build step, no external resources. It speaks the HTTP API documented in
-// diffcompose/server/static/api-guide.md (change both together). The mask lives in a canvas at the image's
-// full size; the view scales. Every request carries the access token from the page's own URL.
+// diffcompose/server/static/api-guide.md (change both together). The page is generated from the
+// registry (/api/tasks, /api/engines): task tabs, engines, model pickers and option controls, so a new
+// task, engine or option appears without editing this file. The mask lives in a canvas at the image's
+// full size; the view (zoom, pan) only transforms how it is shown, and strokes are recorded in image
+// pixels. Every request carries the access token from the page's own URL.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const MASK_RGB = [255, 40, 90];
+const OTHER_MODEL = "__other__";
+const ENGINE_DEFAULT = "__default__";
 
 const S = {
   token: new URLSearchParams(location.search).get("token"),
-  tasks: {}, engines: {},
+  tasks: {}, engines: {}, task: null,
   image: null, imageFile: null, imageURL: null, W: 0, H: 0,
   tool: "brush", brush: 24, drawing: false, last: null,
   undo: [], redo: [],
   box: null, boxStart: null, points: [],
+  view: { s: 1, tx: 0, ty: 0, fit: true }, space: false, pan: null, overStage: false, cursor: null,
   job: null, current: null, extra: {},
+  entries: [], // this session's results; their blob URLs (and their "before" URLs) live as long as the page
+  inUse: new Set(), // image URLs a result still shows as its "before": never revoked
+  history: [], // [state, text, counted] as the status line and bar showed them, in order (for tests and the console)
 };
 window.diffcompose = S; // for debugging in the console
 
@@ -27,26 +36,81 @@ function url(path, params) {
   return u.pathname + u.search;
 }
 
+// An error the user can act on: its message and the request field or control it belongs to.
+class PageError extends Error {
+  constructor(message, field, status) { super(message); this.field = field || null; this.status = status; }
+}
+
 async function api(path, options) {
   const r = await fetch(url(path), options);
   if (!r.ok) {
     let msg = `${r.status} ${r.statusText}`;
-    try { msg = (await r.json()).error || msg; } catch (_) { /* not JSON */ }
-    const err = new Error(msg);
-    err.status = r.status;
-    throw err;
+    let field = null;
+    try { const body = await r.json(); msg = body.error || msg; field = body.field || null; } catch (_) { /* not JSON */ }
+    throw new PageError(msg, field, r.status);
   }
   return r;
 }
 
-// ------------------------------------------------------------------ status line
+// ------------------------------------------------------------------ status line and errors
 
 function setStatus(state, text) {
   const el = $("status");
   el.dataset.state = state;
   el.textContent = text || state;
+  const counted = $("progress").hasAttribute("value"); // false: the bar is indeterminate
+  const last = S.history[S.history.length - 1];
+  if (!last || last[0] !== state || last[1] !== el.textContent) S.history.push([state, el.textContent, counted]);
 }
-function showError(msg) { $("error").textContent = msg || ""; }
+
+// The control an error belongs to: a request field (`field` of the API's error body, in the HTTP schema's
+// names) or, without one, the control that started the action (`origin`: "run", "segment", "image").
+function errorHome(field, origin) {
+  if (field === "image") return { slot: "image", control: $("image-input") };
+  if (field === "mask" || field === "box" || field === "points") {
+    return origin === "segment" ? { slot: "segment", control: $("segment") } : { slot: "mask", control: $("tool-brush") };
+  }
+  if (field === "model") {
+    if (origin === "segment") return { slot: "segment", control: $("segment") };
+    return { control: $("model-choice").value === OTHER_MODEL ? $("model") : $("model-choice") };
+  }
+  const control = field && ($("opt-" + field) || $("input-" + field) || (["seed", "engine"].includes(field) && $(field)));
+  if (control) return { control };
+  if (field === "options") return { control: $("options-box"), unmarked: true }; // the options as a whole
+  if (field === "task") return { control: $("task-tabs"), unmarked: true };
+  return { slot: origin || "run", control: null };
+}
+
+function clearErrors() {
+  for (const el of document.querySelectorAll(".field-error")) {
+    if (el.dataset.errorFor) el.textContent = ""; else el.remove();
+  }
+  for (const el of document.querySelectorAll("[aria-invalid=true]")) {
+    el.removeAttribute("aria-invalid");
+    el.removeAttribute("aria-describedby");
+  }
+}
+
+// Shown once, next to the control that caused it (and that control scrolled into view and marked).
+function showError(message, field, origin) {
+  clearErrors();
+  if (!message) return;
+  const home = errorHome(field, origin);
+  let box = home.slot && document.querySelector(`[data-error-for="${home.slot}"]`);
+  if (!box) {
+    box = document.createElement("p");
+    box.className = "field-error";
+    box.setAttribute("role", "alert");
+    (home.control.closest("label") || home.control).after(box);
+  }
+  box.id = box.id || `error-${home.slot || home.control.id}`;
+  box.textContent = message;
+  if (home.control && !home.unmarked) {
+    home.control.setAttribute("aria-invalid", "true");
+    home.control.setAttribute("aria-describedby", box.id);
+  }
+  box.scrollIntoView({ block: "nearest" });
+}
 
 // ------------------------------------------------------------------ start-up
 
@@ -59,61 +123,139 @@ async function init() {
       api("/api/engines").then((r) => r.json()),
     ]);
     $("health").textContent = `v${health.version} · device ${health.device}`;
-    $("sam-model-label").hidden = !engines.some((e) => e.name === "sam" && e.available);
     for (const t of tasks) S.tasks[t.name] = t;
     for (const e of engines) S.engines[e.name] = e;
-    const sel = $("task");
-    for (const t of tasks) sel.add(new Option(t.name, t.name));
-    sel.value = S.tasks.remove ? "remove" : tasks[0].name;
-    onTaskChange();
+    buildTaskTabs(tasks);
+    buildSegmentModels();
+    selectTask(S.tasks.remove ? "remove" : tasks[0].name);
     document.body.dataset.ready = "1";
   } catch (e) {
     $("health").textContent = "not connected";
-    showError(e.message);
+    showError(e.message, null, "run");
   }
 }
 
-// ------------------------------------------------------------------ task, engine, options
+// ------------------------------------------------------------------ task tabs, engine, model, options
 
-function onTaskChange() {
-  const task = S.tasks[$("task").value];
+function buildTaskTabs(tasks) {
+  const tabs = $("task-tabs");
+  for (const t of tasks) {
+    const b = document.createElement("button");
+    b.setAttribute("role", "tab");
+    b.id = "task-tab-" + t.name;
+    b.dataset.testid = "task-tab-" + t.name;
+    b.dataset.task = t.name;
+    b.setAttribute("aria-controls", "task-panel");
+    b.title = t.summary;
+    b.textContent = t.name;
+    b.addEventListener("click", () => selectTask(t.name));
+    tabs.appendChild(b);
+  }
+  tabs.addEventListener("keydown", (ev) => { // arrow keys move between tabs, as in any tab list
+    if (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft") return;
+    const all = [...tabs.children];
+    const i = all.findIndex((b) => b.dataset.task === S.task);
+    const next = all[(i + (ev.key === "ArrowRight" ? 1 : all.length - 1)) % all.length];
+    selectTask(next.dataset.task);
+    next.focus();
+  });
+}
+
+function selectTask(name) {
+  S.task = name;
+  const task = S.tasks[name];
+  for (const b of $("task-tabs").children) {
+    const on = b.dataset.task === name;
+    b.setAttribute("aria-selected", on ? "true" : "false");
+    b.tabIndex = on ? 0 : -1;
+  }
+  $("task-panel").setAttribute("aria-labelledby", "task-tab-" + name);
   $("task-summary").textContent = task.summary;
   const sel = $("engine");
   sel.innerHTML = "";
   sel.add(new Option("auto (the server picks)", "auto"));
   let first = null;
+  const missing = [];
   for (const name of task.engines) {
     const e = S.engines[name];
-    const opt = new Option(e.available ? name : `${name} (unavailable)`, name);
-    opt.disabled = !e.available;
+    const ok = engineAvailable(e);
+    const opt = new Option(ok ? name : `${name} (unavailable)`, name);
+    opt.disabled = !ok;
     sel.add(opt);
-    if (e.available && first === null) first = name;
+    if (ok && first === null) first = name;
+    if (!ok) missing.push(`${name}: ${(e && e.reason) || "not installed"}`);
   }
   sel.value = first || "auto";
+  sel.dataset.unavailable = missing.join("; ");
   buildExtraInputs(task);
   onEngineChange();
 }
 
+const engineAvailable = (e) => !!e && e.available !== false;
+
+// The models an engine offers: from the server's `models` list, else (an older server) tiny and its default.
+function engineModels(e) {
+  if (!e) return [];
+  if (Array.isArray(e.models)) return e.models;
+  if (!e.default_model || e.default_model === "none") return e.default_model ? [{ id: "tiny", kind: "tiny" }] : [];
+  return [{ id: "tiny", kind: "tiny" }, { id: e.default_model, kind: "default" }];
+}
+const takesModel = (e) => !!e && (engineModels(e).length > 0 || !!e.default_model);
+
+function modelLabel(m) {
+  if (m.kind === "tiny") return "tiny (small random weights: tries the page, not a real result)";
+  if (m.kind === "default") return `${m.id} (default${m.cached === false ? ", not downloaded" : ""})`;
+  if (m.kind === "cached") return `${m.id} (cached)`;
+  return m.id;
+}
+
+// Fill a model <select>: the engine's models, then "other…" for free text (a hub id or a local folder).
+function fillModelPicker(select, e, other) {
+  select.innerHTML = "";
+  if (!e) { // auto: each engine's own default
+    select.add(new Option("each engine's default", ENGINE_DEFAULT));
+    select.add(new Option("tiny (small random weights)", "tiny"));
+  } else if (!takesModel(e)) {
+    select.add(new Option("(this engine has no model)", ""));
+  } else {
+    for (const m of engineModels(e)) select.add(new Option(modelLabel(m), m.id));
+    const def = engineModels(e).find((m) => m.kind === "default");
+    select.value = def ? def.id : select.options.length ? select.options[0].value : "";
+  }
+  if (!e || takesModel(e)) select.add(new Option("other… (type a hub id or folder)", OTHER_MODEL));
+  select.disabled = !!e && !takesModel(e);
+  other.hidden = select.value !== OTHER_MODEL;
+}
+
+function pickedModel(select, input) {
+  const v = select.value;
+  if (v === OTHER_MODEL) return input.value.trim() || null;
+  if (v === ENGINE_DEFAULT || v === "") return null;
+  return v;
+}
+
 function onEngineChange() {
   const name = $("engine").value;
-  const task = $("task").value;
   const form = $("options");
   form.innerHTML = "";
   const e = S.engines[name];
-  $("model").placeholder = e && e.default_model ? e.default_model : "(no model)";
-  $("model").disabled = !!e && !e.default_model;
-  if (!e) {
-    $("engine-info").textContent = "auto: the server picks by priority and uses its defaults; choose an engine to set options";
-    return;
-  }
-  $("engine-info").textContent = e.summary + (e.reason ? ` — ${e.reason}` : "");
-  for (const o of e.tasks[task].options) form.appendChild(optionField(o));
+  fillModelPicker($("model-choice"), e, $("model-other"));
+  const unavailable = $("engine").dataset.unavailable;
+  const about = e ? e.summary : "the server picks by priority and uses its defaults; choose an engine to set options";
+  $("engine-info").textContent = about + (unavailable ? ` · unavailable here: ${unavailable}` : "");
+  if (!e) return;
+  for (const o of e.tasks[S.task].options) form.appendChild(optionField(o));
 }
+
+// A float option bounded within 0..1 is a slider; its value shows beside it ("default" until moved).
+const isUnitSlider = (o) => o.type === "float" && o.min !== null && o.min !== undefined && o.max !== null &&
+  o.max !== undefined && o.min >= 0 && o.max <= 1;
 
 function optionField(o) {
   const label = document.createElement("label");
   label.title = o.help || "";
   let input;
+  let extra = null;
   if (o.type === "choice") {
     input = document.createElement("select");
     for (const c of o.choices) input.add(new Option(String(c), String(c)));
@@ -122,6 +264,28 @@ function optionField(o) {
     input = document.createElement("input");
     input.type = "checkbox";
     input.checked = !!o.default;
+  } else if (isUnitSlider(o)) {
+    input = document.createElement("input");
+    input.type = "range";
+    input.min = o.min; input.max = o.max; input.step = "0.01";
+    const shown = document.createElement("output");
+    const hasDefault = o.default !== null && o.default !== undefined;
+    input.value = hasDefault ? o.default : (o.min + o.max) / 2;
+    input.dataset.touched = hasDefault ? "1" : "0";
+    const show = () => { shown.textContent = input.dataset.touched === "1" ? Number(input.value).toFixed(2) : "default"; };
+    input.addEventListener("input", () => { input.dataset.touched = "1"; show(); });
+    show();
+    const reset = document.createElement("button");
+    reset.type = "button";
+    reset.className = "reset";
+    reset.textContent = "default";
+    reset.setAttribute("aria-label", `${o.name}: back to the default`);
+    reset.addEventListener("click", () => {
+      input.value = hasDefault ? o.default : (o.min + o.max) / 2;
+      input.dataset.touched = hasDefault ? "1" : "0";
+      show();
+    });
+    extra = [shown, reset];
   } else {
     input = document.createElement("input");
     input.type = o.type === "str" ? "text" : "number";
@@ -136,7 +300,9 @@ function optionField(o) {
   input.dataset.testid = "opt-" + o.name;
   input.dataset.name = o.name;
   input.dataset.type = o.type;
-  label.append(o.name + " ", input);
+  label.append(o.name + " ");
+  if (extra) label.append(extra[0], extra[1]);
+  label.append(input);
   const help = document.createElement("span");
   help.className = "help";
   help.textContent = o.help || "";
@@ -149,6 +315,7 @@ function collectOptions() {
   for (const el of $("options").querySelectorAll("[data-name]")) {
     const t = el.dataset.type;
     if (t === "bool") { out[el.dataset.name] = el.checked; continue; }
+    if (el.type === "range" && el.dataset.touched !== "1") continue; // server default
     if (el.value === "") continue; // server default
     if (t === "int") out[el.dataset.name] = parseInt(el.value, 10);
     else if (t === "float") out[el.dataset.name] = parseFloat(el.value);
@@ -163,6 +330,14 @@ function buildExtraInputs(task) {
   box.innerHTML = "";
   for (const inp of task.inputs) {
     if (inp.name === "image" || inp.name === "mask") continue;
+    if (inp.kind === "box" || inp.kind === "points") {
+      const p = document.createElement("p");
+      p.className = "hint";
+      p.textContent = `${inp.name}${inp.required ? " (required)" : ""}: ` +
+        (inp.kind === "box" ? "draw it with the Box tool" : "click with the Clicks tool");
+      box.appendChild(p);
+      continue;
+    }
     const label = document.createElement("label");
     label.title = inp.help;
     let el;
@@ -172,27 +347,18 @@ function buildExtraInputs(task) {
       el.accept = "image/*";
       el.addEventListener("change", () => { S.extra[inp.name] = el.files[0] || null; });
       S.extra[inp.name] = null; // the new file input is empty
-    } else if (inp.kind === "text") {
-      if (inp.name.endsWith("prompt")) { el = document.createElement("textarea"); el.rows = 2; }
-      else { el = document.createElement("input"); el.type = "text"; }
-    } else if (inp.kind === "box") {
-      el = document.createElement("span");
-      el.className = "hint";
-      el.textContent = " — draw it with the Box tool";
-    } else if (inp.kind === "points") {
-      el = document.createElement("span");
-      el.className = "hint";
-      el.textContent = " — click with the Clicks tool";
+    } else if (inp.name.endsWith("prompt")) {
+      el = document.createElement("textarea"); el.rows = 2;
+    } else {
+      el = document.createElement("input"); el.type = "text";
     }
     el.id = "input-" + inp.name;
     el.dataset.testid = "input-" + inp.name;
-    label.append(`${inp.name}${inp.required ? " *" : ""}`, el);
-    if (inp.kind !== "box" && inp.kind !== "points") {
-      const help = document.createElement("span");
-      help.className = "help hint";
-      help.textContent = inp.help;
-      label.appendChild(help);
-    }
+    label.append(`${inp.name}${inp.required ? " (required)" : ""}`, el);
+    const help = document.createElement("span");
+    help.className = "help";
+    help.textContent = inp.help;
+    label.appendChild(help);
     box.appendChild(label);
   }
 }
@@ -200,40 +366,85 @@ function buildExtraInputs(task) {
 // ------------------------------------------------------------------ the image
 
 async function openImage(file) {
-  showError("");
+  clearErrors();
   const src = URL.createObjectURL(file);
   const img = new Image();
   img.src = src;
   try { await img.decode(); } catch (_) {
     URL.revokeObjectURL(src);
-    showError(`cannot open ${file.name}: not an image this browser can decode`);
+    showError(`cannot open ${file.name || "this file"}: not an image this browser can decode`, "image");
     return;
   }
-  if (S.imageURL) URL.revokeObjectURL(S.imageURL);
+  if (S.imageURL && !S.inUse.has(S.imageURL)) URL.revokeObjectURL(S.imageURL);
+  const first = !S.W;
   Object.assign(S, { image: img, imageFile: file, imageURL: src, W: img.naturalWidth, H: img.naturalHeight,
                      undo: [], redo: [], box: null, points: [] });
   for (const c of [$("image-canvas"), $("mask-canvas")]) { c.width = S.W; c.height = S.H; }
+  $("canvas-wrap").style.width = S.W + "px";
+  $("canvas-wrap").style.height = S.H + "px";
   $("image-canvas").getContext("2d").drawImage(img, 0, 0);
   $("stage").classList.add("has-image");
   $("image-info").textContent = `${file.name || "image"} · ${S.W}×${S.H}`;
+  if (first) setBrush(Math.max(4, Math.round(Math.min(S.W, S.H) / 40)));
+  hideCompare();
+  fitView();
+}
+
+// A pasted or dropped image gets a name (clipboard images often have none, or "image.png").
+function namedImage(file, fallback) {
+  if (file.name && file.name !== "image.png") return file;
+  const ext = (file.type.split("/")[1] || "png").replace("jpeg", "jpg");
+  return new File([file], `${fallback}.${ext}`, { type: file.type });
+}
+
+// ------------------------------------------------------------------ view: zoom and pan
+
+function stageSize() { const st = $("stage"); return { w: st.clientWidth, h: st.clientHeight }; }
+
+function applyView() {
+  const v = S.view;
+  const wrap = $("canvas-wrap");
+  wrap.style.transform = `translate(${v.tx}px, ${v.ty}px) scale(${v.s})`;
+  wrap.classList.toggle("pixelated", v.s >= 2);
+  $("zoom-info").textContent = S.W ? `${Math.round(v.s * 100)}%` : "";
   resizeOverlay();
 }
 
+// The whole image in view, centred; never enlarged past 100% (press 1 for 100%, wheel for more).
+function fitView() {
+  if (!S.W) return;
+  const { w, h } = stageSize();
+  const s = Math.min(w / S.W, h / S.H, 1);
+  S.view = { s, tx: (w - S.W * s) / 2, ty: (h - S.H * s) / 2, fit: true };
+  applyView();
+}
+
+// Zoom by `factor` keeping the image point under the stage point (mx, my) where it is.
+function zoomAt(factor, mx, my) {
+  if (!S.W) return;
+  const v = S.view;
+  const s = Math.min(32, Math.max(0.02, v.s * factor));
+  S.view = { s, tx: mx - (mx - v.tx) * s / v.s, ty: my - (my - v.ty) * s / v.s, fit: false };
+  applyView();
+}
+function zoomCentre(factor) { const { w, h } = stageSize(); zoomAt(factor, w / 2, h / 2); }
+function actualSize() { const { w, h } = stageSize(); zoomAt(1 / S.view.s, w / 2, h / 2); }
+
 function resizeOverlay() {
   const ov = $("overlay-canvas");
-  const r = ov.getBoundingClientRect();
   const dpr = window.devicePixelRatio || 1;
-  ov.width = Math.max(1, Math.round(r.width * dpr));
-  ov.height = Math.max(1, Math.round(r.height * dpr));
+  const { w, h } = stageSize();
+  const W = Math.max(1, Math.round(w * dpr)), H = Math.max(1, Math.round(h * dpr));
+  if (ov.width !== W || ov.height !== H) { ov.width = W; ov.height = H; }
   drawOverlay();
 }
 
-// Pointer position in image pixels.
+// Pointer position in image pixels (through the view's zoom and pan).
 function toImage(ev) {
   const r = $("overlay-canvas").getBoundingClientRect();
-  return { x: (ev.clientX - r.left) * S.W / r.width, y: (ev.clientY - r.top) * S.H / r.height };
+  const v = S.view;
+  return { x: (ev.clientX - r.left - v.tx) / v.s, y: (ev.clientY - r.top - v.ty) / v.s };
 }
-function imagePxPerScreenPx() { return S.W / $("overlay-canvas").getBoundingClientRect().width; }
 
 // ------------------------------------------------------------------ mask editing
 
@@ -256,15 +467,16 @@ function redo() {
   maskCtx().putImageData(S.redo.pop(), 0, 0);
 }
 
+// One brush dab or segment, in image pixels: the width is the brush size whatever the zoom.
 function strokeTo(p) {
   const ctx = maskCtx();
   ctx.globalCompositeOperation = S.tool === "eraser" ? "destination-out" : "source-over";
   ctx.strokeStyle = ctx.fillStyle = `rgb(${MASK_RGB.join(",")})`;
-  ctx.lineWidth = S.brush * imagePxPerScreenPx();
+  ctx.lineWidth = S.brush;
   ctx.lineCap = ctx.lineJoin = "round";
   ctx.beginPath();
   if (!S.last) {
-    ctx.arc(p.x, p.y, ctx.lineWidth / 2, 0, 2 * Math.PI);
+    ctx.arc(p.x, p.y, S.brush / 2, 0, 2 * Math.PI);
     ctx.fill();
   } else {
     ctx.moveTo(S.last.x, S.last.y);
@@ -357,7 +569,7 @@ async function loadMaskFromBlob(blob) {
 // "Download mask": made on click (building a PNG of a big mask after every stroke would lag).
 async function downloadMask(ev) {
   ev.preventDefault();
-  if (!S.W) return;
+  if (!S.W) { showError("open an image first", "image"); return; }
   const a = document.createElement("a");
   a.href = URL.createObjectURL(await maskBlob());
   a.download = (S.imageFile.name || "image").replace(/\.[^.]*$/, "") + "-mask.png";
@@ -365,40 +577,47 @@ async function downloadMask(ev) {
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
 }
 
-// ------------------------------------------------------------------ box, clicks, overlay
+// ------------------------------------------------------------------ overlay: box, clicks, brush cursor
 
-function drawOverlay(cursor) {
+// Drawn in screen space over the stage (sharp at any zoom); image points go through the view.
+function drawOverlay() {
   const ov = $("overlay-canvas");
   const ctx = ov.getContext("2d");
   ctx.clearRect(0, 0, ov.width, ov.height);
   if (!S.W) return;
-  const k = ov.width / S.W;
+  const dpr = ov.width / Math.max(1, stageSize().w);
+  const v = S.view;
+  const sx = (x) => (x * v.s + v.tx) * dpr, sy = (y) => (y * v.s + v.ty) * dpr, k = v.s * dpr;
   if (S.box) {
     const [x0, y0, x1, y1] = S.box;
     ctx.lineWidth = 2;
     ctx.setLineDash([6, 4]);
     ctx.strokeStyle = "#fff";
-    ctx.strokeRect(x0 * k, y0 * k, (x1 - x0) * k, (y1 - y0) * k);
+    ctx.strokeRect(sx(x0), sy(y0), (x1 - x0) * k, (y1 - y0) * k);
     ctx.setLineDash([]);
-    ctx.strokeStyle = "#2f6fde";
-    ctx.strokeRect(x0 * k - 1, y0 * k - 1, (x1 - x0) * k + 2, (y1 - y0) * k + 2);
+    ctx.strokeStyle = "#2a62c9";
+    ctx.strokeRect(sx(x0) - 1, sy(y0) - 1, (x1 - x0) * k + 2, (y1 - y0) * k + 2);
   }
   for (const [x, y, label] of S.points) {
     ctx.beginPath();
-    ctx.arc(x * k, y * k, 6, 0, 2 * Math.PI);
-    ctx.fillStyle = label ? "#2e7d32" : "#c62828";
+    ctx.arc(sx(x), sy(y), 6 * dpr, 0, 2 * Math.PI);
+    ctx.fillStyle = label ? "#2e7d32" : "#b3261e";
     ctx.fill();
     ctx.lineWidth = 2;
     ctx.strokeStyle = "#fff";
     ctx.stroke();
   }
-  if (cursor && (S.tool === "brush" || S.tool === "eraser")) {
-    const dpr = window.devicePixelRatio || 1;
-    ctx.beginPath();
-    ctx.arc(cursor.x * k, cursor.y * k, S.brush * dpr / 2, 0, 2 * Math.PI);
-    ctx.lineWidth = 1;
-    ctx.strokeStyle = "#000";
-    ctx.stroke();
+  const c = S.cursor;
+  if (c && !S.space && !S.pan && (S.tool === "brush" || S.tool === "eraser")) {
+    // the brush's true size: its diameter in image pixels, through the zoom
+    const r = Math.max(0.5, S.brush / 2 * k);
+    for (const [color, width] of [["#fff", 3], ["#000", 1]]) {
+      ctx.beginPath();
+      ctx.arc(sx(c.x), sy(c.y), r, 0, 2 * Math.PI);
+      ctx.lineWidth = width;
+      ctx.strokeStyle = color;
+      ctx.stroke();
+    }
   }
 }
 
@@ -406,16 +625,24 @@ function clampInt(v, lo, hi) { return Math.min(hi, Math.max(lo, Math.round(v)));
 
 function onPointerDown(ev) {
   if (!S.W) return;
+  const ov = $("overlay-canvas");
+  if (S.space || ev.button === 1) { // pan
+    ev.preventDefault();
+    ov.setPointerCapture(ev.pointerId);
+    S.pan = { x: ev.clientX, y: ev.clientY, tx: S.view.tx, ty: S.view.ty };
+    ov.classList.add("panning");
+    return;
+  }
   const p = toImage(ev);
   if (S.tool === "brush" || S.tool === "eraser") {
     if (ev.button !== 0) return;
-    ev.target.setPointerCapture(ev.pointerId);
+    ov.setPointerCapture(ev.pointerId);
     pushUndo();
     S.drawing = true;
     S.last = null;
     strokeTo(p);
   } else if (S.tool === "box") {
-    ev.target.setPointerCapture(ev.pointerId);
+    ov.setPointerCapture(ev.pointerId);
     S.boxStart = p;
   } else if (S.tool === "points") {
     const label = ev.button === 2 || ev.shiftKey ? 0 : 1;
@@ -425,16 +652,23 @@ function onPointerDown(ev) {
 }
 function onPointerMove(ev) {
   if (!S.W) return;
+  if (S.pan) {
+    S.view = { ...S.view, tx: S.pan.tx + ev.clientX - S.pan.x, ty: S.pan.ty + ev.clientY - S.pan.y, fit: false };
+    applyView();
+    return;
+  }
   const p = toImage(ev);
+  S.cursor = p;
   if (S.drawing) strokeTo(p);
   if (S.boxStart) {
     const a = S.boxStart;
     S.box = [clampInt(Math.min(a.x, p.x), 0, S.W - 1), clampInt(Math.min(a.y, p.y), 0, S.H - 1),
              clampInt(Math.max(a.x, p.x), 1, S.W), clampInt(Math.max(a.y, p.y), 1, S.H)];
   }
-  drawOverlay(p);
+  drawOverlay();
 }
 function onPointerUp() {
+  if (S.pan) { S.pan = null; $("overlay-canvas").classList.remove("panning"); }
   if (S.drawing) { S.drawing = false; S.last = null; }
   if (S.boxStart) {
     S.boxStart = null;
@@ -445,13 +679,23 @@ function onPointerUp() {
 
 function setTool(tool) {
   S.tool = tool;
-  for (const b of document.querySelectorAll(".tool")) b.classList.toggle("active", b.dataset.tool === tool);
+  for (const b of document.querySelectorAll(".tool")) {
+    b.classList.toggle("active", b.dataset.tool === tool);
+    b.setAttribute("aria-pressed", b.dataset.tool === tool ? "true" : "false");
+  }
+  updateCursorClass();
   drawOverlay();
 }
+function updateCursorClass() {
+  const ov = $("overlay-canvas");
+  ov.classList.toggle("pan", S.space);
+  ov.classList.toggle("brush", !S.space && (S.tool === "brush" || S.tool === "eraser"));
+}
 function setBrush(size) {
-  S.brush = Math.max(1, Math.min(200, Math.round(size)));
+  S.brush = Math.max(1, Math.min(500, Math.round(size)));
   $("brush-size").value = S.brush;
   $("brush-size-value").textContent = S.brush;
+  drawOverlay();
 }
 
 // ------------------------------------------------------------------ requests
@@ -460,7 +704,7 @@ function taskInputs(task) { return Object.fromEntries(S.tasks[task].inputs.map((
 
 // The multipart body of /api/jobs and /api/run (see api-guide.md, "The request").
 async function buildForm(task, engine, extraRequest) {
-  if (!S.imageFile) throw new Error("open an image first");
+  if (!S.imageFile) throw new PageError("open an image first", "image");
   const inputs = taskInputs(task);
   const fd = new FormData();
   fd.append("image", S.imageFile, S.imageFile.name || "image.png");
@@ -469,7 +713,7 @@ async function buildForm(task, engine, extraRequest) {
   if (inputs.mask) {
     const bits = maskBits();
     if (!maskEmpty(bits)) { sentMask = await maskBlob(); fd.append("mask", sentMask, "mask.png"); }
-    else if (inputs.mask.required) throw new Error(`${task} needs a mask: paint the region to change`);
+    else if (inputs.mask.required) throw new PageError(`${task} needs a mask: paint the region to change`, "mask");
   }
   if (inputs.box && S.box && (!sentMask || inputs.box.required)) req.box = S.box;
   if (inputs.points && S.points.length) req.points = S.points;
@@ -487,39 +731,78 @@ async function buildForm(task, engine, extraRequest) {
   return { fd, req };
 }
 
+const jobActive = () => !!S.job && !S.job.ended;
+
 async function run() {
-  showError("");
-  const task = $("task").value;
+  if (jobActive()) return; // one job at a time from this page (Ctrl+Enter while one runs does nothing)
+  clearErrors();
+  const task = S.task;
   const engine = $("engine").value;
   let form;
   try {
     form = await buildForm(task, engine, {
       options: S.engines[engine] ? collectOptions() : {},
-      model: $("model").value.trim() || null,
+      model: pickedModel($("model-choice"), $("model")),
     });
-  } catch (e) { showError(e.message); return; }
+  } catch (e) { showError(e.message, e.field, "run"); return; }
   $("run").disabled = true;
   $("cancel").disabled = false;
-  $("progress").removeAttribute("value"); // indeterminate until the first step
   $("preview-area").hidden = true;
-  setStatus("queued", "queued…");
+  S.inUse.add(S.imageURL); // this image is the job's "before" from now on
+  S.job = { id: null, task, engine, seed: form.req.seed, before: S.imageURL, name: S.imageFile.name, ended: false };
+  showState({ status: "queued" });
   try {
     const job = await (await api("/api/jobs", { method: "POST", body: form.fd })).json();
-    S.job = { id: job.id, task, engine, seed: form.req.seed, before: S.imageURL, name: S.imageFile.name };
+    S.job.id = job.id;
     listen(S.job);
   } catch (e) {
-    finish("error", e.message);
+    finish("error", e.message, e.field);
+  }
+}
+
+// The status line and bar for one job state (see the design's job states): honest about what is happening.
+function showState(d) {
+  const bar = $("progress");
+  const indeterminate = () => bar.removeAttribute("value");
+  const job = S.job;
+  if (!job || job.ended) return;
+  job.status = d.status;
+  if (d.status === "queued") {
+    indeterminate();
+    setStatus("queued", d.position ? `queued: number ${d.position} in line` : "queued…");
+  } else if (d.status === "loading") {
+    indeterminate();
+    setStatus("loading", d.model ? `loading the model ${d.model}…` : "loading the engine…");
+  } else if (d.status === "running") {
+    const elapsed = typeof d.elapsed === "number" ? ` · ${d.elapsed.toFixed(1)} s` : "";
+    if (d.total) {
+      bar.max = d.total;
+      bar.value = d.step || 0;
+      setStatus("running", `running: step ${d.step || 0} of ${d.total}${elapsed}`);
+    } else { // a one-pass engine: no steps to count
+      indeterminate();
+      setStatus("running", `running…${elapsed}`);
+    }
+  } else if (d.status === "finishing") {
+    if (bar.hasAttribute("value") && bar.max > 0) bar.value = bar.max; else indeterminate();
+    setStatus("finishing", "finishing…");
   }
 }
 
 function listen(job) {
   const es = new EventSource(url(`/api/jobs/${job.id}/events`));
-  let ended = false;
-  es.addEventListener("progress", (ev) => {
+  job.stream = es;
+  const end = () => { job.ended = true; es.close(); };
+  es.addEventListener("state", (ev) => {
     const d = JSON.parse(ev.data);
-    $("progress").max = d.total;
-    $("progress").value = d.step;
-    setStatus("running", `${d.task}: step ${d.step}/${d.total} · ${d.elapsed.toFixed(1)} s`);
+    if (d.status === "running" && job.status === "running" && !d.total && job.total) return; // keep counted steps
+    if (["queued", "loading", "running", "finishing"].includes(d.status)) showState(d);
+  });
+  es.addEventListener("progress", (ev) => { // a server without `state` events: progress means running
+    const d = JSON.parse(ev.data);
+    if (job.status === "finishing") return;
+    job.total = d.total;
+    showState({ status: "running", step: d.step, total: d.total, elapsed: d.elapsed });
   });
   es.addEventListener("preview", (ev) => {
     const d = JSON.parse(ev.data);
@@ -528,41 +811,46 @@ function listen(job) {
     $("preview-step").textContent = `(step ${d.step})`;
   });
   es.addEventListener("done", async (ev) => {
-    ended = true;
-    es.close();
+    end();
     const d = JSON.parse(ev.data);
-    if (!$("progress").hasAttribute("value") || $("progress").max <= 0) $("progress").max = 1;
-    $("progress").value = $("progress").max;
+    const bar = $("progress");
+    if (!bar.hasAttribute("value") || bar.max <= 0) bar.max = 1;
+    bar.value = bar.max;
     try {
       for (let i = 0; i < d.results; i++) await fetchResult(job, i);
       finish("done", `done: ${d.results} result${d.results === 1 ? "" : "s"}`);
-    } catch (e) { finish("error", e.message); }
+    } catch (e) { finish("error", e.message, e.field); }
   });
-  es.addEventListener("cancelled", () => { ended = true; es.close(); finish("cancelled", "cancelled"); });
+  es.addEventListener("cancelled", () => { end(); finish("cancelled", "cancelled"); });
   es.addEventListener("error", (ev) => {
     if (ev.data) { // the job's error event (not a connection problem)
-      ended = true;
-      es.close();
-      finish("error", JSON.parse(ev.data).error);
-    } else if (!ended && es.readyState === EventSource.CLOSED) {
+      end();
+      const d = JSON.parse(ev.data);
+      finish("error", d.error, d.field);
+    } else if (!job.ended && es.readyState === EventSource.CLOSED) {
+      end();
       finish("error", "lost the connection to the server");
     } // otherwise the browser reconnects and the server replays the current state
   });
 }
 
-function finish(state, message) {
-  if (state !== "done") { $("progress").max = 1; $("progress").value = 0; }
-  setStatus(state, message);
-  if (state === "error") showError(message);
+// The end of a job: the status line says what happened ("failed"), the message itself sits by its control.
+function finish(state, message, field) {
+  if (S.job) S.job.ended = true;
+  const bar = $("progress");
+  if (state !== "done") { bar.max = 1; bar.value = 0; }
+  setStatus(state, state === "error" ? "failed" : message);
+  if (state === "error") showError(message, field, "run");
   $("run").disabled = false;
   $("cancel").disabled = true;
+  $("preview-area").hidden = true;
 }
 
 async function cancel() {
-  if (!S.job) return;
+  if (!jobActive() || !S.job.id) return;
   $("cancel").disabled = true;
   setStatus("cancelling", "cancelling…");
-  try { await api(`/api/jobs/${S.job.id}/cancel`, { method: "POST" }); } catch (e) { showError(e.message); }
+  try { await api(`/api/jobs/${S.job.id}/cancel`, { method: "POST" }); } catch (e) { showError(e.message, e.field, "run"); }
 }
 
 async function fetchResult(job, index) {
@@ -570,12 +858,13 @@ async function fetchResult(job, index) {
   if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || `result ${index}: ${res.status}`);
   const blob = await res.blob();
   const entry = {
-    ...job, index, blob, url: URL.createObjectURL(blob),
+    task: job.task, name: job.name, before: job.before, index, blob, url: URL.createObjectURL(blob),
     engine: res.headers.get("X-Diffcompose-Engine") || job.engine,
     seed: res.headers.get("X-Diffcompose-Seed") || job.seed,
   };
-  if (job.task === "segment") await loadMaskFromBlob(blob);
+  S.entries.push(entry);
   addThumb(entry);
+  if (job.task === S.maskTask && job.before === S.imageURL) { await loadMaskFromBlob(blob); return; }
   showResult(entry);
 }
 
@@ -584,67 +873,146 @@ function resultName(e) {
   return `${base}-${e.task}-${e.engine}-seed${e.seed}${e.index ? "-" + e.index : ""}.png`;
 }
 
+// ------------------------------------------------------------------ result: before/after over the canvas
+
 function showResult(e) {
   S.current = e;
-  $("result-area").hidden = false;
   $("compare-before").src = e.before;
   $("compare-after").src = e.url;
+  $("compare").hidden = false;
+  $("result-bar").hidden = false;
   $("download").href = e.url;
   $("download").download = resultName(e);
+  setSplit(+$("compare-slider").value);
   for (const f of document.querySelectorAll("#results-strip figure")) f.classList.toggle("current", f.entry === e);
+  layoutCompare();
+}
+
+function hideCompare() {
+  $("compare").hidden = true;
+  $("result-bar").hidden = true;
+  for (const f of document.querySelectorAll("#results-strip figure")) f.classList.remove("current");
+}
+
+// The compare frame gets the result's fitted size, so the split line runs over the image only.
+function layoutCompare() {
+  if ($("compare").hidden) return;
+  const img = $("compare-after");
+  const place = () => {
+    const w = img.naturalWidth, h = img.naturalHeight;
+    if (!w) return;
+    const st = stageSize();
+    const s = Math.min(st.w / w, st.h / h, 1);
+    $("compare-frame").style.width = `${Math.floor(w * s)}px`;
+    $("compare-frame").style.height = `${Math.floor(h * s)}px`;
+  };
+  if (img.complete && img.naturalWidth) place(); else img.addEventListener("load", place, { once: true });
+}
+
+function setSplit(pct) {
+  $("compare-slider").value = pct;
+  $("compare-after-clip").style.clipPath = `inset(0 0 0 ${pct}%)`;
+  $("compare-line").style.left = `${pct}%`;
 }
 
 function addThumb(e) {
   const fig = document.createElement("figure");
   fig.entry = e;
+  fig.setAttribute("role", "listitem");
   fig.dataset.testid = "result-thumb";
+  const b = document.createElement("button");
+  b.title = "show before/after";
   const img = document.createElement("img");
   img.src = e.url;
   img.alt = resultName(e);
+  b.appendChild(img);
   const cap = document.createElement("figcaption");
-  cap.textContent = `${e.task} · ${e.engine} · ${e.seed}`;
-  fig.append(img, cap);
-  fig.addEventListener("click", () => showResult(e));
+  cap.textContent = `${e.task} · ${e.engine} · seed ${e.seed}`;
+  fig.append(b, cap);
+  b.addEventListener("click", () => showResult(e));
   $("results-strip").appendChild(fig);
+  fig.scrollIntoView({ block: "nearest", inline: "nearest" });
 }
 
 // ------------------------------------------------------------------ mask from box/clicks
 
+// The task that predicts an object mask, from the registry: the one whose output is a mask (older servers
+// do not say: then the one that takes clicks and no mask).
+function findMaskTask() {
+  const all = Object.values(S.tasks);
+  const t = all.find((x) => x.output === "mask") ||
+    all.find((x) => x.inputs.some((i) => i.kind === "points") && !x.inputs.some((i) => i.kind === "mask"));
+  return t ? t.name : null;
+}
+
+// One model picker per mask engine that takes a model (e.g. SAM), under the "Mask from box/clicks" button.
+function buildSegmentModels() {
+  S.maskTask = findMaskTask();
+  const box = $("segment-models");
+  box.innerHTML = "";
+  if (!S.maskTask) { $("segment").disabled = true; return; }
+  for (const name of S.tasks[S.maskTask].engines) {
+    const e = S.engines[name];
+    if (!engineAvailable(e) || !takesModel(e)) continue;
+    const label = document.createElement("label");
+    const select = document.createElement("select");
+    select.id = `segment-model-${name}`;
+    select.dataset.testid = select.id;
+    label.append(`${name} model (for clicks)`, select);
+    const otherLabel = document.createElement("label");
+    const input = document.createElement("input");
+    input.type = "text";
+    input.id = `segment-model-${name}-other`;
+    otherLabel.append(`${name} model (hub id or folder)`, input);
+    fillModelPicker(select, e, otherLabel);
+    select.addEventListener("change", () => { otherLabel.hidden = select.value !== OTHER_MODEL; });
+    box.append(label, otherLabel);
+  }
+}
+
+// Which mask engines to try, best first: with clicks, engines with a model (they take clicks); with a box
+// alone, engines without one first (no weights to load). A failure of one tries the next.
+function maskEngines(clicks) {
+  const names = S.tasks[S.maskTask].engines.filter((n) => engineAvailable(S.engines[n]));
+  const withModel = names.filter((n) => takesModel(S.engines[n]));
+  const without = names.filter((n) => !takesModel(S.engines[n]));
+  return clicks ? [...withModel, ...without] : [...without, ...withModel];
+}
+
 async function segmentMask() {
-  showError("");
+  clearErrors();
   const info = $("segment-info");
-  const sam = S.engines.sam;
-  const clicks = S.points.length > 0;
-  let engine = clicks && sam && sam.available ? "sam" : "classical";
-  let fellBack = false;
-  if (!S.box && engine !== "sam") {
-    showError(clicks ? "clicks need the sam engine, which this server lacks: draw a box for GrabCut"
-                     : "draw a box around the object (Box tool) or click on it (Clicks tool)");
+  if (!S.W) { showError("open an image first", "image"); return; }
+  if (!S.box && !S.points.length) {
+    showError("draw a box around the object (Box tool) or click on it (Clicks tool)", null, "segment");
     return;
   }
+  const order = maskEngines(S.points.length > 0);
   const once = async (name) => {
-    const extra = { options: {}, model: name === "sam" ? $("sam-model").value.trim() || null : null };
-    if (name !== "sam") extra.points = null; // GrabCut takes the box only
-    const { fd } = await buildForm("segment", name, extra);
+    const sel = $(`segment-model-${name}`);
+    const extra = { options: {}, model: sel ? pickedModel(sel, $(`segment-model-${name}-other`)) : null };
+    const { fd } = await buildForm(S.maskTask, name, extra);
     return (await api("/api/run", { method: "POST", body: fd })).blob();
   };
-  info.textContent = `segmenting with ${engine}…`;
   $("segment").disabled = true;
+  const skipped = [];
   try {
-    let blob;
-    try { blob = await once(engine); } catch (e) {
-      if (engine === "sam" && S.box && e.status === 503) {
-        info.textContent = `SAM unavailable (${e.message}); using GrabCut with the box`;
-        engine = "classical";
-        fellBack = true;
-        blob = await once(engine);
-      } else throw e;
+    for (let i = 0; i < order.length; i++) {
+      const name = order[i];
+      info.textContent = `${skipped.join("; ")}${skipped.length ? "; " : ""}making the mask with ${name}…`;
+      try {
+        await loadMaskFromBlob(await once(name));
+        info.textContent = skipped.length ? `${skipped.join("; ")}; mask from ${name}` : `mask from ${name}`;
+        return;
+      } catch (e) {
+        const retry = i + 1 < order.length && (e.status === 503 || e.status === 400);
+        if (!retry) throw e;
+        skipped.push(`${name} unavailable (${e.message})`);
+      }
     }
-    await loadMaskFromBlob(blob);
-    if (!fellBack) info.textContent = `mask from ${engine}`; // else keep saying why SAM was not used
   } catch (e) {
-    info.textContent = "";
-    showError(e.message);
+    info.textContent = skipped.join("; ");
+    showError(e.message, e.field, "segment");
   } finally {
     $("segment").disabled = false;
   }
@@ -652,8 +1020,18 @@ async function segmentMask() {
 
 // ------------------------------------------------------------------ wiring
 
+function isTyping(el) {
+  const tag = (el.tagName || "").toLowerCase();
+  return tag === "textarea" || tag === "select" || (tag === "input" && !["range", "checkbox", "file", "button"].includes(el.type));
+}
+
 function bindUI() {
-  $("image-input").addEventListener("change", (ev) => { if (ev.target.files[0]) openImage(ev.target.files[0]); });
+  $("image-input").addEventListener("change", (ev) => {
+    const f = ev.target.files[0];
+    ev.target.value = ""; // so that opening the same file again fires "change" again
+    if (f) openImage(f);
+  });
+  $("drop-open").addEventListener("click", () => $("image-input").click());
   const stage = $("stage");
   stage.addEventListener("dragover", (ev) => { ev.preventDefault(); stage.classList.add("dragover"); });
   stage.addEventListener("dragleave", () => stage.classList.remove("dragover"));
@@ -663,16 +1041,39 @@ function bindUI() {
     const f = [...ev.dataTransfer.files].find((x) => x.type.startsWith("image/")) || ev.dataTransfer.files[0];
     if (f) openImage(f);
   });
+  document.addEventListener("paste", (ev) => {
+    const items = ev.clipboardData ? [...ev.clipboardData.items] : [];
+    const item = items.find((i) => i.kind === "file" && i.type.startsWith("image/"));
+    if (!item) return; // text pastes into fields as usual
+    ev.preventDefault();
+    openImage(namedImage(item.getAsFile(), "pasted"));
+  });
+  stage.addEventListener("pointerenter", () => { S.overStage = true; });
+  stage.addEventListener("pointerleave", () => { S.overStage = false; });
   const ov = $("overlay-canvas");
   ov.addEventListener("pointerdown", onPointerDown);
   ov.addEventListener("pointermove", onPointerMove);
   ov.addEventListener("pointerup", onPointerUp);
   ov.addEventListener("pointercancel", onPointerUp);
-  ov.addEventListener("pointerleave", () => drawOverlay());
+  ov.addEventListener("pointerleave", () => { S.cursor = null; drawOverlay(); });
   ov.addEventListener("contextmenu", (ev) => ev.preventDefault());
-  new ResizeObserver(() => { if (S.W) resizeOverlay(); }).observe($("image-canvas"));
+  ov.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const r = ov.getBoundingClientRect();
+    const dy = ev.deltaMode === 1 ? ev.deltaY * 40 : ev.deltaY;
+    zoomAt(Math.exp(-dy * 0.002), ev.clientX - r.left, ev.clientY - r.top);
+    S.cursor = toImage(ev);
+    drawOverlay();
+  }, { passive: false });
+  new ResizeObserver(() => {
+    if (!S.W) return;
+    if (S.view.fit) fitView(); else applyView();
+    layoutCompare();
+  }).observe(stage);
 
-  for (const b of document.querySelectorAll(".tool")) b.addEventListener("click", () => setTool(b.dataset.tool));
+  for (const b of document.querySelectorAll(".tool")) {
+    b.addEventListener("click", () => { setTool(b.dataset.tool); hideCompare(); }); // picking a tool: back to the mask
+  }
   $("brush-size").addEventListener("input", (ev) => setBrush(+ev.target.value));
   $("undo").addEventListener("click", undo);
   $("redo").addEventListener("click", redo);
@@ -683,31 +1084,59 @@ function bindUI() {
   $("segment").addEventListener("click", segmentMask);
   $("download-mask").addEventListener("click", downloadMask);
   $("prompts-clear").addEventListener("click", () => { S.box = null; S.points = []; drawOverlay(); });
-  $("task").addEventListener("change", onTaskChange);
   $("engine").addEventListener("change", onEngineChange);
+  $("model-choice").addEventListener("change", () => { $("model-other").hidden = $("model-choice").value !== OTHER_MODEL; });
   $("run").addEventListener("click", run);
   $("cancel").addEventListener("click", cancel);
-  $("compare-slider").addEventListener("input", (ev) => {
-    $("compare-after-clip").style.clipPath = `inset(0 0 0 ${ev.target.value}%)`;
-    $("compare-line").style.left = `${ev.target.value}%`;
-  });
+  $("compare-slider").addEventListener("input", (ev) => setSplit(+ev.target.value));
+  const frame = $("compare-frame");
+  const splitAt = (ev) => {
+    const r = frame.getBoundingClientRect();
+    setSplit(Math.round(Math.min(100, Math.max(0, (ev.clientX - r.left) / r.width * 100))));
+  };
+  frame.addEventListener("pointerdown", (ev) => { frame.setPointerCapture(ev.pointerId); splitAt(ev); });
+  frame.addEventListener("pointermove", (ev) => { if (frame.hasPointerCapture(ev.pointerId)) splitAt(ev); });
   $("use-result").addEventListener("click", () => {
     if (S.current) openImage(new File([S.current.blob], resultName(S.current), { type: "image/png" }));
   });
+  $("back-to-mask").addEventListener("click", hideCompare);
+  $("help-open").addEventListener("click", () => $("help").showModal());
 
-  document.addEventListener("keydown", (ev) => {
-    const tag = (ev.target.tagName || "").toLowerCase();
-    if (tag === "input" || tag === "textarea" || tag === "select") return;
-    const mod = ev.ctrlKey || ev.metaKey;
-    if (mod && ev.key.toLowerCase() === "z") { ev.preventDefault(); if (ev.shiftKey) redo(); else undo(); }
-    else if (mod && ev.key.toLowerCase() === "y") { ev.preventDefault(); redo(); }
-    else if (ev.key === "[") setBrush(S.brush / 1.15 - 1);
-    else if (ev.key === "]") setBrush(S.brush * 1.15 + 1);
-    else if (!mod && ev.key === "b") setTool("brush");
-    else if (!mod && ev.key === "e") setTool("eraser");
-    else if (!mod && ev.key === "x") setTool("box");
-    else if (!mod && ev.key === "p") setTool("points");
+  document.addEventListener("keydown", onKeyDown);
+  document.addEventListener("keyup", (ev) => {
+    if (ev.key === " " && S.space) { S.space = false; updateCursorClass(); drawOverlay(); }
   });
+  window.addEventListener("blur", () => { S.space = false; updateCursorClass(); });
+}
+
+function onKeyDown(ev) {
+  const mod = ev.ctrlKey || ev.metaKey;
+  if (mod && ev.key === "Enter") { ev.preventDefault(); run(); return; }
+  if ($("help").open) return; // the dialog closes itself on Esc
+  if (ev.key === "Escape") {
+    if (jobActive()) { ev.preventDefault(); cancel(); } else if (!$("compare").hidden) hideCompare();
+    return;
+  }
+  if (isTyping(ev.target)) return;
+  if (ev.key === " " && (S.overStage || ev.target === document.body)) { // space held: drag pans
+    ev.preventDefault();
+    if (!S.space) { S.space = true; updateCursorClass(); drawOverlay(); }
+    return;
+  }
+  if (mod && ev.key.toLowerCase() === "z") { ev.preventDefault(); if (ev.shiftKey) redo(); else undo(); }
+  else if (mod && ev.key.toLowerCase() === "y") { ev.preventDefault(); redo(); }
+  else if (mod) return;
+  else if (ev.key === "?") { ev.preventDefault(); $("help").showModal(); }
+  else if (ev.key === "[") setBrush(S.brush / 1.15 - 1);
+  else if (ev.key === "]") setBrush(S.brush * 1.15 + 1);
+  else if (ev.key === "0") fitView();
+  else if (ev.key === "1") actualSize();
+  else if (ev.key === "+" || ev.key === "=") zoomCentre(1.25);
+  else if (ev.key === "-") zoomCentre(1 / 1.25);
+  else if (ev.key === "b") setTool("brush");
+  else if (ev.key === "e") setTool("eraser");
+  else if (ev.key === "x") setTool("box");
+  else if (ev.key === "p") setTool("points");
 }
 
 init();
