@@ -177,6 +177,8 @@ def test_health_tasks_and_engines_come_from_the_registry(server) -> None:
     assert paste == {"image": ("image", True), "object": ("image", True), "box": ("box", True),
                      "object_mask": ("mask", False)}
     assert "classical" in tasks["remove"]["engines"]
+    assert {n: t["output"] for n, t in tasks.items()} == {n: TASK_SPECS[n].output for n in tasks}  # the page finds the mask task by it
+    assert tasks["segment"]["output"] == "mask"
 
     engines = {e["name"]: e for e in c.get("/api/engines").json()}
     from diffcompose.methods.classical.options import RemoveOptions

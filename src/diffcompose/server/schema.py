@@ -54,7 +54,7 @@ def value_fields() -> dict[str, InputSpec]:
 
 def tasks() -> list[dict[str, Any]]:
     """``GET /api/tasks``: every task with its inputs and the engines that serve it."""
-    return [{"name": name, "summary": spec.summary,
+    return [{"name": name, "summary": spec.summary, "output": spec.output,
              "inputs": [{k: v for k, v in i.items() if k != "keyword"} for i in task_inputs(name)],
              "engines": engines_for(name)}
             for name, spec in TASK_SPECS.items() if engines_for(name)]

@@ -219,8 +219,11 @@ function fillModelPicker(select, e, other) {
     select.add(new Option("(this engine has no model)", ""));
   } else {
     for (const m of engineModels(e)) select.add(new Option(modelLabel(m), m.id));
-    const def = engineModels(e).find((m) => m.kind === "default");
-    select.value = def ? def.id : select.options.length ? select.options[0].value : "";
+    // The default when it is here; else a model that is here; else the default (marked not downloaded).
+    const models = engineModels(e);
+    const def = models.find((m) => m.kind === "default");
+    const here = (def && def.cached !== false) ? def : models.find((m) => m.kind === "cached") || def;
+    select.value = here ? here.id : select.options.length ? select.options[0].value : "";
   }
   if (!e || takesModel(e)) select.add(new Option("other… (type a hub id or folder)", OTHER_MODEL));
   select.disabled = !!e && !takesModel(e);
