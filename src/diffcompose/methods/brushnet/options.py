@@ -65,8 +65,9 @@ register(EngineInfo(
              "...)",
         description="Convert a public BrushNet branch (SD-1.5: TencentARC's segmentation/random-mask checkpoints, or "
                     "PowerPaint v2's BrushNet_CA) into OUT_DIR as config.json + diffusion_pytorch_model.safetensors. "
-                    "CHECKPOINT is its diffusers folder (config.json + .safetensors/.bin) or one state-dict file "
-                    "(.safetensors, or .bin/.pt/.ckpt read with weights_only: no code in it runs).",
+                    "CKPT is one state-dict file (.safetensors, or .bin/.pt/.ckpt read with weights_only: no code in "
+                    "it runs); a published folder's own weights file works too (its config.json beside it is read), "
+                    "though --model DIR loads such a folder as it is.",
         like_help="take the branch's geometry from this folder: a BrushNet folder (its config.json) or an SD model "
                   "(its unet/config.json); default: SD-1.5's, with or without cross-attention as the keys say"),
     contract=ContractFacts(fast_options={"steps": 2, "resolution": 64},
