@@ -330,8 +330,8 @@ class BrushNetModel(ModelMixin, ConfigMixin):
             size = skips[-1].shape[2:] if i < len(self.up_blocks) - 1 else None
             x = walk_up_block(block, x, res, emb, encoder_hidden_states, size, collect=up_features)
         up = [conv(f) for f, conv in zip(up_features, self.brushnet_up_blocks)]
-        return BrushNetResiduals(down, mid, up).scaled(conditioning_scale) if conditioning_scale != 1.0 \
-            else BrushNetResiduals(down, mid, up)
+        residuals = BrushNetResiduals(down, mid, up)
+        return residuals if conditioning_scale == 1.0 else residuals.scaled(conditioning_scale)
 
 
 def _time_embedding(proj: nn.Module, embedding: nn.Module, sample: torch.Tensor, timestep: Any) -> torch.Tensor:
