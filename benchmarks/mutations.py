@@ -255,7 +255,9 @@ SABOTAGES: list[Sabotage] = [
              BN_REFERENCE),
     Sabotage("brushnet", "brushnet-masked-image-not-black", "23.4", "methods/brushnet/engine.py",
              "masked = image * (~mask.astype(bool))[:, :, None]", "masked = image",
-             ("tests/methods/brushnet/test_brushnet.py::test_denoising_matches_the_written_out_public_pipeline",)),
+             ("tests/methods/brushnet/test_brushnet.py::"
+              "test_a_windows_conditioning_is_the_black_holed_latent_and_the_keep_mask",
+              "tests/methods/brushnet/test_brushnet.py::test_denoising_matches_the_written_out_public_pipeline")),
 ]
 
 

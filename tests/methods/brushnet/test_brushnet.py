@@ -77,6 +77,24 @@ def reference_pipeline(sd, branch, img, mask, *, steps, guidance, scale, seed):
     return ((out[0] / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
+@torch.no_grad()
+def test_a_windows_conditioning_is_the_black_holed_latent_and_the_keep_mask(engine):
+    """The branch's 5 channels for a window, as the public example script and pipeline make them: the VAE
+    latent of the photo with the hole painted black (pixel 0, -1 after normalising), then the mask image
+    read as ``sum < 0`` after normalising (1 = keep), nearest-resized to the latents."""
+    import torch.nn.functional as F
+
+    img, mask = _photo()
+    sd = engine.sd
+    cond = engine.conditioning(img, mask, sd, (8, 8))
+    black = torch.from_numpy(np.where(mask[:, :, None], 0, img)).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+    z = sd.vae.encode(black).latent_dist.mean * sd.vae.config.scaling_factor
+    mask_image = torch.from_numpy(mask.astype(np.float32) * 255)[None, None].repeat(1, 3, 1, 1) / 255 * 2 - 1
+    keep = F.interpolate((mask_image.sum(1, keepdim=True) < 0).float(), size=(8, 8))
+    torch.testing.assert_close(cond, torch.cat([z, keep], 1), atol=1e-5, rtol=1e-5)
+    assert 0 < float(keep.mean()) < 1
+
+
 @pytest.mark.parametrize("guidance", [4.0, 1.0])
 def test_denoising_matches_the_written_out_public_pipeline(engine, guidance):
     """Ours (batched guidance, the branch run once for both halves) == the public loop restated, within 1/255."""
@@ -222,8 +240,8 @@ def test_cli_end_to_end_on_a_real_photo_and_batch(testdata, tmp_path, capsys):
     capsys.readouterr()
     assert main(argv[:-2] + ["--blend-kernel", "4", "--force"]) == 2
     assert "--blend-kernel" in capsys.readouterr().err
-    line = {"task": "inpaint", "engine": "brushnet", "inputs": {"image": str(files["image"]), "mask": str(files["mask"]),
-                                                                "prompt": case["prompt"]},
+    inputs = {"image": str(files["image"]), "mask": str(files["mask"]), "prompt": case["prompt"]}
+    line = {"task": "inpaint", "engine": "brushnet", "inputs": inputs,
             "model": "tiny", "options": {"steps": 2, "resolution": 64, "conditioning_scale": 0.5}}
     (tmp_path / "m.jsonl").write_text(json.dumps(line) + "\n")
     summary = run_batch(tmp_path / "m.jsonl", tmp_path / "batch", device="cpu")

@@ -85,7 +85,8 @@ def map_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise InputError(f"not a BrushNet branch: unknown keys {', '.join(unknown[:3])}{more} (a branch holds only "
                          f"{', '.join(FAMILIES)})")
     if not any(k.startswith("brushnet_") for k in state):
-        raise InputError("not a BrushNet branch: no zero-convolution keys (brushnet_down_blocks.*, brushnet_mid_block.*)")
+        raise InputError("not a BrushNet branch: no zero-convolution keys "
+                         "(brushnet_down_blocks.*, brushnet_mid_block.*)")
     return dict(state)
 
 

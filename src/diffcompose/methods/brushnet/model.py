@@ -190,7 +190,8 @@ class BrushNetModel(ModelMixin, ConfigMixin):
         super().__init__()
         for name in _UNSUPPORTED_UNLESS_NONE:
             if locals()[name] is not None:
-                raise ValueError(f"BrushNet config: {name}={locals()[name]!r} is not supported (SD-1.5/2 branches only)")
+                raise ValueError(f"BrushNet config: {name}={locals()[name]!r} is not supported "
+                                 "(SD-1.5/2 branches only)")
         if global_pool_conditions:
             raise ValueError("BrushNet config: global_pool_conditions is not supported")
         if brushnet_conditioning_channel_order not in ("rgb", "bgr"):
@@ -245,8 +246,8 @@ class BrushNetModel(ModelMixin, ConfigMixin):
 
         self.up_blocks = nn.ModuleList()
         self.brushnet_up_blocks = nn.ModuleList()
-        rev_ch, rev_heads, rev_layers = list(reversed(block_out_channels)), list(reversed(heads)), list(reversed(layers))
-        rev_only_cross = list(reversed(only_cross))
+        rev_ch, rev_heads = list(reversed(block_out_channels)), list(reversed(heads))
+        rev_layers, rev_only_cross = list(reversed(layers)), list(reversed(only_cross))
         out_ch = rev_ch[0]
         for i, kind in enumerate(up_block_types):
             last = i == n - 1
