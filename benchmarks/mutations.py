@@ -55,6 +55,11 @@ FC_WIRING = ("tests/methods/freecompose/test_freecompose_wiring.py",)
 PAGE_JS = "server/static/app.js"
 PAGE_CSS = "server/static/style.css"
 PAGE_T = "tests/server/test_page.py::"
+BN_MODEL = "methods/brushnet/model.py"
+BN_REFERENCE = ("tests/methods/brushnet/test_brushnet_parity.py::"
+                "test_branch_and_residual_placement_match_the_written_out_reference",)
+BN_CONDITIONING = ("tests/methods/brushnet/test_brushnet_parity.py::test_conditioning_is_masked_latent_then_keep_mask",
+                   "tests/methods/brushnet/test_brushnet.py::test_denoising_matches_the_written_out_public_pipeline")
 
 SABOTAGES: list[Sabotage] = [
     # ---- FreeCompose, issue 21 item 4: wiring in engine.py
@@ -327,6 +332,30 @@ SABOTAGES: list[Sabotage] = [
              "  main { display: flex; flex-direction: column; padding: 6px; gap: 8px; }",
              "  main { display: flex; padding: 6px; gap: 8px; }",
              (PAGE_T + "test_phone_layout_stacks_without_sideways_scroll",)),
+    # ---- BrushNet, issue 23 items 1 and 4: the branch, where its residuals go, the conditioning, blending
+    Sabotage("brushnet", "brushnet-mid-zero-conv-dropped", "23.4", BN_MODEL,
+             "        mid = self.brushnet_mid_block(x)\n", "        mid = x\n", BN_REFERENCE),
+    Sabotage("brushnet", "brushnet-mask-channel-order", "23.4", BN_MODEL,
+             "    return torch.cat([masked_latent, keep], dim=1)", "    return torch.cat([keep, masked_latent], dim=1)",
+             BN_CONDITIONING),
+    Sabotage("brushnet", "brushnet-mask-polarity", "23.4", BN_MODEL,
+             "    keep = (1 - hole).to(masked_latent.dtype)", "    keep = hole.to(masked_latent.dtype)", BN_CONDITIONING),
+    Sabotage("brushnet", "brushnet-blending-missing", "23.4", "methods/brushnet/engine.py",
+             "        if options.blend:\n", "        if False:\n",
+             ("tests/methods/brushnet/test_brushnet.py::test_the_engine_blends_by_default_and_can_be_told_not_to",)),
+    Sabotage("brushnet", "brushnet-up-residuals-dropped", "23.4", BN_MODEL,
+             "x = walk_up_block(block, x, res, emb, encoder_hidden_states, size, add=up)",
+             "x = walk_up_block(block, x, res, emb, encoder_hidden_states, size)", BN_REFERENCE),
+    Sabotage("brushnet", "brushnet-first-residual-on-the-skip", "23.4", BN_MODEL,
+             "    skips: tuple[torch.Tensor, ...] = (x,)  # kept before the first residual is added (as the public UNet)\n"
+             "    r = _pop(down)\n    x = x if r is None else x + r\n",
+             "    r = _pop(down)\n    x = x if r is None else x + r\n    skips: tuple[torch.Tensor, ...] = (x,)\n",
+             BN_REFERENCE),
+    Sabotage("brushnet", "brushnet-masked-image-not-black", "23.4", "methods/brushnet/engine.py",
+             "masked = image * (~mask.astype(bool))[:, :, None]", "masked = image",
+             ("tests/methods/brushnet/test_brushnet.py::"
+              "test_a_windows_conditioning_is_the_black_holed_latent_and_the_keep_mask",
+              "tests/methods/brushnet/test_brushnet.py::test_denoising_matches_the_written_out_public_pipeline")),
 ]
 
 
