@@ -51,7 +51,8 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
         raise InputError(f"engine must be a name (see /api/engines), got {engine_name!r}")
     if engine_name != "auto":
         get_engine_info(engine_name)  # unknown engine: its own message
-    engine, _why = resolve_engine(engine_name, task)
+    opt_in = [i["keyword"] for i in inputs if i["keyword"] in TASK_SPECS[task].opt_in and i["name"] in files]
+    engine, _why = resolve_engine(engine_name, task, opt_in)
     info = get_engine_info(engine)
     info.check_installed()
     seed = check_seed(req.get("seed", 0), "seed")

@@ -13,6 +13,7 @@ posterior sample of the masked image, then whatever the scheduler draws (eta > 0
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,11 @@ from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
 
 log = logging.getLogger(__name__)
+
+#: ``extra(call, calls, batch) -> channels``: the extra UNet input channels (latent-sized, ``batch`` rows:
+#: the guided batch when guided) for the model's ``call``-th of ``calls`` evaluations in the run. The
+#: denoising loop calls the model once per scheduler timestep, so ``call`` is the loop's step index.
+ExtraChannels = Callable[[int, int, int], torch.Tensor]
 
 #: Guidance at every scale but exactly 1, as the original's ``scripts/inference.py`` (``scale != 1``).
 GUIDE_BELOW_ONE = True
@@ -61,7 +67,9 @@ class PaintByExampleEngine(DiffusionEngine):
     @torch.no_grad()
     def _paint(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,
                reference_mask: np.ndarray | None, options: PaintOptions, ctx: RunContext,
-               task: str = "paint") -> list[np.ndarray]:
+               task: str = "paint", extra: ExtraChannels | None = None) -> list[np.ndarray]:
+        """``extra``: more UNet input channels after the 9 (a model that extends the input, such as
+        Paint-by-Sketch), asked for at each model call (see :data:`ExtraChannels`)."""
         c, dev, dt = self.c, self.device, self.dtype
         n = options.num_images
         generator = make_generator(ctx.seed)
@@ -83,8 +91,12 @@ class PaintByExampleEngine(DiffusionEngine):
         if guided:
             z_masked, keep_latent = torch.cat([z_masked, z_masked]), torch.cat([keep_latent, keep_latent])
 
+        calls = len(sched.timesteps)
+        count = iter(range(calls))
+
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return c.unet(unet_input(x, z_masked, keep_latent), t, encoder_hidden_states=context).sample
+            more = () if extra is None else (extra(next(count), calls, x.shape[0]),)
+            return c.unet(unet_input(x, z_masked, keep_latent, *more), t, encoder_hidden_states=context).sample
 
         log.info("painting %dx%d, %d steps (%s)", image.shape[1], image.shape[0], options.steps, options.scheduler)
         latents = denoise(model, sched, latents, guidance_scale=options.guidance_scale, generator=generator,
