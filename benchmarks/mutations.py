@@ -49,6 +49,7 @@ class Sabotage:
     tests: tuple[str, ...]
 
 
+PBSKETCH_PARITY = ("tests/methods/pbsketch/test_pbsketch_parity.py",)
 FC = "methods/freecompose/engine.py"
 FC_WIRING = ("tests/methods/freecompose/test_freecompose_wiring.py",)
 
@@ -228,6 +229,20 @@ SABOTAGES: list[Sabotage] = [
              "t = sample_timestep(rng, src.rule.timesteps, self.uniform_t_p)",
              "t = sample_timestep(rng, src.kind, self.uniform_t_p)",
              ("tests/methods/anydoor/test_anydoor_fidelity.py::test_the_dataset_applies_each_sources_rules",)),
+    # ---- Paint-by-Sketch, issue 24: the sketch channels and the share of the steps that see them
+    Sabotage("pbsketch", "pbsketch-sketch-channels-removed", "24.2", "methods/pbsketch/sketch.py",
+             "    kept = strokes * hole.astype(np.float32)\n",
+             "    kept = 0 * strokes * hole.astype(np.float32)\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-sketch-polarity-inverted", "24.2", "methods/pbsketch/sketch.py",
+             "(2.0 * kept - 1.0)[None]", "(1.0 - 2.0 * kept)[None]", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-sketch-not-limited-to-the-hole", "24.2", "methods/pbsketch/sketch.py",
+             "    kept = strokes * hole.astype(np.float32)\n", "    kept = strokes\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-partial-steps-ignored", "24.2", "methods/pbsketch/engine.py",
+             "        shown = sketch_shown(call, steps, calls, share)\n", "        shown = True\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-hidden-sketch-is-minus-one", "24.2", "methods/pbsketch/engine.py",
+             "    hidden = torch.zeros_like(latent)\n", "    hidden = -torch.ones_like(latent)\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-plms-first-evaluation-not-counted", "24.2", "methods/pbsketch/sketch.py",
+             "    step = max(call - (calls - steps), 0)\n", "    step = call\n", PBSKETCH_PARITY),
 ]
 
 
