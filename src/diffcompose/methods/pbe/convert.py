@@ -247,11 +247,13 @@ def strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
 
 
 def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False,
-                in_channels: int = 9, what: str = "Paint-by-Example", tool: str = "convert pbe") -> Path:
+                in_channels: int = 9, what: str = "Paint-by-Example", tool: str = "convert pbe",
+                tokens: str = "pooled") -> Path:
     """Write ``out_dir`` (unet/, vae/, image_encoder/, scheduler/, model_index.json) from ``checkpoint``.
 
     ``in_channels``: the UNet input of a model that extends Paint-by-Example's (Paint-by-Sketch:
-    12; its keys are otherwise the same), named ``what`` in messages and ``tool`` on the folder."""
+    12; its keys are otherwise the same), named ``what`` in messages and ``tool`` on the folder.
+    ``tokens``: what the image encoder's mapper reads (ObjectStitch: ``"patches"``, same keys)."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPVisionConfig
@@ -280,8 +282,8 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     strict_load(vae, convert_ldm_vae_checkpoint(state, dict(vae.config)), "VAE")
     enc_state = convert_encoder_state(state)
     mapper_layers = len({k.split(".")[2] for k in enc_state if k.startswith("mapper.blocks.")})
-    vision = {k: v for k, v in cfg["image_encoder"].items() if k not in ("mapper_layers", "architectures")}
-    encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers)
+    vision = {k: v for k, v in cfg["image_encoder"].items() if k not in ("mapper_layers", "architectures", "token_mode")}
+    encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers, tokens)
     strict_load(encoder, enc_state, "image encoder")
 
     with building(out_dir, tool) as tmp:

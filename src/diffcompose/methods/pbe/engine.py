@@ -73,19 +73,18 @@ class PaintByExampleEngine(DiffusionEngine):
         c, dev, dt = self.c, self.device, self.dtype
         n = options.num_images
         generator = make_generator(ctx.seed)
-        ref = prepare_reference(reference, reference_mask, size=c.encoder.image_size, mode=options.reference_preprocess)
         guided = is_guided(options.guidance_scale, below_one=GUIDE_BELOW_ONE)
-        cond = c.encoder(torch.from_numpy(ref)[None].to(dev, dt)).expand(n, -1, -1)
-        context = torch.cat([c.encoder.uncond(n).to(dt), cond]) if guided else cond
+        cond = c.encoder(torch.from_numpy(self._reference_input(reference, reference_mask, options))[None].to(dev, dt))
+        cond = cond.expand(n, -1, -1)
+        context = torch.cat([c.encoder.uncond(n, cond.shape[1]).to(dt), cond]) if guided else cond
 
-        sched = make_scheduler(options.scheduler, c.scheduler_config)
-        sched.set_timesteps(options.steps, device=dev)
+        sched = self._scheduler(options)
         stride = codec.vae_stride(c.vae)
         h, w = image.shape[0] // stride, image.shape[1] // stride
         latents = initial_noise(c.vae, n, h, w, generator).to(dev, dt) * sched.init_noise_sigma
 
         pixels, hole = codec.images_to_tensor(image, dev, dt), codec.mask_to_tensor(mask, dev, dt)
-        masked, keep_latent = masked_condition(pixels, hole, (h, w), options.latent_mask)
+        masked, keep_latent = masked_condition(pixels, hole, (h, w), self._latent_mask(options))
         z_masked = codec.encode(c.vae, masked, generator).expand(n, -1, -1, -1)
         keep_latent = keep_latent.expand(n, -1, -1, -1)
         if guided:
@@ -104,6 +103,22 @@ class PaintByExampleEngine(DiffusionEngine):
                           progress=ctx.progress(task, len(sched.timesteps)),
                           preview=lambda z: codec.tensor_to_images(codec.decode(c.vae, z[:1]))[0])
         return codec.tensor_to_images(codec.decode(c.vae, latents).clamp(-1, 1))
+
+    # Hooks: what an engine on this sampler with another exemplar encoder (ObjectStitch) changes.
+    def _reference_input(self, reference: np.ndarray, reference_mask: np.ndarray | None,
+                         options: PaintOptions) -> np.ndarray:
+        """The encoder's float32 ``(3, S, S)`` input for the reference photo."""
+        return prepare_reference(reference, reference_mask, size=self.c.encoder.image_size,
+                                 mode=options.reference_preprocess)
+
+    def _latent_mask(self, options: PaintOptions) -> str:
+        return options.latent_mask
+
+    def _scheduler(self, options: PaintOptions):
+        """The sampler with its timesteps set."""
+        sched = make_scheduler(options.scheduler, self.c.scheduler_config)
+        sched.set_timesteps(options.steps, device=self.device)
+        return sched
 
     def _insert(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,
                 reference_mask: np.ndarray | None, shape_mask: np.ndarray | None, options: PaintOptions,
