@@ -79,6 +79,9 @@ class Trainer:
     help: str
     description: str
     export: str | None = None
+    #: ``(config key, help)`` pairs: more keys the command line may set (``--few-shot DIR`` sets
+    #: ``few_shot``), applied like the run-folder overrides before the config is checked again.
+    flags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

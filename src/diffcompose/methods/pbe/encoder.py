@@ -127,7 +127,8 @@ class ExemplarEncoder(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.model(pixel_values=pixel_values)
         if self.tokens == "patches":  # every token, through CLIP's post-layernorm
-            x = self.model.vision_model.post_layernorm(out.last_hidden_state)
+            tower = getattr(self.model, "vision_model", self.model)  # transformers 4 wraps it, 5 does not
+            x = tower.post_layernorm(out.last_hidden_state)
         else:
             x = out.pooler_output[:, None]  # (B, 1, width), post-layernorm CLS
         return self.proj_out(self.final_layer_norm(self.mapper(x)))
