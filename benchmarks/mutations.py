@@ -50,6 +50,7 @@ class Sabotage:
 
 
 PBSKETCH_PARITY = ("tests/methods/pbsketch/test_pbsketch_parity.py",)
+OS_PARITY = ("tests/methods/objectstitch/test_objectstitch_parity.py",)
 FC = "methods/freecompose/engine.py"
 FC_WIRING = ("tests/methods/freecompose/test_freecompose_wiring.py",)
 
@@ -243,6 +244,25 @@ SABOTAGES: list[Sabotage] = [
              "    hidden = torch.zeros_like(latent)\n", "    hidden = -torch.ones_like(latent)\n", PBSKETCH_PARITY),
     Sabotage("pbsketch", "pbsketch-plms-first-evaluation-not-counted", "24.2", "methods/pbsketch/sketch.py",
              "    step = max(call - (calls - steps), 0)\n", "    step = call\n", PBSKETCH_PARITY),
+    # ---- ObjectStitch, issue 24: the adaptor, the object and box inputs, guidance, the sampler
+    Sabotage("objectstitch", "objectstitch-adaptor-bypassed", "24.2", "methods/pbe/encoder.py",
+             "return self.proj_out(self.final_layer_norm(self.mapper(x)))",
+             "return self.proj_out(self.final_layer_norm(x))", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-adaptor-reads-the-pooled-token", "24.2", "methods/pbe/encoder.py",
+             'if self.tokens == "patches":', "if False:", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-mask-polarity-swapped", "24.2", "methods/objectstitch/engine.py",
+             "self._paint(image=image, mask=hole,", "self._paint(image=image, mask=~hole,", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-unconditional-branch-dropped", "24.2", "methods/pbe/engine.py",
+             "context = torch.cat([c.encoder.uncond(n, cond.shape[1]).to(dt), cond]) if guided else cond",
+             "context = torch.cat([cond, cond]) if guided else cond", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-object-background-white", "24.2", "methods/objectstitch/preprocess.py",
+             "np.zeros_like(obj)", "np.full_like(obj, 255)", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-object-resized-bicubic", "24.2", "methods/objectstitch/preprocess.py",
+             "OBJECT_FILTER = Image.BILINEAR", "OBJECT_FILTER = Image.BICUBIC", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-latent-mask-bilinear", "24.2", "methods/objectstitch/preprocess.py",
+             'LATENT_MASK = "nearest"', 'LATENT_MASK = "bilinear"', OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-ddim-diffusers-timesteps", "24.2", "methods/objectstitch/engine.py",
+             'if options.scheduler == "ddim":', "if False:", OS_PARITY),
 ]
 
 
