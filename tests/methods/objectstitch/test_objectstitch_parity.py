@@ -165,8 +165,9 @@ def ddim_schedule(steps: int):
 def public_ddim(unet, c, uc, x, bg_latent, m, steps: int, scale: float):
     """``DDIMSampler.ddim_sampling`` + ``p_sample_ddim``, eta 0."""
     ts, a, a_prev = ddim_schedule(steps)
+    total = len(ts)  # more than ``steps`` where ``steps`` does not divide 1000
     for i, step in enumerate(np.flip(ts)):
-        index = steps - i - 1
+        index = total - i - 1
         x_input = torch.cat([x, bg_latent, 1 - m], dim=1)
         t = torch.full((2,), int(step), dtype=torch.long)
         e_u, e_t = unet(torch.cat([x_input] * 2), t, encoder_hidden_states=torch.cat([uc, c])).sample.chunk(2)
