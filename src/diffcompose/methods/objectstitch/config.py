@@ -31,6 +31,7 @@ class TrainConfig:
     num_workers: int = 2
     # model
     init: str = ""  # an ObjectStitch directory (convert objectstitch) or "tiny"
+    train_adaptor: bool = False  # the public cond_stage_trainable: False (the UNet alone trains)
     # optimisation (the public configs/v1.yaml; MureObjectStitch's murecom.yaml is the same)
     output_dir: str = "runs/objectstitch"
     max_steps: int = 1000

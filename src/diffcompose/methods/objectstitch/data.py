@@ -110,7 +110,7 @@ def box_to_mask(box: tuple[int, int, int, int], shape: tuple[int, int], size: in
 
 
 class ObjectStitchDataset(torch.utils.data.Dataset):
-    """Sample ``k`` -> ``{"image": (3,R,R) [-1,1], "mask": (1,R,R) 1 = box, "objects": (N,3,S,S) CLIP}``.
+    """Sample ``k`` -> ``{"image": (3,R,R) [-1,1], "mask": (1,R,R) 1 = box, "reference": (N,3,S,S) CLIP}``.
 
     ``N`` is 1 (self-supervised: the photo's own object) or every few-shot photo (``few_shot``).
     """
@@ -143,7 +143,7 @@ class ObjectStitchDataset(torch.utils.data.Dataset):
                 objects.append(self._object(o, om, self.augment.draw(rng)))
         else:
             objects = [self._object(obj, obj_mask, plan)]
-        return {"image": target, "mask": hole, "objects": torch.stack(objects)}
+        return {"image": target, "mask": hole, "reference": torch.stack(objects)}
 
     def _object(self, obj: np.ndarray, obj_mask: np.ndarray, plan) -> torch.Tensor:
         o, om = self.augment.apply_object(obj, obj_mask, plan)
