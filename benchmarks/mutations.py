@@ -51,6 +51,7 @@ class Sabotage:
 
 PBSKETCH_PARITY = ("tests/methods/pbsketch/test_pbsketch_parity.py",)
 OS_PARITY = ("tests/methods/objectstitch/test_objectstitch_parity.py",)
+OS_TRAIN = ("tests/methods/objectstitch/test_objectstitch_train.py", "-m", "not slow")
 FC = "methods/freecompose/engine.py"
 FC_WIRING = ("tests/methods/freecompose/test_freecompose_wiring.py",)
 
@@ -263,6 +264,20 @@ SABOTAGES: list[Sabotage] = [
              'LATENT_MASK = "nearest"', 'LATENT_MASK = "bilinear"', OS_PARITY),
     Sabotage("objectstitch", "objectstitch-ddim-diffusers-timesteps", "24.2", "methods/objectstitch/engine.py",
              'if options.scheduler == "ddim":', "if False:", OS_PARITY),
+    # ---- ObjectStitch, issue 24.3: the training recipe and MureObjectStitch's few-shot condition
+    Sabotage("objectstitch", "objectstitch-train-adaptor-not-frozen", "24.3", "methods/objectstitch/train.py",
+             "encoder.requires_grad_(False)\n", "encoder.requires_grad_(True)\n", OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-unconditional-is-zeros", "24.3", "methods/objectstitch/train.py",
+             "self.encoder.uncond_vector.to(ctx.dtype).expand_as(ctx)", "torch.zeros_like(ctx)", OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-object-background-kept", "24.3", "methods/objectstitch/data.py",
+             "prepare_object(o, om > 127, size=self.object_size)", "prepare_object(o, None, size=self.object_size)",
+             OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-few-shot-own-object-only", "24.3", "methods/objectstitch/data.py",
+             "        if self.few_shot:  # every photo's object", "        if False:  # every photo's object", OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-no-perspective", "24.3", "methods/objectstitch/augment.py",
+             "if rng.random() < self.perspective_p:", "if False:", OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-no-background-crop", "24.3", "methods/objectstitch/augment.py",
+             "if rng.random() < self.crop_bg_p else None", "if False else None", OS_TRAIN),
 ]
 
 
