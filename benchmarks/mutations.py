@@ -153,7 +153,7 @@ SABOTAGES: list[Sabotage] = [
              'for n, p in model.named_parameters() if not n.startswith(("encoder.model.", "encoder.uncond"))]',
              ("tests/methods/pbe/test_pbe_fidelity.py::test_the_training_loss_trains_the_unconditional_vector_when_it_drops",)),
     Sabotage("pbe", "pbe-unguided-half-gets-the-reference", "21.3", "methods/pbe/engine.py",
-             "context = torch.cat([c.encoder.uncond(n).to(dt), cond]) if guided else cond",
+             "context = torch.cat([c.encoder.uncond(n, cond.shape[1]).to(dt), cond]) if guided else cond",
              "context = torch.cat([cond, cond]) if guided else cond",
              ("tests/methods/pbe/test_pbe_fidelity.py::test_inference_guides_against_the_learned_unconditional_vector",)),
     # ---- SmartBrush, issue 21 item 9
@@ -253,9 +253,10 @@ SABOTAGES: list[Sabotage] = [
              'if self.tokens == "patches":', "if False:", OS_PARITY),
     Sabotage("objectstitch", "objectstitch-mask-polarity-swapped", "24.2", "methods/objectstitch/engine.py",
              "self._paint(image=image, mask=hole,", "self._paint(image=image, mask=~hole,", OS_PARITY),
-    Sabotage("objectstitch", "objectstitch-unconditional-branch-dropped", "24.2", "methods/pbe/engine.py",
-             "context = torch.cat([c.encoder.uncond(n, cond.shape[1]).to(dt), cond]) if guided else cond",
-             "context = torch.cat([cond, cond]) if guided else cond", OS_PARITY),
+    # (the unguided half given the reference is the pbe row pbe-unguided-half-gets-the-reference, same line)
+    Sabotage("objectstitch", "objectstitch-unconditional-branch-zeros", "24.2", "methods/pbe/engine.py",
+             "torch.cat([c.encoder.uncond(n, cond.shape[1]).to(dt), cond])", "torch.cat([torch.zeros_like(cond), cond])",
+             OS_PARITY),
     Sabotage("objectstitch", "objectstitch-object-background-white", "24.2", "methods/objectstitch/preprocess.py",
              "np.zeros_like(obj)", "np.full_like(obj, 255)", OS_PARITY),
     Sabotage("objectstitch", "objectstitch-object-resized-bicubic", "24.2", "methods/objectstitch/preprocess.py",
