@@ -128,6 +128,24 @@ def test_config_refuses_what_it_cannot_train_on(tmp_path) -> None:
         check_few_shot(config_from_dict({**base, "data": {"few_shot": str(tmp_path)}}))
 
 
+def test_the_few_shot_flag_is_on_the_command_line_and_replaces_the_manifest(tmp_path, shots, capsys) -> None:
+    import argparse
+
+    from diffcompose.cli.main import main
+    from diffcompose.methods.objectstitch.config import load_config
+    from diffcompose.training.run import configured
+
+    (tmp_path / "x.jsonl").write_text("")
+    (tmp_path / "cfg.yaml").write_text("data: {manifest: x.jsonl}\nmodel: {init: tiny}\n")
+    args = argparse.Namespace(config=tmp_path / "cfg.yaml", few_shot=str(shots), max_steps=None, output_dir=None,
+                              resume=None)
+    cfg = configured(args, load_config, ("few_shot",))
+    assert cfg.few_shot == str(shots) and cfg.manifest == str(shots)
+    with pytest.raises(SystemExit):
+        main(["train", "objectstitch", "--help"])
+    assert "--few-shot" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- the model and the loss
 
 @pytest.fixture(scope="module")
