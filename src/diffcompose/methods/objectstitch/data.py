@@ -147,7 +147,8 @@ class ObjectStitchDataset(torch.utils.data.Dataset):
 
     def _object(self, obj: np.ndarray, obj_mask: np.ndarray, plan) -> torch.Tensor:
         o, om = self.augment.apply_object(obj, obj_mask, plan)
-        return torch.from_numpy(prepare_object(o, om > 127, size=self.object_size))
+        # the public ``fg_img * (fg_mask > 0.5)`` on the uint8 mask: any non-zero pixel is the object
+        return torch.from_numpy(prepare_object(o, om > 0, size=self.object_size))
 
     def _read(self, rec: Record):
         """(photo, padded object box, object mask at photo size (uint8), object crop, its mask crop)."""
