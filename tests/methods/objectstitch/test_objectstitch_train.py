@@ -25,7 +25,7 @@ pytest.importorskip("diffusers")
 
 from diffcompose.methods.objectstitch.augment import ObjectAugment  # noqa: E402
 from diffcompose.methods.objectstitch.config import config_from_dict  # noqa: E402
-from diffcompose.methods.objectstitch.data import ObjectStitchDataset, Record, few_shot_records  # noqa: E402
+from diffcompose.methods.objectstitch.data import ObjectStitchDataset, few_shot_records  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

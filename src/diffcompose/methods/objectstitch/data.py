@@ -21,7 +21,6 @@ Sample ``k`` is drawn from a generator seeded by ``(seed, k)``.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +33,6 @@ from diffcompose.inputs import load_image, load_mask, mask_to_box
 from diffcompose.methods.objectstitch.augment import ObjectAugment
 from diffcompose.methods.objectstitch.preprocess import prepare_object
 from diffcompose.training.manifest import json_objects, read_training_manifest
-
-log = logging.getLogger(__name__)
 
 PAD = 10  # ``crop_foreground_by_bbox``'s pad_bbox
 LONG_SIDE = 1024  # ``rescale_image_with_bbox``'s long_size
