@@ -49,6 +49,9 @@ class Sabotage:
     tests: tuple[str, ...]
 
 
+PBSKETCH_PARITY = ("tests/methods/pbsketch/test_pbsketch_parity.py",)
+OS_PARITY = ("tests/methods/objectstitch/test_objectstitch_parity.py",)
+OS_TRAIN = ("tests/methods/objectstitch/test_objectstitch_train.py", "-m", "not slow")
 FC = "methods/freecompose/engine.py"
 FC_WIRING = ("tests/methods/freecompose/test_freecompose_wiring.py",)
 
@@ -159,7 +162,7 @@ SABOTAGES: list[Sabotage] = [
              'for n, p in model.named_parameters() if not n.startswith(("encoder.model.", "encoder.uncond"))]',
              ("tests/methods/pbe/test_pbe_fidelity.py::test_the_training_loss_trains_the_unconditional_vector_when_it_drops",)),
     Sabotage("pbe", "pbe-unguided-half-gets-the-reference", "21.3", "methods/pbe/engine.py",
-             "context = torch.cat([c.encoder.uncond(n).to(dt), cond]) if guided else cond",
+             "context = torch.cat([c.encoder.uncond(n, cond.shape[1]).to(dt), cond]) if guided else cond",
              "context = torch.cat([cond, cond]) if guided else cond",
              ("tests/methods/pbe/test_pbe_fidelity.py::test_inference_guides_against_the_learned_unconditional_vector",)),
     # ---- SmartBrush, issue 21 item 9
@@ -356,6 +359,54 @@ SABOTAGES: list[Sabotage] = [
              ("tests/methods/brushnet/test_brushnet.py::"
               "test_a_windows_conditioning_is_the_black_holed_latent_and_the_keep_mask",
               "tests/methods/brushnet/test_brushnet.py::test_denoising_matches_the_written_out_public_pipeline")),
+    # ---- Paint-by-Sketch, issue 24: the sketch channels and the share of the steps that see them
+    Sabotage("pbsketch", "pbsketch-sketch-channels-removed", "24.2", "methods/pbsketch/sketch.py",
+             "    kept = strokes * hole.astype(np.float32)\n",
+             "    kept = 0 * strokes * hole.astype(np.float32)\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-sketch-polarity-inverted", "24.2", "methods/pbsketch/sketch.py",
+             "(2.0 * kept - 1.0)[None]", "(1.0 - 2.0 * kept)[None]", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-sketch-not-limited-to-the-hole", "24.2", "methods/pbsketch/sketch.py",
+             "    kept = strokes * hole.astype(np.float32)\n", "    kept = strokes\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-partial-steps-ignored", "24.2", "methods/pbsketch/engine.py",
+             "        shown = sketch_shown(call, steps, calls, share)\n", "        shown = True\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-hidden-sketch-is-minus-one", "24.2", "methods/pbsketch/engine.py",
+             "    hidden = torch.zeros_like(latent)\n", "    hidden = -torch.ones_like(latent)\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-plms-first-evaluation-not-counted", "24.2", "methods/pbsketch/sketch.py",
+             "    step = max(call - (calls - steps), 0)\n", "    step = call\n", PBSKETCH_PARITY),
+    # ---- ObjectStitch, issue 24: the adaptor, the object and box inputs, guidance, the sampler
+    Sabotage("objectstitch", "objectstitch-adaptor-bypassed", "24.2", "methods/pbe/encoder.py",
+             "return self.proj_out(self.final_layer_norm(self.mapper(x)))",
+             "return self.proj_out(self.final_layer_norm(x))", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-adaptor-reads-the-pooled-token", "24.2", "methods/pbe/encoder.py",
+             'if self.tokens == "patches":', "if False:", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-mask-polarity-swapped", "24.2", "methods/objectstitch/engine.py",
+             "self._paint(image=image, mask=hole,", "self._paint(image=image, mask=~hole,", OS_PARITY),
+    # (the unguided half given the reference is the pbe row pbe-unguided-half-gets-the-reference, same line)
+    Sabotage("objectstitch", "objectstitch-unconditional-branch-zeros", "24.2", "methods/pbe/engine.py",
+             "torch.cat([c.encoder.uncond(n, cond.shape[1]).to(dt), cond])", "torch.cat([torch.zeros_like(cond), cond])",
+             OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-object-background-white", "24.2", "methods/objectstitch/preprocess.py",
+             "np.zeros_like(obj)", "np.full_like(obj, 255)", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-object-resized-bicubic", "24.2", "methods/objectstitch/preprocess.py",
+             "OBJECT_FILTER = Image.BILINEAR", "OBJECT_FILTER = Image.BICUBIC", OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-latent-mask-bilinear", "24.2", "methods/objectstitch/preprocess.py",
+             'LATENT_MASK = "nearest"', 'LATENT_MASK = "bilinear"', OS_PARITY),
+    Sabotage("objectstitch", "objectstitch-ddim-diffusers-timesteps", "24.2", "methods/objectstitch/engine.py",
+             'if options.scheduler == "ddim":', "if False:", OS_PARITY),
+    # ---- ObjectStitch, issue 24.3: the training recipe and MureObjectStitch's few-shot condition
+    Sabotage("objectstitch", "objectstitch-train-adaptor-not-frozen", "24.3", "methods/objectstitch/train.py",
+             "encoder.requires_grad_(False)\n", "encoder.requires_grad_(True)\n", OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-unconditional-is-zeros", "24.3", "methods/objectstitch/train.py",
+             "self.encoder.uncond_vector.to(ctx.dtype).expand_as(ctx)", "torch.zeros_like(ctx)", OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-object-background-kept", "24.3", "methods/objectstitch/data.py",
+             "prepare_object(o, om > 0, size=self.object_size)", "prepare_object(o, None, size=self.object_size)",
+             OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-few-shot-own-object-only", "24.3", "methods/objectstitch/data.py",
+             "        if self.few_shot:  # every photo's object", "        if False:  # every photo's object", OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-no-perspective", "24.3", "methods/objectstitch/augment.py",
+             "if rng.random() < self.perspective_p:", "if False:", OS_TRAIN),
+    Sabotage("objectstitch", "objectstitch-train-no-background-crop", "24.3", "methods/objectstitch/augment.py",
+             "if rng.random() < self.crop_bg_p else None", "if False else None", OS_TRAIN),
 ]
 
 

@@ -30,6 +30,13 @@ too. An LPIPS column is added when LPIPS's VGG16 weights load (``--vgg``).
     .venv/bin/python benchmarks/quality.py --engines classical:biharmonic,freecompose
     .venv/bin/python benchmarks/quality.py --tasks harmonize --opt strength=1.0
     .venv/bin/python benchmarks/quality.py --limit 1 --per-photo 1 --max-side 128 --speed-repeats 1   # smoke run
+    .venv/bin/python benchmarks/quality.py --tasks insert --engines classical,objectstitch --model tiny \
+        --model-dir TINY_METRIC_MODELS --max-side 128 --opt steps=2     # insertion pipeline smoke run
+
+Insertion (``--tasks insert``): the composition cases of the test data that have a box and an
+object mask (the public ObjectStitch examples); each insert engine fills the box with the object,
+scored by CLIP-I and DINO (the box's crop against the object), bg-PSNR (background
+preservation) and, when the Inception weights load, FID and local FID against the backgrounds.
 """
 
 from __future__ import annotations
@@ -170,7 +177,7 @@ def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Itera
             opts: dict = {} if method is None else {"method": method}
             for key, text in extra.items():
                 if key in fields:
-                    opts[key] = coerce(key, hints[key], text)
+                    opts[key] = coerce(key, hints[key], text, from_text=True)
                     name += f" {key}={text}"
             yield Variant(name, engine, opts)
 
@@ -386,6 +393,100 @@ def bench_harmonization(args: argparse.Namespace, wanted: set[str] | None, model
         print(f"| {name} | {a:.1f} | {f:.1f} | {p:.2f} |{lp} {rest[-1]:.2f} |")
 
 
+# ----------------------------------------------------------------------------- insertion
+
+def insertion_cases(testdata: Path, max_side: int) -> list[tuple[str, np.ndarray, Box, np.ndarray, np.ndarray]]:
+    """Real composition cases with a box and an object mask: (name, background, box, object, object mask)."""
+    out = []
+    for c in manifest(testdata, "composition"):
+        f = c["files"]
+        if not {"background", "foreground", "foreground_mask"} <= set(f) or not ({"bbox_txt", "bbox_mask"} & set(f)):
+            continue
+        bg = load_image(testdata / f["background"], max_pixels=None)
+        size = (bg.shape[1], bg.shape[0])
+        if "bbox_txt" in f:
+            x0, y0, x1, y1 = (int(v) for v in (testdata / f["bbox_txt"]).read_text().split()[:4])
+            region = np.zeros(bg.shape[:2], dtype=bool)
+            region[y0:y1, x0:x1] = True
+        else:
+            region = load_mask(testdata / f["bbox_mask"], size, max_pixels=None)
+        bg, region = shrink(bg, region, max_side)
+        obj = load_image(testdata / f["foreground"], max_pixels=None)
+        obj_mask = load_mask(testdata / f["foreground_mask"], (obj.shape[1], obj.shape[0]), max_pixels=None)
+        obj, obj_mask = shrink(obj, obj_mask, max_side)
+        out.append((f["background"], bg, mask_to_box(region), obj, obj_mask))
+    return out
+
+
+def learned_metrics(models: Models, wanted: tuple[str, ...]) -> list[str]:
+    """Those of ``wanted`` whose model loads (``--model-dir`` or the hub cache); the others are said and left out."""
+    from diffcompose.evaluation.evaluate import METRIC_MODEL
+
+    out = []
+    for m in wanted:
+        try:
+            models.get(METRIC_MODEL[m])
+            out.append(m)
+        except WeightsMissingError as exc:
+            print(f"(no {m} column: {exc})", file=sys.stderr)
+    return out
+
+
+def bench_insertion(args: argparse.Namespace, wanted: set[str] | None, models: Models) -> None:
+    """Each insert engine puts a real object into a real background's box, through ``diffcompose batch``;
+    ``evaluate`` scores the box's crop against the object (CLIP-I, DINO), the pixels outside the box
+    against the background (bg-PSNR: background preservation), and per engine the outputs' FID and
+    local FID against the backgrounds when the Inception weights load. With ``--model tiny`` it is a
+    smoke run of that pipeline, not a quality claim."""
+    cases = insertion_cases(args.testdata, args.max_side)[: args.limit]
+    if not cases:
+        print("(insertion: no composition cases with a box and an object mask in the test data)", file=sys.stderr)
+        return
+    work = args.work_dir / "insert"
+    (work / "cases").mkdir(parents=True, exist_ok=True)
+    runs = list(variants("insert", wanted, args.opt))
+    lines = []
+    for k, (_, bg, box, obj, obj_mask) in enumerate(cases):
+        names = {"image": f"cases/{k:04d}_background.png", "reference": f"cases/{k:04d}_object.png",
+                 "reference_mask": f"cases/{k:04d}_object_mask.png"}
+        save_image(bg, work / names["image"], force=True)
+        save_image(obj, work / names["reference"], force=True)
+        save_image(obj_mask.astype(np.uint8) * 255, work / names["reference_mask"], force=True)
+        for v in runs:
+            line = {"id": f"{_slug(v.name)}-{k:04d}", "task": "insert", "engine": v.engine, "options": v.options,
+                    "inputs": {**names, "box": [box.x0, box.y0, box.x1, box.y1]}, "seed": args.seed}
+            if args.model and get_engine_info(v.engine).needs_torch:
+                line["model"] = args.model
+            lines.append(line)
+    if not lines:
+        return
+    (work / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    summary = run_batch(work / "manifest.jsonl", work / "batch", seed=args.seed, force=True)
+    print(f"(batch: {summary.line()})", file=sys.stderr)
+    metrics = ["bg-psnr", *learned_metrics(models, ("clip-i", "dino", "fid", "local-fid"))]
+    evaluate(work / "batch", work / "evaluation", metrics=",".join(metrics), models=models, force=True)
+    report = json.loads((work / "evaluation" / "metrics.json").read_text())
+    by_id = {f"{_slug(v.name)}-{k:04d}": v.name for v in runs for k in range(len(cases))}
+    scored: dict[str, list[dict]] = defaultdict(list)
+    for item in report["items"]:
+        scored[by_id[item["id"]]].append(item)
+    per_item = [m for m in metrics if m not in ("fid", "local-fid")]
+    rows = table_rows(runs, scored, [(m, _value) for m in per_item])
+    sets = {a["engine"]: a for a in report.get("aggregate", [])}
+    print(f"\nInsertion: {len(cases)} real backgrounds with a box and a real object with its mask (seed {args.seed}"
+          f"{', model ' + args.model if args.model else ''}); diffcompose batch + evaluate\n")
+    heads = {"bg-psnr": "bg-PSNR (dB) ↑", "clip-i": "CLIP-I ↑", "dino": "DINO ↑", "fid": "FID ↓",
+             "local-fid": "local FID ↓"}
+    set_cols = [m for m in metrics if m in ("fid", "local-fid")]
+    print("| engine | " + " | ".join(heads[m] for m in per_item + set_cols) + " | s / image |")
+    print("|---|" + "---:|" * (len(per_item) + len(set_cols)) + "---:|")
+    for v, (name, *vals) in zip(runs, rows):
+        agg = next((a for key, a in sets.items() if key.split(" ")[0] == v.engine), {})
+        cells = [f"{x:.3f}" for x in vals[:-1]] + [f"{agg.get(m):.1f}" if agg.get(m) is not None else "n/a"
+                                                   for m in set_cols]
+        print(f"| {name} | " + " | ".join(cells) + f" | {vals[-1]:.2f} |")
+
+
 def lpips_available(models: Models) -> bool:
     """Whether LPIPS's VGG16 weights load (locally or from the hub); the tables get an LPIPS column if so."""
     try:
@@ -401,7 +502,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--testdata", type=Path, default=DEFAULT_TESTDATA, help="folder with manifest.json")
     ap.add_argument("--engines", default=None,
                     help="comma-separated engines or engine:method (default: every engine that needs no weights)")
-    ap.add_argument("--tasks", default="remove,harmonize", help="remove, harmonize or both")
+    ap.add_argument("--tasks", default="remove,harmonize", help="remove, harmonize, insert (comma-separated)")
+    ap.add_argument("--model", default=None, help="model of every torch engine named in --engines (e.g. tiny: a "
+                                                  "smoke run of the pipeline, not a quality claim)")
+    ap.add_argument("--model-dir", type=Path, default=None,
+                    help="folder of the learned metrics' models (clip/, dinov2/, vgg16/), e.g. tiny ones")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="engine option for every engine that has it, e.g. --opt strength=1.0 (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
@@ -421,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.testdata / "manifest.json").exists():
         print(f"(no test data at {args.testdata}: scikit-image photos only)", file=sys.stderr)
     tasks = {t.strip() for t in args.tasks.split(",")}
-    models = Models(vgg=args.vgg)
+    models = Models(vgg=args.vgg, model_dir=args.model_dir)
     lpips = lpips_available(models)
     with tempfile.TemporaryDirectory(prefix="diffcompose-quality-") as tmp:
         if args.work_dir is None:
@@ -431,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_removal(args, wanted, models, lpips)
         if "harmonize" in tasks:
             bench_harmonization(args, wanted, models, lpips)
+        if "insert" in tasks:
+            bench_insertion(args, wanted, models)
     return 0
 
 

@@ -28,7 +28,7 @@ from diffcompose.methods.engine import Engine, check_margin, finish
 from diffcompose.methods.manager import default_manager
 from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import options_for, resolve_engine
-from diffcompose.methods.tasks import prepare, split_inputs
+from diffcompose.methods.tasks import get_task, prepare, split_inputs
 from diffcompose.progress import CancelToken, ProgressCallback, RunContext
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _run(task: str, inputs: dict[str, Any] | None, values: dict[str, Any], *, fr
     job = prepare(task, {**(inputs or {}), **given}, max_pixels)
     check_margin(margin, paste_back)
     seed = check_seed(seed)
-    name, why = resolve_engine(engine, task)
+    name, why = resolve_engine(engine, task, get_task(task).given_opt_in(job.arrays))
     opts = build_options(options_for(name, task), options, engine=name, task=task, from_text=from_text)
     model = _model_name(model)
     # Say which engine "auto" picked (after validation, so bad input still ends in one line).
@@ -146,7 +146,9 @@ def paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, reference_m
     """Fill ``mask`` (white) with an object that looks like ``reference``, harmonised with the scene.
 
     ``reference_mask`` (white = the object in the reference) turns the reference's background
-    white. Returns one image, or a list when ``num_images`` > 1.
+    white. ``sketch=`` (white strokes on black, the image's size; only engines that take one,
+    e.g. ``engine="pbsketch"``, which ``auto`` then picks) gives the lines the fill follows.
+    Returns one image, or a list when ``num_images`` > 1.
     """
     inputs = {"image": image, "mask": mask, "reference": reference, "reference_mask": reference_mask}
     return run("paint", inputs, **kw)
@@ -189,7 +191,8 @@ def insert(image: ImageLike, mask: MaskLike | None = None, reference: ImageLike 
 
     ``reference_mask`` (white = the object in the reference; default its alpha) cuts the
     object out (some engines need it). ``shape_mask`` (scene-sized, inside the region's box)
-    is the shape the object should take. Returns one image, or a list when ``num_images`` > 1.
+    is the shape the object should take; ``sketch=`` (as :func:`paint`'s) its lines. Returns one
+    image, or a list when ``num_images`` > 1.
     """
     inputs = {"image": image, "mask": mask, "box": box, "reference": reference, "reference_mask": reference_mask,
               "shape_mask": shape_mask}

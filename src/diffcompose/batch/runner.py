@@ -226,7 +226,10 @@ def run_item(item: Item, out_dir: Path, *, device: str | None, dtype: str | None
         from diffcompose.api import run
         from diffcompose.methods.registry import resolve_engine
 
-        engine, _ = resolve_engine(item.engine, item.task or "")
+        from diffcompose.methods.tasks import get_task
+
+        given = get_task(item.task).given_opt_in(item.inputs) if item.task else ()
+        engine, _ = resolve_engine(item.engine, item.task or "", given)
         result = run(item.task or "", dict(item.inputs), engine=engine, device=device, dtype=dtype,
                      model=item.model, seed=item.seed, cancel=cancel, max_pixels=max_pixels, **item.options)
         images = result if isinstance(result, list) else [result]

@@ -38,7 +38,7 @@ def run_train(args: argparse.Namespace) -> None:
     from diffcompose.progress import TqdmBar
 
     trainer: Trainer = get_engine_info(args.kind).trainer
-    cfg = configured(args, load_target(trainer.config))
+    cfg = configured(args, load_target(trainer.config), tuple(key for key, _ in trainer.flags))
     if getattr(args, "export", None) is not None:
         from diffcompose.outdir import MODEL, check_out_dir
 
@@ -69,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         t = info.trainer
         q = kinds.add_parser(info.name, help=t.help, description=t.description)
         add_run_flags(q, t.example)
+        for key, help in t.flags:  # the trainer's own config keys on the command line
+            q.add_argument("--" + key.replace("_", "-"), default=None, help=help)
         if t.export is not None:
             _add_export(q, info.name, list(info.tasks))
         q.set_defaults(func=run_train)

@@ -31,9 +31,9 @@ from diffcompose.errors import PASS_MODEL, InputError, named
 from diffcompose.inputs import DEFAULT_MAX_PIXELS, dilate_mask, to_pil
 from diffcompose.methods.options import build_options, check_seed
 from diffcompose.methods.registry import (
-    NO_DEFAULT_MODEL, EngineInfo, all_engines, get_engine_info, load_target, options_for,
+    NO_DEFAULT_MODEL, EngineInfo, all_engines, check_takes, get_engine_info, load_target, options_for,
 )
-from diffcompose.methods.tasks import Job, prepare, split_inputs
+from diffcompose.methods.tasks import Job, get_task, prepare, split_inputs
 from diffcompose.progress import CancelToken, ProgressCallback, ProgressEvent, RunContext
 from diffcompose.regions import Window, WindowPolicy, paste_back as restore_outside
 
@@ -158,6 +158,9 @@ class Engine:
             heads = [info.name for info in all_engines() if info.predicts_mask]
             raise InputError(f"engine '{self.name}' predicts no object mask; --mask-output needs an engine with a "
                              f"mask head ({', '.join(heads) or 'none is registered'})")
+        spec = get_task(job.task)
+        check_takes(self.name, job.task, spec.given_opt_in(job.arrays))
+        ignored = set(spec.opt_in) - set(self.info.takes.get(job.task, ()))  # not given (checked): not passed
         job = self.read(job)
         with self.lock:
             self.load()
@@ -169,6 +172,8 @@ class Engine:
             args = {}
             for key, value in job.arrays.items():
                 kind = job.kinds.get(key)
+                if key in ignored:
+                    continue
                 if value is None or kind is None:
                     args[key] = value
                 elif kind == "image":

@@ -17,7 +17,7 @@ import dataclasses
 import importlib
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from diffcompose.errors import InputError, MissingExtraError
 from diffcompose.methods.tasks import TASK_SPECS
@@ -79,6 +79,9 @@ class Trainer:
     help: str
     description: str
     export: str | None = None
+    #: ``(config key, help)`` pairs: more keys the command line may set (``--few-shot DIR`` sets
+    #: ``few_shot``), applied like the run-folder overrides before the config is checked again.
+    flags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,9 @@ class EngineInfo:
     ``predicts_mask``: its ``inpaint`` also predicts the object's mask (``--mask-output``).
     ``demo``: ``"module:function"`` returning the engine's :class:`diffcompose.demo.Step` list
     for a testdata folder (what ``diffcompose demo`` runs: declare one only for an engine that
-    needs no weights). ``converter``, ``trainer`` and ``contract``: see their classes.
+    needs no weights). ``takes``: task -> the opt-in inputs of that task
+    (:attr:`~.tasks.InputSpec.opt_in`, e.g. a sketch) the engine uses; it refuses the others.
+    ``converter``, ``trainer`` and ``contract``: see their classes.
     """
 
     name: str
@@ -135,6 +140,7 @@ class EngineInfo:
     model_classes: tuple[str, ...] = ()
     predicts_mask: bool = False
     demo: str | None = None
+    takes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     converter: Converter | None = None
     trainer: Trainer | None = None
     contract: ContractFacts = field(default_factory=ContractFacts)
@@ -145,6 +151,12 @@ class EngineInfo:
                 raise ValueError(f"unknown task {task!r}")
             if not dataclasses.is_dataclass(options):
                 raise TypeError(f"options of {self.name} {task} must be a dataclass")
+        for task, inputs in self.takes.items():
+            if task not in self.tasks:
+                raise ValueError(f"{self.name} takes inputs of {task!r}, a task it does not serve")
+            unknown = set(inputs) - set(TASK_SPECS[task].opt_in)
+            if unknown:
+                raise ValueError(f"{self.name}: {sorted(unknown)} are not opt-in inputs of {task}")
         # A misspelt target fails at registration, not when a user first runs the command.
         targets = [self.target, self.tiny, self.demo]
         if self.converter is not None:
@@ -220,16 +232,37 @@ def options_for(engine: str, task: str) -> type:
     return info.tasks[task]
 
 
-def resolve_engine(name: str, task: str) -> tuple[str, str]:
-    """``(engine, why)``: ``name`` itself, or for ``auto`` the first engine by priority that suits this machine."""
+def check_takes(engine: str, task: str, given: Iterable[str]) -> None:
+    """One line when ``engine`` does not take one of the opt-in inputs ``given`` for ``task``
+    (it would ignore what the user drew), naming the engines that do."""
+    takes = get_engine_info(engine).takes.get(task, ())
+    refused = [k for k in given if k not in takes]
+    if refused:
+        others = [e for e in engines_for(task) if refused[0] in _ENGINES[e].takes.get(task, ())]
+        raise InputError(f"engine '{engine}' takes no {refused[0].replace('_', ' ')} for {task}; "
+                         f"engines that do: {', '.join(others) or 'none'}")
+
+
+def resolve_engine(name: str, task: str, given: Iterable[str] = ()) -> tuple[str, str]:
+    """``(engine, why)``: ``name`` itself, or for ``auto`` the first engine by priority that suits this machine.
+
+    ``given``: the opt-in inputs of the request; ``auto`` chooses among the engines that take them all.
+    """
+    given = tuple(given)
     available = engines_for(task)
     if not available:
         raise InputError(f"no engine implements '{task}'")
     if name != "auto":
         options_for(name, task)
+        check_takes(name, task, given)
         return name, "chosen with --engine"
+    if given:
+        available = [e for e in available if set(given) <= set(_ENGINES[e].takes.get(task, ()))]
+        if not available:
+            raise InputError(f"no engine for {task} takes {' and '.join(g.replace('_', ' ') for g in given)}")
     if len(available) == 1:
-        return available[0], f"the only engine for {task}"
+        taking = f" taking {' and '.join(g.replace('_', ' ') for g in given)}" if given else ""
+        return available[0], f"the only engine for {task}{taking}"
     ranked = sorted((_ENGINES[e] for e in available), key=lambda i: -i.priority)  # stable: ties keep order
     from diffcompose.models.device import accelerator_available
 

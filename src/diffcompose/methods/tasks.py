@@ -79,6 +79,12 @@ class InputSpec:
     the keyword). ``cli`` is an upper-case metavar for a positional argument (``IMAGE``) or
     the flag (default ``--`` + the keyword with dashes); ``field`` is the HTTP name (default:
     the keyword). Defaults are ``prepare``'s own (not repeated here).
+
+    ``opt_in``: an optional input that only some engines use (a sketch that shapes the fill).
+    An engine takes it only when its registration lists it (``EngineInfo.takes``); every
+    other engine refuses it in one line rather than silently ignore what the user drew,
+    ``auto`` picks among the engines that take it, and an engine that does not take it
+    never sees the keyword.
     """
 
     keyword: str
@@ -89,10 +95,13 @@ class InputSpec:
     cli: str = ""
     field: str = ""
     choices: tuple[str, ...] = ()
+    opt_in: bool = False
 
     def __post_init__(self) -> None:
         if (self.kind == "choice") != bool(self.choices):
             raise ValueError(f"input {self.keyword}: a choice input, and only one, lists its choices")
+        if self.opt_in and self.required:
+            raise ValueError(f"input {self.keyword}: an opt-in input is optional")
 
     @property
     def flag(self) -> str:
@@ -208,6 +217,15 @@ class TaskSpec:
 
     def param(self, keyword: str) -> InputSpec:
         return next(p for p in self.params if p.keyword == keyword)
+
+    @property
+    def opt_in(self) -> tuple[str, ...]:
+        """The keywords of its opt-in inputs (:attr:`InputSpec.opt_in`)."""
+        return tuple(p.keyword for p in self.params if p.opt_in)
+
+    def given_opt_in(self, values: dict[str, Any]) -> tuple[str, ...]:
+        """The opt-in inputs given (not ``None``) in ``values`` (inputs by keyword, or a job's arrays)."""
+        return tuple(k for k in self.opt_in if values.get(k) is not None)
 
     def defaults(self) -> dict[str, Any]:
         """``prepare``'s default of each optional input (what the CLI passes when a flag is not given)."""
@@ -389,15 +407,26 @@ def prepare_segment(image: ImageLike, box: Box | str | tuple[int, int, int, int]
 
 
 def prepare_paint(image: ImageLike, mask: MaskLike, reference: ImageLike, *, reference_mask: MaskLike | None = None,
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+                  sketch: ImageLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+    """``sketch`` (opt-in): white strokes on black, IMAGE's size, the shape the fill should follow."""
     img, m = _image_and_mask(image, mask, max_pixels, "painting")
     ref = load_image(reference, "reference", max_pixels)
     ref_mask = None
     if reference_mask is not None:
         ref_mask = load_mask(reference_mask, (ref.shape[1], ref.shape[0]), name="reference mask",
                              max_pixels=max_pixels)
-    arrays = {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask}
-    return Job("paint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m)
+    strokes = _load_sketch(sketch, img, max_pixels)
+    arrays = {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask, "sketch": strokes}
+    return Job("paint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask", "sketch": "soft"}, m)
+
+
+def _load_sketch(sketch: ImageLike | None, image: np.ndarray, max_pixels: int | None) -> np.ndarray | None:
+    """A sketch as a float32 (H, W) map in 0..1 of the image's size (white = stroke), or ``None``.
+
+    It is cut to the window as a condition map (``soft``: 1-px strokes survive a shrink)."""
+    if sketch is None:
+        return None
+    return _load_condition(sketch, (image.shape[1], image.shape[0]), "sketch", max_pixels)
 
 
 def _mask_or_box(mask: MaskLike | None, box: Box | str | tuple[int, int, int, int] | None, size: tuple[int, int],
@@ -473,14 +502,16 @@ def insert_readings(reference: ImageLike, mask: MaskLike | None, reference_mask:
 
 def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference: ImageLike | None,
                    box: Box | str | tuple[int, int, int, int] | None = None, reference_mask: MaskLike | None = None,
-                   shape_mask: MaskLike | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+                   shape_mask: MaskLike | None = None, sketch: ImageLike | None = None,
+                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
     """Insert the object of ``reference`` into the target region of the scene ``image``.
 
     The region is ``mask`` (white) or ``box`` (exactly one). ``reference_mask`` cuts the object
     out of the reference (default: the reference's own alpha, else nothing; AnyDoor refuses
     to run without one). ``shape_mask`` (optional, scene-sized) is the object's wanted shape
     (shape control); it must lie inside the region's bounding box. The original pixels come
-    back outside ``mask | shape_mask`` (and the engine's band and seam).
+    back outside ``mask | shape_mask`` (and the engine's band and seam). ``sketch`` (opt-in,
+    scene-sized, white strokes on black) is the object's outline and inner lines.
     """
     if reference is None:
         raise InputError(f"insert needs {_n('insert', 'reference')}: a photo of the object to insert")
@@ -502,8 +533,9 @@ def prepare_insert(image: ImageLike, mask: MaskLike | None = None, *, reference:
     ref = load_image(reference, "reference", max_pixels)
     ref_mask = _reference_object(reference, ref, reference_mask, max_pixels)
     paste = m if shape is None else m | shape
-    arrays = {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask, "shape_mask": shape}
-    kinds: dict[str, Kind] = {"image": "image", "mask": "mask", "shape_mask": "mask"}
+    arrays = {"image": img, "mask": m, "reference": ref, "reference_mask": ref_mask, "shape_mask": shape,
+              "sketch": _load_sketch(sketch, img, max_pixels)}
+    kinds: dict[str, Kind] = {"image": "image", "mask": "mask", "shape_mask": "mask", "sketch": "soft"}
     readings = insert_readings(reference, mask, reference_mask, shape_mask, max_pixels)
     return Job("insert", img, arrays, mask_to_box(paste), kinds, paste, readings=readings)
 
@@ -552,6 +584,7 @@ _REGION = "white = the region to change"
 _OBJECT = "white = the object"
 _REFERENCE = "a photo of the object to paint in"
 _PROMPT = "text describing what to paint"
+_SKETCH = "white strokes on black, the image's size: the lines the fill should follow (only some engines take one)"
 
 TASK_SPECS: dict[str, TaskSpec] = {}
 
@@ -642,6 +675,9 @@ for _spec in (
         InputSpec("reference", "image", True, "photo of the object to paint in", _REFERENCE),
         InputSpec("reference_mask", "mask", False,
                   "white = the object in the reference (its background is turned white)", _OBJECT),
+        InputSpec("sketch", "image", False, "white strokes on black, IMAGE's size: the lines the fill should follow "
+                                            "inside the mask (engines that take one: see --engine)", _SKETCH,
+                  opt_in=True),
     ), prepare_paint, "fill a region with an object like a reference photo", output="images",
         cli_help="fill a masked region with an object like a reference photo",
         description="Fill the white region of --mask in IMAGE with an object that looks like --reference, "
@@ -667,6 +703,9 @@ for _spec in (
                   "white = the object in the reference (default: its alpha, if any; some engines need one)", _OBJECT),
         InputSpec("shape_mask", "mask", False,
                   "scene-sized mask of the shape the object should take, inside the region (shape control)", _OBJECT),
+        InputSpec("sketch", "image", False, "white strokes on black, SCENE's size: the object's outline and lines "
+                                            "inside the region (engines that take one: see --engine)", _SKETCH,
+                  opt_in=True),
     ), prepare_insert, "insert the object of a reference photo into a target region", output="images",
         one_of=(one_of("mask", "box"),),
         cli_help="insert the object of a reference photo into a region",

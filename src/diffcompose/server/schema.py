@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from diffcompose.errors import InputError
-from diffcompose.methods import all_engines, engines_for
+from diffcompose.methods import all_engines, engines_for, get_engine_info
 from diffcompose.methods.options import OptionRangeError, default_of, field_types, unwrap_optional
 from diffcompose.methods.tasks import TASK_SPECS, InputSpec, get_task
 
@@ -33,7 +33,13 @@ def input_kind(param: InputSpec) -> str:
 def task_inputs(task: str) -> list[dict[str, Any]]:
     """Inputs of ``task`` in the order of its spec."""
     return [{"name": p.field_name, "keyword": p.keyword, "kind": input_kind(p), "required": p.required,
-             "help": p.about} for p in get_task(task).params]
+             "help": p.about, **({"engines": _taking(task, p.keyword)} if p.opt_in else {})}
+            for p in get_task(task).params]
+
+
+def _taking(task: str, keyword: str) -> list[str]:
+    """The engines that take the opt-in input ``keyword`` of ``task`` (the others refuse it)."""
+    return [e for e in engines_for(task) if keyword in get_engine_info(e).takes.get(task, ())]
 
 
 def file_fields() -> tuple[str, ...]:

@@ -71,10 +71,11 @@ def build_submission(req: dict[str, Any], files: dict[str, bytes], *, max_pixels
     engine_name = req.get("engine", "auto")
     if not isinstance(engine_name, str):
         raise InputError(f"engine must be a name (see /api/engines), got {engine_name!r}", field="engine")
+    opt_in = [i["keyword"] for i in inputs if i["keyword"] in TASK_SPECS[task].opt_in and i["name"] in files]
     with blame("engine"):
         if engine_name != "auto":
             get_engine_info(engine_name)  # unknown engine: its own message
-        engine, _why = resolve_engine(engine_name, task)
+        engine, _why = resolve_engine(engine_name, task, opt_in)
         info = get_engine_info(engine)
         info.check_installed()
     seed = check_seed(req.get("seed", 0))

@@ -28,10 +28,10 @@ def add_run_flags(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--resume", default=None, help="'latest' or a checkpoint directory (overrides train.resume)")
 
 
-def configured(args: argparse.Namespace, load_config: Callable[[Path], Any]) -> Any:
-    """The config of ``--config`` with the command line's overrides, checked again."""
+def configured(args: argparse.Namespace, load_config: Callable[[Path], Any], extra: tuple[str, ...] = ()) -> Any:
+    """The config of ``--config`` with the command line's overrides (and a trainer's ``extra`` keys), checked again."""
     cfg = load_config(args.config)
-    for key in OVERRIDES:
+    for key in OVERRIDES + tuple(extra):
         if getattr(args, key, None) is not None:
             setattr(cfg, key, getattr(args, key))
     cfg.__post_init__()

@@ -61,7 +61,7 @@ NO_WEIGHTS = ("no AnyDoor weights in diffusers layout are published: convert the
 _PATTERNS = ["model_index.json", "*/config.json", "scheduler/scheduler_config.json", "*/*.safetensors"]
 
 
-def public_ddim_timesteps(steps: int, train_steps: int = 1000) -> np.ndarray:
+def public_ddim_timesteps(steps: int, train_steps: int = 1000, what: str = "AnyDoor") -> np.ndarray:
     """The public DDIM sampler's timesteps in sampling order (``make_ddim_timesteps``, ``uniform``):
     every ``train_steps // steps``-th training step from 0, plus one. When ``steps`` does not
     divide ``train_steps`` that is more steps than asked: 30 gives 31, from 991 (diffusers'
@@ -72,7 +72,7 @@ def public_ddim_timesteps(steps: int, train_steps: int = 1000) -> np.ndarray:
     if ts[0] >= train_steps:  # e.g. 27 steps: stride 37, 37 * 27 = 999, plus one = 1000
         ok = [n for n in (steps - 1, steps + 1, steps - 2, steps + 2)
               if n >= 1 and _public_steps(n, train_steps)[0] < train_steps]
-        raise InputError(f"AnyDoor's DDIM schedule has no {steps}-step form: it would start at t={train_steps}, "
+        raise InputError(f"{what}'s DDIM schedule has no {steps}-step form: it would start at t={train_steps}, "
                          f"past the model's {train_steps} training steps (the public sampler fails there too); "
                          f"use --steps {ok[0]}")
     return ts
@@ -83,14 +83,14 @@ def _public_steps(steps: int, train_steps: int) -> np.ndarray:
     return np.arange(0, train_steps, stride)[::-1] + 1
 
 
-def public_ddim(config: dict, steps: int, device: torch.device | str = "cpu"):
+def public_ddim(config: dict, steps: int, device: torch.device | str = "cpu", what: str = "AnyDoor"):
     """A DDIM scheduler running :func:`public_ddim_timesteps`. Its ``num_inference_steps`` stays
     ``steps``, so each step's previous timestep is ``t - train_steps // steps``: the public
     sampler's previous DDIM timestep; the last step goes to ``alphas_cumprod[0]`` (the converted
     config's ``set_alpha_to_one=False``), as the public ``ddim_alphas_prev``."""
     sched = make_scheduler("ddim", config)
     sched.set_timesteps(steps, device=device)
-    ts = public_ddim_timesteps(steps, int(sched.config.num_train_timesteps))
+    ts = public_ddim_timesteps(steps, int(sched.config.num_train_timesteps), what)
     sched.timesteps = torch.from_numpy(ts.copy()).to(device)
     return sched
 

@@ -74,9 +74,11 @@ def masked_condition(image: torch.Tensor, hole: torch.Tensor, latent_size: tuple
     return image * keep, keep_latent
 
 
-def unet_input(z_t: torch.Tensor, z_masked: torch.Tensor, keep_latent: torch.Tensor) -> torch.Tensor:
-    """The 9-channel UNet input ``[z_t, z_masked, mask_keep]`` (not SD inpainting's order)."""
-    return torch.cat([z_t, z_masked, keep_latent], dim=1)
+def unet_input(z_t: torch.Tensor, z_masked: torch.Tensor, keep_latent: torch.Tensor,
+               *extra: torch.Tensor) -> torch.Tensor:
+    """The 9-channel UNet input ``[z_t, z_masked, mask_keep]`` (not SD inpainting's order), then
+    any ``extra`` channels of a model that extends it (Paint-by-Sketch's sketch)."""
+    return torch.cat([z_t, z_masked, keep_latent, *extra], dim=1)
 
 
 def locate_pbe(name: str) -> Path:
@@ -101,14 +103,18 @@ def scheduler_config(root: Path) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 
-def load_pbe(root: Path, device: torch.device, dtype: torch.dtype) -> PbEComponents:
-    """UNet, VAE and exemplar encoder of ``root`` (through the shared loader), checked to fit."""
+def load_pbe(root: Path, device: torch.device, dtype: torch.dtype, *, in_channels: int = IN_CHANNELS,
+             what: str = "a Paint-by-Example model", ways_out: str = WAYS_OUT) -> PbEComponents:
+    """UNet, VAE and exemplar encoder of ``root`` (through the shared loader), checked to fit.
+
+    ``in_channels``: what the UNet must take (a model that extends Paint-by-Example's input,
+    Paint-by-Sketch's 12, says so with ``what`` and its own ``ways_out``)."""
     unet = load_component(root, "unet", device, dtype)
     vae = load_component(root, "vae", device, dtype)
     encoder = load_component(root, "image_encoder", device, dtype, cls=ExemplarEncoder)
-    if unet.config.in_channels != IN_CHANNELS:
-        raise WeightsMissingError(f"{root} is not a Paint-by-Example model: its UNet takes "
-                                  f"{unet.config.in_channels} input channels, not {IN_CHANNELS}{WAYS_OUT}")
+    if unet.config.in_channels != in_channels:
+        raise WeightsMissingError(f"{root} is not {what}: its UNet takes "
+                                  f"{unet.config.in_channels} input channels, not {in_channels}{ways_out}")
     if unet.config.cross_attention_dim != encoder.proj_size:
         raise WeightsMissingError(f"{root}: the image encoder gives {encoder.proj_size}-d context, the UNet "
                                   f"expects {unet.config.cross_attention_dim}")

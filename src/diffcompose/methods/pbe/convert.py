@@ -246,8 +246,14 @@ def strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
                          f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
 
 
-def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False) -> Path:
-    """Write ``out_dir`` (unet/, vae/, image_encoder/, scheduler/, model_index.json) from ``checkpoint``."""
+def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False,
+                in_channels: int = 9, what: str = "Paint-by-Example", tool: str = "convert pbe",
+                tokens: str = "pooled") -> Path:
+    """Write ``out_dir`` (unet/, vae/, image_encoder/, scheduler/, model_index.json) from ``checkpoint``.
+
+    ``in_channels``: the UNet input of a model that extends Paint-by-Example's (Paint-by-Sketch:
+    12; its keys are otherwise the same), named ``what`` in messages and ``tool`` on the folder.
+    ``tokens``: what the image encoder's mapper reads (ObjectStitch: ``"patches"``, same keys)."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPVisionConfig
@@ -262,8 +268,13 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     state = load_checkpoint(Path(checkpoint))
     for prefix in (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, MAPPER_PREFIX):
         if not any(k.startswith(prefix) for k in state):
-            raise InputError(f"{checkpoint} is not a Paint-by-Example checkpoint: no '{prefix}*' weights")
+            raise InputError(f"{checkpoint} is not a {what} checkpoint: no '{prefix}*' weights")
     cfg = _configs(like)
+    if like is None:
+        cfg["unet"] = {**cfg["unet"], "in_channels": in_channels}
+    elif cfg["unet"].get("in_channels") != in_channels:
+        raise InputError(f"--like {like}: its UNet takes {cfg['unet'].get('in_channels')} input channels, a {what} "
+                         f"UNet {in_channels}")
 
     unet = UNet2DConditionModel(**cfg["unet"])
     strict_load(unet, convert_ldm_unet_checkpoint(state, dict(unet.config)), "UNet")
@@ -271,11 +282,11 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     strict_load(vae, convert_ldm_vae_checkpoint(state, dict(vae.config)), "VAE")
     enc_state = convert_encoder_state(state)
     mapper_layers = len({k.split(".")[2] for k in enc_state if k.startswith("mapper.blocks.")})
-    vision = {k: v for k, v in cfg["image_encoder"].items() if k not in ("mapper_layers", "architectures")}
-    encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers)
+    vision = {k: v for k, v in cfg["image_encoder"].items() if k not in ("mapper_layers", "architectures", "token_mode")}
+    encoder = ExemplarEncoder(CLIPVisionConfig(**vision), mapper_layers, tokens)
     strict_load(encoder, enc_state, "image encoder")
 
-    with building(out_dir, "convert pbe") as tmp:
+    with building(out_dir, tool) as tmp:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         encoder.save_pretrained(tmp / "image_encoder")

@@ -97,11 +97,20 @@ def default_mapper_layers(config: CLIPVisionConfig) -> int:
     return max(1, (config.num_hidden_layers + 1) // 5)
 
 
-class ExemplarEncoder(nn.Module):
-    """Reference pixels (CLIP-normalised, 224x224) -> ``(B, 1, proj_size)`` context."""
+#: What the mapper reads: CLIP's pooled CLS feature, one token (Paint-by-Example), or every
+#: token of the last layer after CLIP's post-layernorm, CLS and patches (ObjectStitch's
+#: content adaptor: 257 tokens for ViT-L/14 at 224). The weights are the same families.
+TOKEN_MODES = ("pooled", "patches")
 
-    def __init__(self, config: CLIPVisionConfig, mapper_layers: int | None = None) -> None:
+
+class ExemplarEncoder(nn.Module):
+    """Reference pixels (CLIP-normalised, 224x224) -> ``(B, T, proj_size)`` context (T = 1 when pooled)."""
+
+    def __init__(self, config: CLIPVisionConfig, mapper_layers: int | None = None, tokens: str = "pooled") -> None:
         super().__init__()
+        if tokens not in TOKEN_MODES:
+            raise ValueError(f"token mode must be one of {TOKEN_MODES}, got {tokens!r}")
+        self.tokens = tokens
         self.config = config
         width = config.hidden_size
         self.proj_size = int(getattr(config, "projection_dim", 768))
@@ -116,11 +125,17 @@ class ExemplarEncoder(nn.Module):
         return int(self.config.image_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pooled = self.model(pixel_values=pixel_values).pooler_output  # (B, width), post-layernorm CLS
-        return self.proj_out(self.final_layer_norm(self.mapper(pooled[:, None])))
+        out = self.model(pixel_values=pixel_values)
+        if self.tokens == "patches":  # every token, through CLIP's post-layernorm
+            tower = getattr(self.model, "vision_model", self.model)  # transformers 4 wraps it, 5 does not
+            x = tower.post_layernorm(out.last_hidden_state)
+        else:
+            x = out.pooler_output[:, None]  # (B, 1, width), post-layernorm CLS
+        return self.proj_out(self.final_layer_norm(self.mapper(x)))
 
-    def uncond(self, batch: int) -> torch.Tensor:
-        return self.uncond_vector.expand(batch, -1, -1)
+    def uncond(self, batch: int, tokens: int = 1) -> torch.Tensor:
+        """The learned unconditional context, repeated over ``tokens`` positions (ObjectStitch: as many as the condition)."""
+        return self.uncond_vector.expand(batch, tokens, -1)
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, directory: str | Path) -> None:
@@ -131,6 +146,8 @@ class ExemplarEncoder(nn.Module):
         cfg = self.config.to_dict()
         cfg["architectures"] = ["PaintByExampleImageEncoder"]
         cfg["mapper_layers"] = len(self.mapper.blocks)
+        if self.tokens != "pooled":  # Paint-by-Example's files stay as published
+            cfg["token_mode"] = self.tokens
         (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(out / WEIGHTS_NAME))
@@ -145,13 +162,14 @@ class ExemplarEncoder(nn.Module):
             raise WeightsMissingError(f"image encoder config not found: {cfg_path}")
         raw = read_json(cfg_path, "image encoder config")
         mapper_layers = raw.pop("mapper_layers", None)
+        tokens = raw.pop("token_mode", "pooled")
         config = CLIPVisionConfig.from_dict(raw)
         state = load_state_file(root, "image encoder")
         if mapper_layers is None:  # published configs do not store it: count the blocks
             blocks = {k.split(".")[2] for k in state if k.startswith("mapper.blocks.")}
             mapper_layers = len(blocks) or None
         with torch.device("meta"):
-            enc = cls(config, mapper_layers)
+            enc = cls(config, mapper_layers, tokens)
         state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
         missing, unexpected = enc.load_state_dict(state, strict=False, assign=True)
         missing = [k for k in missing if not k.endswith("position_ids")]

@@ -13,6 +13,7 @@ posterior sample of the masked image, then whatever the scheduler draws (eta > 0
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,11 @@ from diffcompose.progress import RunContext
 from diffcompose.regions import WindowPolicy
 
 log = logging.getLogger(__name__)
+
+#: ``extra(call, calls, batch) -> channels``: the extra UNet input channels (latent-sized, ``batch`` rows:
+#: the guided batch when guided) for the model's ``call``-th of ``calls`` evaluations in the run. The
+#: denoising loop calls the model once per scheduler timestep, so ``call`` is the loop's step index.
+ExtraChannels = Callable[[int, int, int], torch.Tensor]
 
 #: Guidance at every scale but exactly 1, as the original's ``scripts/inference.py`` (``scale != 1``).
 GUIDE_BELOW_ONE = True
@@ -61,30 +67,35 @@ class PaintByExampleEngine(DiffusionEngine):
     @torch.no_grad()
     def _paint(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,
                reference_mask: np.ndarray | None, options: PaintOptions, ctx: RunContext,
-               task: str = "paint") -> list[np.ndarray]:
+               task: str = "paint", extra: ExtraChannels | None = None) -> list[np.ndarray]:
+        """``extra``: more UNet input channels after the 9 (a model that extends the input, such as
+        Paint-by-Sketch), asked for at each model call (see :data:`ExtraChannels`)."""
         c, dev, dt = self.c, self.device, self.dtype
         n = options.num_images
         generator = make_generator(ctx.seed)
-        ref = prepare_reference(reference, reference_mask, size=c.encoder.image_size, mode=options.reference_preprocess)
         guided = is_guided(options.guidance_scale, below_one=GUIDE_BELOW_ONE)
-        cond = c.encoder(torch.from_numpy(ref)[None].to(dev, dt)).expand(n, -1, -1)
-        context = torch.cat([c.encoder.uncond(n).to(dt), cond]) if guided else cond
+        cond = c.encoder(torch.from_numpy(self._reference_input(reference, reference_mask, options))[None].to(dev, dt))
+        cond = cond.expand(n, -1, -1)
+        context = torch.cat([c.encoder.uncond(n, cond.shape[1]).to(dt), cond]) if guided else cond
 
-        sched = make_scheduler(options.scheduler, c.scheduler_config)
-        sched.set_timesteps(options.steps, device=dev)
+        sched = self._scheduler(options)
         stride = codec.vae_stride(c.vae)
         h, w = image.shape[0] // stride, image.shape[1] // stride
         latents = initial_noise(c.vae, n, h, w, generator).to(dev, dt) * sched.init_noise_sigma
 
         pixels, hole = codec.images_to_tensor(image, dev, dt), codec.mask_to_tensor(mask, dev, dt)
-        masked, keep_latent = masked_condition(pixels, hole, (h, w), options.latent_mask)
+        masked, keep_latent = masked_condition(pixels, hole, (h, w), self._latent_mask(options))
         z_masked = codec.encode(c.vae, masked, generator).expand(n, -1, -1, -1)
         keep_latent = keep_latent.expand(n, -1, -1, -1)
         if guided:
             z_masked, keep_latent = torch.cat([z_masked, z_masked]), torch.cat([keep_latent, keep_latent])
 
+        calls = len(sched.timesteps)
+        count = iter(range(calls))
+
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return c.unet(unet_input(x, z_masked, keep_latent), t, encoder_hidden_states=context).sample
+            more = () if extra is None else (extra(next(count), calls, x.shape[0]),)
+            return c.unet(unet_input(x, z_masked, keep_latent, *more), t, encoder_hidden_states=context).sample
 
         log.info("painting %dx%d, %d steps (%s)", image.shape[1], image.shape[0], options.steps, options.scheduler)
         latents = denoise(model, sched, latents, guidance_scale=options.guidance_scale, generator=generator,
@@ -92,6 +103,22 @@ class PaintByExampleEngine(DiffusionEngine):
                           progress=ctx.progress(task, len(sched.timesteps)),
                           preview=lambda z: codec.tensor_to_images(codec.decode(c.vae, z[:1]))[0])
         return codec.tensor_to_images(codec.decode(c.vae, latents).clamp(-1, 1))
+
+    # Hooks: what an engine on this sampler with another exemplar encoder (ObjectStitch) changes.
+    def _reference_input(self, reference: np.ndarray, reference_mask: np.ndarray | None,
+                         options: PaintOptions) -> np.ndarray:
+        """The encoder's float32 ``(3, S, S)`` input for the reference photo."""
+        return prepare_reference(reference, reference_mask, size=self.c.encoder.image_size,
+                                 mode=options.reference_preprocess)
+
+    def _latent_mask(self, options: PaintOptions) -> str:
+        return options.latent_mask
+
+    def _scheduler(self, options: PaintOptions):
+        """The sampler with its timesteps set."""
+        sched = make_scheduler(options.scheduler, self.c.scheduler_config)
+        sched.set_timesteps(options.steps, device=self.device)
+        return sched
 
     def _insert(self, *, image: np.ndarray, mask: np.ndarray, reference: np.ndarray,
                 reference_mask: np.ndarray | None, shape_mask: np.ndarray | None, options: PaintOptions,

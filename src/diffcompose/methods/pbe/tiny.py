@@ -31,10 +31,13 @@ def model_index() -> dict[str, Any]:
             "feature_extractor": [None, None], "requires_safety_checker": False}
 
 
-def write_tiny_pbe(path: str | os.PathLike, *, seed: int = 0, sd_scale: bool = False) -> Path:
+def write_tiny_pbe(path: str | os.PathLike, *, seed: int = 0, sd_scale: bool = False, in_channels: int = 9,
+                   tokens: str = "pooled") -> Path:
     """Write a tiny random PbE directory (``unet/`` 9 channels, ``vae/``, ``image_encoder/``, ``scheduler/``).
 
     ``sd_scale=True`` uses SD1.x widths for the UNet (320..1280, 768-d context) for speed comparisons.
+    ``in_channels``: a model that extends the UNet input (Paint-by-Sketch: 12). ``tokens``: what
+    the exemplar encoder's mapper reads (``"patches"``: ObjectStitch's every CLIP token).
     """
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPVisionConfig
@@ -43,7 +46,7 @@ def write_tiny_pbe(path: str | os.PathLike, *, seed: int = 0, sd_scale: bool = F
 
     root = Path(path)
     root.mkdir(parents=True, exist_ok=False)
-    unet_kw: dict[str, Any] = dict(in_channels=9)
+    unet_kw: dict[str, Any] = dict(in_channels=in_channels)
     vision_kw: dict[str, Any] = {}
     if sd_scale:
         unet_kw.update(block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
@@ -53,7 +56,7 @@ def write_tiny_pbe(path: str | os.PathLike, *, seed: int = 0, sd_scale: bool = F
         torch.manual_seed(seed)
         UNet2DConditionModel(**tiny_unet_config(**unet_kw)).save_pretrained(root / "unet", safe_serialization=True)
         AutoencoderKL(**tiny_vae_config()).save_pretrained(root / "vae", safe_serialization=True)
-        ExemplarEncoder(CLIPVisionConfig(**tiny_vision_config(**vision_kw))).save_pretrained(root / "image_encoder")
+        ExemplarEncoder(CLIPVisionConfig(**tiny_vision_config(**vision_kw)), tokens=tokens).save_pretrained(root / "image_encoder")
     sched = dict(tiny_scheduler_config(), skip_prk_steps=True)
     PNDMScheduler.from_config(sched).save_pretrained(root / "scheduler")
     (root / "model_index.json").write_text(json.dumps({**model_index(), "diffcompose_tiny": TINY_PBE_VERSION}, indent=2))

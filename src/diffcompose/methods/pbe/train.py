@@ -56,14 +56,16 @@ def load_weights(model: PbETrainModel, weights: dict[str, torch.Tensor], where: 
                          f"({len(missing)} missing, {len(unexpected)} unexpected weights)")
 
 
-def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: EMA | None) -> Path:
-    """A Paint-by-Example directory of the trained (or EMA) weights."""
+def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: EMA | None,
+                 tool: str = "train pbe") -> Path:
+    """A Paint-by-Example directory of the trained (or EMA) weights (``tool``: the trainer named on the folder;
+    ObjectStitch's trainer writes the same layout)."""
     from diffusers import PNDMScheduler
 
     from diffcompose.methods.pbe.tiny import model_index
 
     final = export_copy(model, ema.shadow if ema is not None else None)
-    with building(out, "train pbe") as tmp:
+    with building(out, tool) as tmp:
         final.unet.save_pretrained(tmp / "unet", safe_serialization=True)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         final.encoder.save_pretrained(tmp / "image_encoder")
