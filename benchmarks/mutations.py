@@ -243,6 +243,17 @@ SABOTAGES: list[Sabotage] = [
              "    hidden = torch.zeros_like(latent)\n", "    hidden = -torch.ones_like(latent)\n", PBSKETCH_PARITY),
     Sabotage("pbsketch", "pbsketch-plms-first-evaluation-not-counted", "24.2", "methods/pbsketch/sketch.py",
              "    step = max(call - (calls - steps), 0)\n", "    step = call\n", PBSKETCH_PARITY),
+    Sabotage("pbsketch", "pbsketch-train-binarised-at-or-above", "24.3", "methods/pbsketch/extract.py",
+             "return (edges > threshold).astype(np.float32)", "return (edges >= threshold).astype(np.float32)",
+             ("tests/methods/pbsketch/test_pbsketch_train.py::test_binarisation_is_the_public_threshold",)),
+    Sabotage("pbsketch", "pbsketch-train-sketch-not-cut-with-the-image", "24.3", "methods/pbsketch/train.py",
+             "cv2.resize(strokes[crop.slices], (self.resolution,) * 2",
+             "cv2.resize(strokes, (self.resolution,) * 2",
+             ("tests/methods/pbsketch/test_pbsketch_train.py::test_the_dataset_gives_the_sketch_inside_the_hole_with_the_image",)),
+    Sabotage("pbsketch", "pbsketch-train-sketch-channels-dropped", "24.3", "methods/pbe/train.py",
+             "pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t, *extra)",
+             "pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t)",
+             ("tests/methods/pbsketch/test_pbsketch_train.py::test_train_pbsketch_on_two_cpu_processes",)),
 ]
 
 
