@@ -254,6 +254,10 @@ SABOTAGES: list[Sabotage] = [
              "pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t, *extra)",
              "pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t)",
              ("tests/methods/pbsketch/test_pbsketch_train.py::test_train_pbsketch_on_two_cpu_processes",)),
+    Sabotage("pbsketch", "opt-in-input-silently-ignored", "24.1", "methods/registry.py",
+             "    refused = [k for k in given if k not in takes]\n", "    refused = []\n",
+             ("tests/methods/test_task_spec.py::test_an_opt_in_input_is_taken_only_by_the_engines_that_declare_it",
+              "tests/methods/pbsketch/test_pbsketch_e2e.py::test_http_request_picks_the_engine_that_takes_the_sketch")),
 ]
 
 
