@@ -5,6 +5,7 @@ sketch is cut to the engine's window with the image."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_http_request_picks_the_engine_that_takes_the_sketch(case) -> None:
     from diffcompose.server import schema
     from diffcompose.server.validate import build_submission
 
-    files = {k: open(case[k], "rb").read() for k in ("image", "mask", "reference", "sketch")}
+    files = {k: Path(case[k]).read_bytes() for k in ("image", "mask", "reference", "sketch")}
     sub = build_submission({"task": "paint", "model": "tiny"}, files, max_pixels=None)
     assert sub.engine == "pbsketch" and sub.job.arrays["sketch"].shape == case["hole"].shape
     with pytest.raises(InputError, match="engine 'pbe' takes no sketch"):
