@@ -407,6 +407,21 @@ SABOTAGES: list[Sabotage] = [
              "if rng.random() < self.perspective_p:", "if False:", OS_TRAIN),
     Sabotage("objectstitch", "objectstitch-train-no-background-crop", "24.3", "methods/objectstitch/augment.py",
              "if rng.random() < self.crop_bg_p else None", "if False else None", OS_TRAIN),
+    Sabotage("pbsketch", "pbsketch-train-binarised-at-or-above", "24.3", "methods/pbsketch/extract.py",
+             "return (edges > threshold).astype(np.float32)", "return (edges >= threshold).astype(np.float32)",
+             ("tests/methods/pbsketch/test_pbsketch_train.py::test_binarisation_is_the_public_threshold",)),
+    Sabotage("pbsketch", "pbsketch-train-sketch-not-cut-with-the-image", "24.3", "methods/pbsketch/train.py",
+             "cv2.resize(strokes[crop.slices], (self.resolution,) * 2",
+             "cv2.resize(strokes, (self.resolution,) * 2",
+             ("tests/methods/pbsketch/test_pbsketch_train.py::test_the_dataset_gives_the_sketch_inside_the_hole_with_the_image",)),
+    Sabotage("pbsketch", "pbsketch-train-sketch-channels-dropped", "24.3", "methods/pbe/train.py",
+             "pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t, *extra)",
+             "pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t)",
+             ("tests/methods/pbsketch/test_pbsketch_train.py::test_train_pbsketch_on_two_cpu_processes",)),
+    Sabotage("pbsketch", "opt-in-input-silently-ignored", "24.1", "methods/registry.py",
+             "    refused = [k for k in given if k not in takes]\n", "    refused = []\n",
+             ("tests/methods/test_task_spec.py::test_an_opt_in_input_is_taken_only_by_the_engines_that_declare_it",
+              "tests/methods/pbsketch/test_pbsketch_e2e.py::test_http_request_picks_the_engine_that_takes_the_sketch")),
 ]
 
 

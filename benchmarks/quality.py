@@ -30,11 +30,12 @@ too. An LPIPS column is added when LPIPS's VGG16 weights load (``--vgg``).
     .venv/bin/python benchmarks/quality.py --engines classical:biharmonic,freecompose
     .venv/bin/python benchmarks/quality.py --tasks harmonize --opt strength=1.0
     .venv/bin/python benchmarks/quality.py --limit 1 --per-photo 1 --max-side 128 --speed-repeats 1   # smoke run
-    .venv/bin/python benchmarks/quality.py --tasks insert --engines classical,objectstitch --model tiny \
-        --model-dir TINY_METRIC_MODELS --max-side 128 --opt steps=2     # insertion pipeline smoke run
+    .venv/bin/python benchmarks/quality.py --tasks insert --engines classical,objectstitch,pbe,pbsketch --model tiny \
+        --metric-models tiny --max-side 128 --opt steps=2 --limit 1      # insertion pipeline smoke run
 
 Insertion (``--tasks insert``): the composition cases of the test data that have a box and an
-object mask (the public ObjectStitch examples); each insert engine fills the box with the object,
+object mask (the public ObjectStitch examples); each insert engine fills the box with the object
+(an engine that takes a sketch, by its registration's ``takes``, gets the box's outline as one),
 scored by CLIP-I and DINO (the box's crop against the object), bg-PSNR (background
 preservation) and, when the Inception weights load, FID and local FID against the backgrounds.
 """
@@ -177,7 +178,7 @@ def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Itera
             opts: dict = {} if method is None else {"method": method}
             for key, text in extra.items():
                 if key in fields:
-                    opts[key] = coerce(key, hints[key], text, from_text=True)
+                    opts[key] = coerce(key, hints[key], text, from_text=True)  # --opt values are text
                     name += f" {key}={text}"
             yield Variant(name, engine, opts)
 
@@ -418,6 +419,15 @@ def insertion_cases(testdata: Path, max_side: int) -> list[tuple[str, np.ndarray
     return out
 
 
+def box_outline(shape: tuple[int, int], box: Box, width: int = 8) -> np.ndarray:
+    """A sketch for engines that take one: the box's outline, ``width`` px inside its edge (white on
+    black), i.e. "the object fills this shape" (nothing of the true object is drawn)."""
+    out = np.zeros(shape, dtype=np.uint8)
+    out[box.y0:box.y1, box.x0:box.x1] = 255
+    out[box.y0 + width:box.y1 - width, box.x0 + width:box.x1 - width] = 0
+    return out
+
+
 def learned_metrics(models: Models, wanted: tuple[str, ...]) -> list[str]:
     """Those of ``wanted`` whose model loads (``--model-dir`` or the hub cache); the others are said and left out."""
     from diffcompose.evaluation.evaluate import METRIC_MODEL
@@ -452,9 +462,14 @@ def bench_insertion(args: argparse.Namespace, wanted: set[str] | None, models: M
         save_image(bg, work / names["image"], force=True)
         save_image(obj, work / names["reference"], force=True)
         save_image(obj_mask.astype(np.uint8) * 255, work / names["reference_mask"], force=True)
+        sketch = f"cases/{k:04d}_sketch.png"
+        save_image(box_outline(bg.shape[:2], box), work / sketch, force=True)
         for v in runs:
+            inputs = {**names, "box": [box.x0, box.y0, box.x1, box.y1]}
+            if "sketch" in get_engine_info(v.engine).takes.get("insert", ()):
+                inputs["sketch"] = sketch
             line = {"id": f"{_slug(v.name)}-{k:04d}", "task": "insert", "engine": v.engine, "options": v.options,
-                    "inputs": {**names, "box": [box.x0, box.y0, box.x1, box.y1]}, "seed": args.seed}
+                    "inputs": inputs, "seed": args.seed}
             if args.model and get_engine_info(v.engine).needs_torch:
                 line["model"] = args.model
             lines.append(line)
@@ -502,11 +517,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--testdata", type=Path, default=DEFAULT_TESTDATA, help="folder with manifest.json")
     ap.add_argument("--engines", default=None,
                     help="comma-separated engines or engine:method (default: every engine that needs no weights)")
-    ap.add_argument("--tasks", default="remove,harmonize", help="remove, harmonize, insert (comma-separated)")
+    ap.add_argument("--tasks", default="remove,harmonize",
+                    help="comma-separated: remove, harmonize, insert (insert runs the engines named in --engines)")
     ap.add_argument("--model", default=None, help="model of every torch engine named in --engines (e.g. tiny: a "
                                                   "smoke run of the pipeline, not a quality claim)")
-    ap.add_argument("--model-dir", type=Path, default=None,
-                    help="folder of the learned metrics' models (clip/, dinov2/, vgg16/), e.g. tiny ones")
+    ap.add_argument("--metric-models", default=None,
+                    help="folder of the learned metrics' weights (clip/, dinov2/, vgg16/), or 'tiny': random tiny "
+                         "ones written to the work folder (a smoke run)")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="engine option for every engine that has it, e.g. --opt strength=1.0 (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
@@ -526,12 +543,17 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.testdata / "manifest.json").exists():
         print(f"(no test data at {args.testdata}: scikit-image photos only)", file=sys.stderr)
     tasks = {t.strip() for t in args.tasks.split(",")}
-    models = Models(vgg=args.vgg, model_dir=args.model_dir)
-    lpips = lpips_available(models)
     with tempfile.TemporaryDirectory(prefix="diffcompose-quality-") as tmp:
         if args.work_dir is None:
             args.work_dir = Path(tmp)
         print(f"(work folder: {args.work_dir})", file=sys.stderr)
+        model_dir = None if args.metric_models is None else Path(args.metric_models)
+        if args.metric_models == "tiny":
+            from diffcompose.evaluation.tiny import write_tiny_metric_models
+
+            model_dir = write_tiny_metric_models(args.work_dir / "tiny-metric-models")
+        models = Models(vgg=args.vgg, model_dir=model_dir)
+        lpips = lpips_available(models) if tasks & {"remove", "harmonize"} else False
         if "remove" in tasks:
             bench_removal(args, wanted, models, lpips)
         if "harmonize" in tasks:

@@ -77,10 +77,12 @@ SMOKE: dict[str, Smoke] = {
     # quality and removal_tradeoff fall back to scikit-image photos without the test data
     "quality.py": Smoke(
         ("--limit", "1", "--per-photo", "1", "--max-side", "128", "--speed-repeats", "1",
-         "--engines", "classical:telea,classical:reinhard", "--testdata", "{testdata}"),
+         "--engines", "classical:telea,classical:reinhard,classical", "--tasks", "remove,harmonize,insert",
+         "--metric-models", "tiny", "--testdata", "{testdata}"),
         (r"\| mean-fill \(baseline\) \|", r"\| classical:telea \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|",
          r"\| engine \| s \(wall\) \| s \(CPU\) \|", r"\| composite \(baseline\) \|",
-         r"\| classical:reinhard \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|"),
+         r"\| classical:reinhard \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|",
+         r"\| engine \| bg-PSNR \(dB\) ↑ \| CLIP-I ↑ \| DINO ↑ \| s / image \|"),
         slow=True),
     "removal_tradeoff.py": Smoke(
         ("--limit", "1", "--per-photo", "1", "--max-side", "128", "--testdata", "{testdata}"),

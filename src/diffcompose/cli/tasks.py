@@ -30,15 +30,18 @@ def register(sub: argparse._SubParsersAction) -> None:
             add_task_command(sub, spec)
 
 
-def _help(param: InputSpec) -> str | None:
+def _help(param: InputSpec, task: str) -> str | None:
     text = param.help
+    if param.opt_in:  # named from the registry: the engines that declare it (the others refuse it)
+        taking = [i.name for i in all_engines() if param.keyword in i.takes.get(task, ())]
+        text += f" (only some engines take it: {', '.join(taking) or 'none yet'})"
     if param.kind == "box":  # a negative coordinate would read as a flag
         text += f" (end-exclusive; {param.flag}=... for a value starting with '-')"
     return text.replace("%", "%%") or None  # argparse formats help with %
 
 
-def _add_input(parser: Any, param: InputSpec, default: Any, required: bool) -> None:
-    kw: dict[str, Any] = {"help": _help(param)}
+def _add_input(parser: Any, param: InputSpec, default: Any, required: bool, task: str) -> None:
+    kw: dict[str, Any] = {"help": _help(param, task)}
     if param.is_file:
         kw["type"] = Path
     if param.positional:
@@ -68,11 +71,11 @@ def add_task_command(sub: argparse._SubParsersAction, spec: TaskSpec) -> argpars
     for param in spec.params:
         index = next((i for i, g in enumerate(groups) if param.keyword in g.keywords), None)
         if index is None:
-            _add_input(p, param, defaults.get(param.keyword), param.required)
+            _add_input(p, param, defaults.get(param.keyword), param.required, spec.name)
             continue
         if index not in made:
             made[index] = p.add_mutually_exclusive_group(required=True)
-        _add_input(made[index], param, defaults.get(param.keyword), False)
+        _add_input(made[index], param, defaults.get(param.keyword), False, spec.name)
     if spec.mask_output:
         heads = [i.name for i in all_engines() if i.predicts_mask and spec.name in i.tasks]
         p.add_argument("--mask-output", type=Path, default=None,

@@ -676,7 +676,7 @@ for _spec in (
         InputSpec("reference_mask", "mask", False,
                   "white = the object in the reference (its background is turned white)", _OBJECT),
         InputSpec("sketch", "image", False, "white strokes on black, IMAGE's size: the lines the fill should follow "
-                                            "inside the mask (engines that take one: see --engine)", _SKETCH,
+                                            "inside the mask", _SKETCH,
                   opt_in=True),
     ), prepare_paint, "fill a region with an object like a reference photo", output="images",
         cli_help="fill a masked region with an object like a reference photo",
@@ -704,7 +704,7 @@ for _spec in (
         InputSpec("shape_mask", "mask", False,
                   "scene-sized mask of the shape the object should take, inside the region (shape control)", _OBJECT),
         InputSpec("sketch", "image", False, "white strokes on black, SCENE's size: the object's outline and lines "
-                                            "inside the region (engines that take one: see --engine)", _SKETCH,
+                                            "inside the region", _SKETCH,
                   opt_in=True),
     ), prepare_insert, "insert the object of a reference photo into a target region", output="images",
         one_of=(one_of("mask", "box"),),
