@@ -294,7 +294,8 @@ def fit(cfg: Any, acc: Any, out: Path, recipe: Recipe, *, on_progress: ProgressC
             extra = ", ".join(f"{name} {curves[name][-1]:.4f}" for name in recipe.curves[1:])
             log.info("step %d: loss %.4f (%slr %.2e)", step + 1, curves[recipe.curves[0]][-1],
                      extra + "; " if extra else "", lr_sched.get_last_lr()[0])
-        if ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps) and acc.is_main_process:
+        if (cfg.checkpoint_every > 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps)
+                and acc.is_main_process):  # 0: no checkpoints (a tuning inside a job keeps nothing)
             write_checkpoint(out / f"{CKPT_PREFIX}{step + 1:07d}", recipe.weights(), optimizer, ema,
                              {"step": step + 1, **curves}, acc.scaler, recipe.weights_file)
         acc.wait_for_everyone()
