@@ -93,7 +93,7 @@ class UnipaintEngine(DiffusionEngine):
                reference_mask: np.ndarray | None, options: UnipaintPaintOptions, ctx: RunContext
                ) -> list[np.ndarray]:
         token = ex.placeholder_token(self.sd.tokenizer)
-        embedding = ex.word_embedding(self.sd, options.exemplar_word)
+        embedding = ex.word_embedding(self.sd, options.exemplar_word or ex.PLACEHOLDER)
         box = region_box(mask)
         check_exemplar_region(box)
         pixels = ex.exemplar_pixels(reference, reference_mask, (image.shape[1], image.shape[0]))
