@@ -55,6 +55,17 @@ def unmapped_keys(keys: list[str]) -> list[str]:
     return [k for k in keys if not k.startswith(MAPPED + SKIPPED) and k not in SCHEDULE]
 
 
+def text_keys(state: dict, expected: list[str]) -> dict:
+    """The CLIP text weights named as this transformers version's ``CLIPTextModel`` names them: with or
+    without the ``text_model.`` level (the v1.4 file has it; transformers 5 dropped it; older files lack it)."""
+    nested = any(k.startswith("text_model.") for k in expected)
+    out = {}
+    for k, v in state.items():
+        bare = k[len("text_model."):] if k.startswith("text_model.") else k
+        out[f"text_model.{bare}" if nested else bare] = v
+    return out
+
+
 def _configs(like: Path | None) -> dict[str, dict]:
     if like is None:
         return {"unet": SD1_UNET, "vae": SD1_VAE, "text_encoder": SD1_TEXT, "scheduler": SD1_SCHEDULER}
@@ -125,11 +136,9 @@ def convert_unipaint(checkpoint: Path, out_dir: Path, *, like: Path | None = Non
     strict_load(unet, convert_ldm_unet_checkpoint(state, dict(unet.config)), "UNet")
     vae = AutoencoderKL(**cfg["vae"])
     strict_load(vae, convert_ldm_vae_checkpoint(state, dict(vae.config)), "VAE")
-    text_state = convert_ldm_clip_checkpoint({k: v for k, v in state.items() if k.startswith(TEXT)})
-    if not any(k.startswith("text_model.") for k in text_state):  # older transformers saved without text_model.
-        text_state = {f"text_model.{k}": v for k, v in text_state.items()}
     text = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in cfg["text_encoder"].items() if k != "architectures"}))
-    strict_load(text, text_state, "text encoder")
+    strict_load(text, text_keys(convert_ldm_clip_checkpoint({k: v for k, v in state.items() if k.startswith(TEXT)}),
+                                list(text.state_dict())), "text encoder")
 
     with building(out_dir, "convert unipaint") as tmp:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
