@@ -30,6 +30,14 @@ too. An LPIPS column is added when LPIPS's VGG16 weights load (``--vgg``).
     .venv/bin/python benchmarks/quality.py --engines classical:biharmonic,freecompose
     .venv/bin/python benchmarks/quality.py --tasks harmonize --opt strength=1.0
     .venv/bin/python benchmarks/quality.py --limit 1 --per-photo 1 --max-side 128 --speed-repeats 1   # smoke run
+    .venv/bin/python benchmarks/quality.py --tasks remove --engines unipaint --model unipaint=tiny \
+        --opt tune_steps=2 --opt steps=4 --limit 2 --per-photo 1 --max-side 128 --speed-repeats 0 --smoke-metrics
+
+``--model ENGINE=MODEL`` gives an engine its model (``tiny``: the random tiny model, a smoke run of
+the pipeline, not a quality claim). ``--smoke-metrics`` adds background preservation (``bg-psnr``:
+PSNR outside the hole against the input) and FID of the outputs against the held-in true photos,
+computed by ``evaluate`` with a random-weight FID Inception: it shows the pipeline works end to
+end, its values mean nothing.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import numpy as np
 import diffcompose as dc
 from diffcompose.batch import read_results, run_batch
 from diffcompose.errors import WeightsMissingError
+from diffcompose.evaluation.catalog import variant
 from diffcompose.evaluation.evaluate import Models, evaluate
 from diffcompose.inputs import Box, dilate_mask, load_image, load_mask, mask_to_box, resize_mask
 from diffcompose.inputs.images import save_image
@@ -73,6 +82,9 @@ REMOVAL_METRICS: list[tuple[str, str, str, str, Callable]] = [
     ("texture", "texture", "texture dist. ↓", ".2f", float),
 ]
 LPIPS_COLUMN = ("lpips", "lpips", "LPIPS ↓", ".4f", float)
+#: ``--smoke-metrics``: background preservation, and FID against the held-in true photos (random Inception).
+SMOKE_METRICS = [("bg-psnr", "bg-psnr", "bg PSNR (dB) ↑", ".2f", lambda v: min(PSNR_CAP, _value(v)))]
+SMOKE_FID = ("fid", "fid", "FID smoke (random Inception)", ".2f", float)
 
 
 # ----------------------------------------------------------------------------- data
@@ -170,7 +182,7 @@ def variants(task: str, wanted: set[str] | None, extra: dict[str, str]) -> Itera
             opts: dict = {} if method is None else {"method": method}
             for key, text in extra.items():
                 if key in fields:
-                    opts[key] = coerce(key, hints[key], text)
+                    opts[key] = coerce(key, hints[key], text, from_text=True)  # --opt values are text
                     name += f" {key}={text}"
             yield Variant(name, engine, opts)
 
@@ -194,11 +206,15 @@ def write_cases(folder: Path, samples: list[tuple[np.ndarray, np.ndarray, np.nda
 
 
 def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list, seed: int, metrics: str,
-                      models: Models) -> dict[str, list[dict]]:
+                      models: Models, engine_models: dict[str, str] | None = None,
+                      sets: dict[str, dict] | None = None) -> dict[str, list[dict]]:
     """Engines via ``run_batch``, baselines as a folder of outputs; both scored by ``evaluate``.
 
-    Returns the evaluated items of each variant, by variant name.
+    Returns the evaluated items of each variant, by variant name. ``engine_models``: engine -> the
+    ``model`` of its manifest lines. ``sets``, when given, receives each engine variant's aggregate
+    row (its set metrics, e.g. FID), by variant name.
     """
+    engine_models = engine_models or {}
     files = write_cases(work / "cases", samples)
     lines, base_lines = [], []
     base_seconds: dict[str, float] = {}
@@ -214,7 +230,8 @@ def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list,
                 save_image(out, work / "baselines" / f"{line['id']}.png", force=True)
                 base_lines.append(line)
             else:
-                lines.append({**line, "engine": v.engine, "options": v.options})
+                model = {"model": engine_models[v.engine]} if v.engine in engine_models else {}
+                lines.append({**line, "engine": v.engine, "options": v.options, **model})
     by_id: dict[str, str] = {f"{_slug(v.name)}-{k:04d}": v.name for v in runs for k in range(len(files))}
     items: list[dict] = []
     if lines:
@@ -222,7 +239,11 @@ def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list,
         summary = run_batch(work / "manifest.jsonl", work / "batch", seed=seed, force=True)
         print(f"(batch: {summary.line()})", file=sys.stderr)
         evaluate(work / "batch", work / "evaluation", metrics=metrics, models=models, force=True)
-        items += json.loads((work / "evaluation" / "metrics.json").read_text())["items"]
+        doc = json.loads((work / "evaluation" / "metrics.json").read_text())
+        items += doc["items"]
+        if sets is not None:
+            names = {variant({"engine": v.engine, "options": v.options}): v.name for v in runs if v.engine}
+            sets.update({names[a["engine"]]: a for a in doc["aggregate"] if a["engine"] in names})
     if base_lines:
         (work / "baselines.jsonl").write_text("".join(json.dumps(x) + "\n" for x in base_lines))
         evaluate(work / "baselines", work / "evaluation-baselines", manifest=work / "baselines.jsonl",
@@ -291,10 +312,15 @@ def bench_removal(args: argparse.Namespace, wanted: set[str] | None, models: Mod
             if hole.any() and not hole.all():
                 samples.append((bg, composite, hole))
     runs = [Variant("mean-fill (baseline)", None, {}, mean_fill), *variants("remove", wanted, args.opt)]
-    metrics = REMOVAL_METRICS + ([LPIPS_COLUMN] if lpips else [])
+    metrics = REMOVAL_METRICS + ([LPIPS_COLUMN] if lpips else []) + (SMOKE_METRICS if args.smoke_metrics else [])
+    sets: dict[str, dict] = {}
     scored = run_through_batch(args.work_dir / "remove", "remove", runs, samples, args.seed,
-                               ",".join(key for _, key, _, _, _ in metrics), models)
+                               ",".join(key for _, key, _, _, _ in metrics) + (",fid" if args.smoke_metrics else ""),
+                               models, args.model, sets)
     rows = table_rows(runs, scored, [(key, fn) for _, key, _, _, fn in metrics])
+    if args.smoke_metrics:  # the set metric: one value per engine row (none for the baseline)
+        metrics = metrics + [SMOKE_FID]
+        rows = [(name, *values, _value(sets.get(name, {}).get("fid") or math.nan), t) for name, *values, t in rows]
     print(f"\nRemoval: {len(samples)} composites = {min(len(photos), args.limit or len(photos))} real photos x "
           f"{args.per_photo} real object cut-outs pasted at random (seed {args.seed}); metrics over the hole "
           f"(PSNR capped at {PSNR_CAP:.0f} dB per image; texture distance: gradient-magnitude distributions, "
@@ -413,15 +439,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, default=None,
                     help="where the cases, manifests, batch outputs and reports go (default: a temporary folder, "
                          "removed at the end)")
+    ap.add_argument("--model", action="append", default=[], metavar="ENGINE=MODEL",
+                    help="the model of one engine's runs, e.g. unipaint=tiny (repeatable)")
+    ap.add_argument("--smoke-metrics", action="store_true",
+                    help="removal: add background preservation (bg-psnr) and FID against the held-in photos with a "
+                         "random-weight FID Inception (a smoke run of the pipeline, not a quality claim)")
     ap.add_argument("--vgg", default=None, help="VGG16 for the LPIPS column (hub id or folder; default: "
                                                 "timm/vgg16.tv_in1k when cached or reachable)")
     args = ap.parse_args(argv)
     args.opt = dict(o.split("=", 1) for o in args.opt)
+    args.model = dict(m.split("=", 1) for m in args.model)
     wanted = None if args.engines is None else {e.strip() for e in args.engines.split(",") if e.strip()}
     if not (args.testdata / "manifest.json").exists():
         print(f"(no test data at {args.testdata}: scikit-image photos only)", file=sys.stderr)
     tasks = {t.strip() for t in args.tasks.split(",")}
     models = Models(vgg=args.vgg)
+    if args.smoke_metrics:
+        from diffcompose.evaluation.fid import FIDInceptionV3
+
+        models._cache["inception"] = FIDInceptionV3().eval()  # random weights: the FID column is a smoke run
     lpips = lpips_available(models)
     with tempfile.TemporaryDirectory(prefix="diffcompose-quality-") as tmp:
         if args.work_dir is None:
