@@ -30,14 +30,20 @@ too. An LPIPS column is added when LPIPS's VGG16 weights load (``--vgg``).
     .venv/bin/python benchmarks/quality.py --engines classical:biharmonic,freecompose
     .venv/bin/python benchmarks/quality.py --tasks harmonize --opt strength=1.0
     .venv/bin/python benchmarks/quality.py --limit 1 --per-photo 1 --max-side 128 --speed-repeats 1   # smoke run
-    .venv/bin/python benchmarks/quality.py --tasks remove --engines unipaint --model unipaint=tiny \
-        --opt tune_steps=2 --opt steps=4 --limit 2 --per-photo 1 --max-side 128 --speed-repeats 0 --smoke-metrics
+    .venv/bin/python benchmarks/quality.py --tasks insert --engines pbe,pbsketch --model tiny --metric-models tiny \
+        --limit 1 --max-side 128                                        # insertion, tiny models: a smoke run
+    .venv/bin/python benchmarks/quality.py --tasks remove --engines unipaint --model tiny --opt tune_steps=2 \
+        --opt steps=4 --limit 2 --per-photo 1 --max-side 128 --speed-repeats 0 --smoke-metrics   # removal, tiny
 
-``--model ENGINE=MODEL`` gives an engine its model (``tiny``: the random tiny model, a smoke run of
-the pipeline, not a quality claim). ``--smoke-metrics`` adds background preservation (``bg-psnr``:
-PSNR outside the hole against the input) and FID of the outputs against the held-in true photos,
-computed by ``evaluate`` with a random-weight FID Inception: it shows the pipeline works end to
-end, its values mean nothing.
+Insertion (``--tasks insert``; the engines named in ``--engines``): the composition cases of the
+test data that have a scene, a target region and a reference photo; background preservation
+(``bg-psnr`` outside the region) and CLIP-I (the region's crop vs the reference). An engine that
+takes a sketch (its registration's ``takes``) gets the region's outline as one.
+
+``--smoke-metrics`` (removal) adds background preservation (``bg-psnr``: PSNR outside the hole
+against the input) and FID of the outputs against the held-in true photos, computed by
+``evaluate`` with a random-weight FID Inception: with ``--model tiny`` it shows the pipeline works
+end to end (Uni-paint's row), its values mean nothing.
 """
 
 from __future__ import annotations
@@ -206,15 +212,14 @@ def write_cases(folder: Path, samples: list[tuple[np.ndarray, np.ndarray, np.nda
 
 
 def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list, seed: int, metrics: str,
-                      models: Models, engine_models: dict[str, str] | None = None,
-                      sets: dict[str, dict] | None = None) -> dict[str, list[dict]]:
+                      models: Models, model: str | None = None, sets: dict[str, dict] | None = None
+                      ) -> dict[str, list[dict]]:
     """Engines via ``run_batch``, baselines as a folder of outputs; both scored by ``evaluate``.
 
-    Returns the evaluated items of each variant, by variant name. ``engine_models``: engine -> the
-    ``model`` of its manifest lines. ``sets``, when given, receives each engine variant's aggregate
-    row (its set metrics, e.g. FID), by variant name.
+    Returns the evaluated items of each variant, by variant name. ``model``: the ``model`` of the
+    manifest lines of engines that take one (``--model``). ``sets``, when given, receives each engine
+    variant's aggregate row (its set metrics, e.g. FID), by variant name.
     """
-    engine_models = engine_models or {}
     files = write_cases(work / "cases", samples)
     lines, base_lines = [], []
     base_seconds: dict[str, float] = {}
@@ -230,8 +235,9 @@ def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list,
                 save_image(out, work / "baselines" / f"{line['id']}.png", force=True)
                 base_lines.append(line)
             else:
-                model = {"model": engine_models[v.engine]} if v.engine in engine_models else {}
-                lines.append({**line, "engine": v.engine, "options": v.options, **model})
+                takes_model = model is not None and get_engine_info(v.engine).default_model is not None
+                lines.append({**line, "engine": v.engine, "options": v.options, **({"model": model} if takes_model
+                                                                                  else {})})
     by_id: dict[str, str] = {f"{_slug(v.name)}-{k:04d}": v.name for v in runs for k in range(len(files))}
     items: list[dict] = []
     if lines:
@@ -314,6 +320,10 @@ def bench_removal(args: argparse.Namespace, wanted: set[str] | None, models: Mod
     runs = [Variant("mean-fill (baseline)", None, {}, mean_fill), *variants("remove", wanted, args.opt)]
     metrics = REMOVAL_METRICS + ([LPIPS_COLUMN] if lpips else []) + (SMOKE_METRICS if args.smoke_metrics else [])
     sets: dict[str, dict] = {}
+    if args.smoke_metrics:
+        from diffcompose.evaluation.fid import FIDInceptionV3
+
+        models._cache["inception"] = FIDInceptionV3().eval()  # random weights: the FID column is a smoke run
     scored = run_through_batch(args.work_dir / "remove", "remove", runs, samples, args.seed,
                                ",".join(key for _, key, _, _, _ in metrics) + (",fid" if args.smoke_metrics else ""),
                                models, args.model, sets)
@@ -412,6 +422,84 @@ def bench_harmonization(args: argparse.Namespace, wanted: set[str] | None, model
         print(f"| {name} | {a:.1f} | {f:.1f} | {p:.2f} |{lp} {rest[-1]:.2f} |")
 
 
+# ----------------------------------------------------------------------------- insertion
+
+def insertion_cases(testdata: Path, max_side: int) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(name, scene, target region, reference photo): the composition cases that have all three."""
+    cases = []
+    for c in manifest(testdata, "composition"):
+        f = c["files"]
+        if {"image", "mask", "reference"} <= set(f):
+            img = load_image(testdata / f["image"], "scene")
+            img, m = shrink(img, load_mask(testdata / f["mask"], (img.shape[1], img.shape[0])), max_side)
+            ref, _ = shrink(load_image(testdata / f["reference"], "reference"), None, max_side)
+            cases.append((f["image"], img, m, ref))
+    return cases
+
+
+def region_outline(mask: np.ndarray, width: int = 8) -> np.ndarray:
+    """A sketch for engines that take one: the region's outline, ``width`` px inside its edge (white on
+    black), i.e. "the object fills this shape" (nothing of the true object is drawn)."""
+    m = mask.astype(np.uint8)
+    inner = cv2.erode(m, np.ones((2 * width + 1, 2 * width + 1), np.uint8))
+    return ((m - inner) * 255).astype(np.uint8)
+
+
+def bench_insertion(args: argparse.Namespace, wanted: set[str] | None, models: Models) -> None:
+    """Insertion: background preservation (bg-PSNR outside the region) and CLIP-I (the region's crop vs the
+    reference) of every insert engine named in ``--engines``; engines that take a sketch get the region's
+    outline. With ``--model tiny`` and ``--metric-models tiny`` it is a smoke run, not a quality claim."""
+    cases = insertion_cases(args.testdata, args.max_side)[: args.limit]
+    runs = list(variants("insert", wanted, args.opt))
+    if not cases or not runs:
+        print(f"\n(insertion: {'no composition cases' if not cases else 'no insert engine named'}; skipped)",
+              file=sys.stderr)
+        return
+    work = args.work_dir / "insert"
+    (work / "cases").mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, (_, img, m, ref) in enumerate(cases):
+        f = {key: f"cases/{k:04d}_{key}.png" for key in ("image", "mask", "reference", "sketch")}
+        for key, arr in (("image", img), ("mask", m.astype(np.uint8) * 255), ("reference", ref),
+                         ("sketch", region_outline(m))):
+            save_image(arr, work / f[key], force=True)
+        files.append(f)
+    lines = []
+    for v in runs:
+        info = get_engine_info(v.engine)
+        takes = info.takes.get("insert", ())
+        for k, f in enumerate(files):
+            inputs = {key: f[key] for key in ("image", "mask", "reference")} | (
+                {"sketch": f["sketch"]} if "sketch" in takes else {})
+            lines.append({"id": f"{_slug(v.name)}-{k:04d}", "task": "insert", "engine": v.engine, "inputs": inputs,
+                          "options": v.options, "seed": args.seed,
+                          "model": args.model if info.default_model is not None else None})
+    (work / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    summary = run_batch(work / "manifest.jsonl", work / "batch", seed=args.seed, force=True)
+    print(f"(batch: {summary.line()})", file=sys.stderr)
+    columns = [("bg-psnr", lambda v: min(PSNR_CAP, _value(v)))]
+    try:
+        models.get("clip")
+        columns.append(("clip-i", float))
+    except WeightsMissingError as exc:
+        print(f"(no CLIP-I column: {exc})", file=sys.stderr)
+    evaluate(work / "batch", work / "evaluation", metrics=",".join(k for k, _ in columns), models=models, force=True)
+    scored: dict[str, list[dict]] = defaultdict(list)
+    names = {f"{_slug(v.name)}-{k:04d}": v.name for v in runs for k in range(len(files))}
+    for item in json.loads((work / "evaluation" / "metrics.json").read_text())["items"]:
+        scored[names[item["id"]]].append(item)
+    rows = table_rows(runs, scored, columns)
+    model = f", model {args.model}" if args.model else ""
+    print(f"\nInsertion: {len(cases)} real scenes with a target region and a reference photo (seed {args.seed}"
+          f"{model}); bg-PSNR outside the region (capped at {PSNR_CAP:.0f}), CLIP-I of the region's crop vs the "
+          "reference (diffcompose batch + evaluate)\n")
+    print("| engine | bg-PSNR (dB) ↑ |" + (" CLIP-I ↑ |" if len(columns) > 1 else "") + " s / image |")
+    print("|---|---:|" + ("---:|" if len(columns) > 1 else "") + "---:|")
+    for name, *values in rows:
+        print(f"| {name} | " + " | ".join(f"{x:.{2 if i == 0 else 4}f}" for i, x in enumerate(values[:-1]))
+              + f" | {values[-1]:.2f} |")
+
+
 def lpips_available(models: Models) -> bool:
     """Whether LPIPS's VGG16 weights load (locally or from the hub); the tables get an LPIPS column if so."""
     try:
@@ -427,7 +515,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--testdata", type=Path, default=DEFAULT_TESTDATA, help="folder with manifest.json")
     ap.add_argument("--engines", default=None,
                     help="comma-separated engines or engine:method (default: every engine that needs no weights)")
-    ap.add_argument("--tasks", default="remove,harmonize", help="remove, harmonize or both")
+    ap.add_argument("--tasks", default="remove,harmonize",
+                    help="comma-separated: remove, harmonize, insert (insert runs the engines named in --engines)")
+    ap.add_argument("--model", default=None, help="model of the engines that take one (e.g. tiny; default: each "
+                                                  "engine's own)")
+    ap.add_argument("--metric-models", default=None,
+                    help="folder of the learned metrics' weights (clip/, dinov2/, vgg16/), or 'tiny': random tiny "
+                         "ones written to the work folder (a smoke run)")
     ap.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                     help="engine option for every engine that has it, e.g. --opt strength=1.0 (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
@@ -439,8 +533,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, default=None,
                     help="where the cases, manifests, batch outputs and reports go (default: a temporary folder, "
                          "removed at the end)")
-    ap.add_argument("--model", action="append", default=[], metavar="ENGINE=MODEL",
-                    help="the model of one engine's runs, e.g. unipaint=tiny (repeatable)")
     ap.add_argument("--smoke-metrics", action="store_true",
                     help="removal: add background preservation (bg-psnr) and FID against the held-in photos with a "
                          "random-weight FID Inception (a smoke run of the pipeline, not a quality claim)")
@@ -448,25 +540,27 @@ def main(argv: list[str] | None = None) -> int:
                                                 "timm/vgg16.tv_in1k when cached or reachable)")
     args = ap.parse_args(argv)
     args.opt = dict(o.split("=", 1) for o in args.opt)
-    args.model = dict(m.split("=", 1) for m in args.model)
     wanted = None if args.engines is None else {e.strip() for e in args.engines.split(",") if e.strip()}
     if not (args.testdata / "manifest.json").exists():
         print(f"(no test data at {args.testdata}: scikit-image photos only)", file=sys.stderr)
     tasks = {t.strip() for t in args.tasks.split(",")}
-    models = Models(vgg=args.vgg)
-    if args.smoke_metrics:
-        from diffcompose.evaluation.fid import FIDInceptionV3
-
-        models._cache["inception"] = FIDInceptionV3().eval()  # random weights: the FID column is a smoke run
-    lpips = lpips_available(models)
     with tempfile.TemporaryDirectory(prefix="diffcompose-quality-") as tmp:
         if args.work_dir is None:
             args.work_dir = Path(tmp)
         print(f"(work folder: {args.work_dir})", file=sys.stderr)
+        model_dir = None if args.metric_models is None else Path(args.metric_models)
+        if args.metric_models == "tiny":
+            from diffcompose.evaluation.tiny import write_tiny_metric_models
+
+            model_dir = write_tiny_metric_models(args.work_dir / "tiny-metric-models")
+        models = Models(vgg=args.vgg, model_dir=model_dir)
+        lpips = lpips_available(models) if tasks & {"remove", "harmonize"} else False
         if "remove" in tasks:
             bench_removal(args, wanted, models, lpips)
         if "harmonize" in tasks:
             bench_harmonization(args, wanted, models, lpips)
+        if "insert" in tasks:
+            bench_insertion(args, wanted, models)
     return 0
 
 

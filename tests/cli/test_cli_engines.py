@@ -13,7 +13,7 @@ from PIL import Image
 from diffcompose.cli.main import build_parser, main
 from diffcompose.methods.engine import Engine
 from diffcompose.methods.options import check_range, option
-from diffcompose.methods.registry import EngineInfo, register, resolve_engine, unregister
+from diffcompose.methods.registry import EngineInfo, engines_for, register, resolve_engine, unregister
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def test_help_shows_each_engine_with_its_own_defaults_and_choices(fake) -> None:
     fk = text[text.index("fake engine options"):]
     assert "{plms,ddim,euler,dpm}" in pbe and "(default: 50)" in pbe and "--model" in pbe
     assert "{unipc,ddim}" in fk and "(default: 7)" in fk and "(default: unipc)" in fk and "--model" not in fk
-    assert "--engine {auto,pbe,fake}" in text
+    assert f"--engine {{auto,{','.join(engines_for('paint'))}}}" in text and "fake}" in text
 
 
 def test_each_engine_validates_its_own_values(fake, files, tmp_path, capsys) -> None:
@@ -124,7 +124,7 @@ def test_auto_follows_priority_and_says_why(files, tmp_path, caplog) -> None:
             assert "fake wants a CUDA or MPS device and none is present (--engine fake forces it)" in why
     finally:
         unregister("fake")
-    assert resolve_engine("auto", "paint") == ("pbe", "the only engine for paint")
+    assert resolve_engine("auto", "paint")[0] == "pbe"  # the highest priority of the registered ones again
 
 
 def test_base_install_asked_for_a_diffusion_engine_fails_in_one_line(files, tmp_path, capsys, monkeypatch) -> None:

@@ -318,3 +318,75 @@ def test_an_object_or_reference_file_is_decoded_once(tmp_path, monkeypatch, task
     assert opened == [str(path)]
     cut = job.arrays["reference_mask" if task == "insert" else "object_mask"]
     assert cut.sum() == 20 * 30  # the alpha still gives the cut-out
+
+
+# --------------------------------------------------------------------------- an opt-in input
+
+def prepare_glaze(image: ImageLike, *, stencil: ImageLike | None = None,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+    img = load_image(image, "image", max_pixels)
+    mask = np.ones(img.shape[:2], bool)
+    st = None if stencil is None else load_image(stencil, "stencil", max_pixels)[..., 0] > 127
+    return Job("glaze", img, {"image": img, "stencil": st}, parse_box((0, 0, img.shape[1], img.shape[0]),
+                                                                        (img.shape[1], img.shape[0])),
+               {"image": "image", "stencil": "mask"}, mask)
+
+
+GLAZE = TaskSpec("glaze", (
+    InputSpec("image", "image", True, cli="IMAGE"),
+    InputSpec("stencil", "image", False, "where to glaze (only some engines take one)", opt_in=True),
+), prepare_glaze, "glaze an image", description="Glaze IMAGE.")
+
+
+@dataclass(frozen=True)
+class GlazeOptions:
+    pass
+
+
+class PlainGlaze(Engine):  # takes no stencil: the runner never passes it one
+    name = "test-glaze-plain"
+
+    def _glaze(self, *, image: np.ndarray, options: Any, ctx: Any) -> np.ndarray:
+        return 255 - image
+
+
+class StencilGlaze(Engine):
+    name = "test-glaze-stencil"
+
+    def _glaze(self, *, image: np.ndarray, stencil: np.ndarray | None, options: Any, ctx: Any) -> np.ndarray:
+        out = image.copy()
+        if stencil is not None:
+            out[stencil] = 0
+        return out
+
+
+@pytest.fixture
+def glaze(monkeypatch: pytest.MonkeyPatch) -> Any:
+    module = types.ModuleType(MODULE + "_glaze")
+    module.PlainGlaze, module.StencilGlaze = PlainGlaze, StencilGlaze  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, MODULE + "_glaze", module)
+    register_task(GLAZE)
+    register(EngineInfo(PlainGlaze.name, f"{MODULE}_glaze:PlainGlaze", tasks={"glaze": GlazeOptions}, priority=9))
+    register(EngineInfo(StencilGlaze.name, f"{MODULE}_glaze:StencilGlaze", tasks={"glaze": GlazeOptions},
+                        takes={"glaze": ("stencil",)}, priority=1))
+    yield
+    unregister(PlainGlaze.name)
+    unregister(StencilGlaze.name)
+    unregister_task("glaze")
+    api.default_manager().unload()
+
+
+def test_an_opt_in_input_is_taken_only_by_the_engines_that_declare_it(glaze) -> None:
+    image = np.full((8, 8, 3), 100, np.uint8)
+    stencil = np.zeros((8, 8, 3), np.uint8)
+    stencil[2:4, 2:4] = 255
+    plain = np.asarray(api.run("glaze", {"image": image}))  # auto: the higher priority
+    assert (plain == 155).all()
+    out = np.asarray(api.run("glaze", {"image": image, "stencil": stencil}))  # auto: one that takes it
+    assert (out[2:4, 2:4] == 0).all() and (out[5:, 5:] == 100).all()
+    with pytest.raises(InputError, match="^engine 'test-glaze-plain' takes no stencil for glaze; engines that do: "
+                                         "test-glaze-stencil$"):
+        api.run("glaze", {"image": image, "stencil": stencil}, engine=PlainGlaze.name)
+    with pytest.raises(ValueError, match="not opt-in inputs of glaze"):
+        EngineInfo("x", f"{MODULE}_glaze:PlainGlaze", tasks={"glaze": GlazeOptions}, takes={"glaze": ("image",)})
+    assert GLAZE.opt_in == ("stencil",) and GLAZE.given_opt_in({"stencil": None}) == ()

@@ -210,7 +210,7 @@ def test_the_sketch_and_its_steps_change_the_result(engine, case) -> None:
     """Guards against a run that matches only because the sketch does nothing on these weights."""
     full = ours(engine, case, steps=4, guidance_scale=5.0, seed=7)
     assert np.abs(full - ours(engine, case, steps=4, guidance_scale=5.0, seed=7, sketch_steps=0.5)).max() > 2
-    image, hole, reference, sketch = case
+    image, hole, reference, _ = case
     none = engine.paint(image, hole, reference, paste_back=False, crop=False, resolution=SIZE, steps=4, seed=7)
     assert np.abs(full - np.asarray(none)).max() > 2
 

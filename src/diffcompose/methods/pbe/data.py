@@ -142,12 +142,21 @@ class SelfReferenceDataset(torch.utils.data.Dataset):
         return sum(len(r.boxes) for r in self.records)
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        image, hole, reference = self.sample(k)
+        return self.tensors(*self.sample(k))
+
+    @staticmethod
+    def tensors(image: np.ndarray, hole: np.ndarray, reference: np.ndarray) -> dict[str, torch.Tensor]:
+        """A sample's arrays as the trainer's tensors."""
         return {"image": codec.images_to_tensor(image)[0], "mask": codec.mask_to_tensor(hole)[0],
                 "reference": torch.from_numpy(normalize(reference))}
 
     def sample(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """uint8 image (R,R,3), float32 hole in [0, 1] (R,R), uint8 augmented reference (S,S,3) for sample ``k``."""
+        return self.draw(k)[:3]
+
+    def draw(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Box, Path]:
+        """:meth:`sample`'s three arrays, then the full training image, the crop taken of it and its file (so
+        a trainer that extends the recipe, as Paint-by-Sketch's, can cut its own maps along with the image)."""
         rng = np.random.default_rng([self.seed, int(k)])
         rec = self.records[int(rng.integers(len(self.records)))]
         box = rec.boxes[int(rng.integers(len(rec.boxes)))]
@@ -158,10 +167,11 @@ class SelfReferenceDataset(torch.utils.data.Dataset):
         reference = self.augment(image[pad_box(box, (w, h), self.pad).slices], rng)
         hole, crop = hole_and_crop(box, (w, h), rng, self.max_extend, self.bezier_p)
         shrinking = crop.width * crop.height > self.resolution ** 2
+        full = image
         image = cv2.resize(image[crop.slices], (self.resolution,) * 2,
                            interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
         hole = resize_mask(hole[crop.slices], (self.resolution, self.resolution), soft=True)
-        return image, hole, reference
+        return image, hole, reference, full, crop, rec.image
 
 
 def pad_box(box: Box, size: tuple[int, int], pad: int) -> Box:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -56,14 +58,30 @@ def load_weights(model: PbETrainModel, weights: dict[str, torch.Tensor], where: 
                          f"({len(missing)} missing, {len(unexpected)} unexpected weights)")
 
 
-def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: EMA | None) -> Path:
+@dataclass(frozen=True)
+class Variant:
+    """What a trainer that extends this recipe changes (Paint-by-Sketch: a sketch as 3 more input channels).
+
+    ``extra_channels``: UNet input channels after the 9, zero-initialised from a 9-channel init.
+    ``dataset(records, cfg, reference_size)``: its dataset, whose items add ``"extra"``: those
+    channels at pixel size (``(C, R, R)``), resized to the latent grid as the keep mask is.
+    ``task``: its name in logs and on the folders it writes.
+    """
+
+    task: str = "train pbe"
+    extra_channels: int = 0
+    dataset: Callable[[list, Any, int], torch.utils.data.Dataset] | None = None
+
+
+def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: EMA | None,
+                 task: str = "train pbe") -> Path:
     """A Paint-by-Example directory of the trained (or EMA) weights."""
     from diffusers import PNDMScheduler
 
     from diffcompose.methods.pbe.tiny import model_index
 
     final = export_copy(model, ema.shadow if ema is not None else None)
-    with building(out, "train pbe") as tmp:
+    with building(out, task) as tmp:
         final.unet.save_pretrained(tmp / "unet", safe_serialization=True)
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         final.encoder.save_pretrained(tmp / "image_encoder")
@@ -73,21 +91,22 @@ def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: 
 
 
 def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
-          cancel: CancelToken | None = None) -> list[float]:
+          cancel: CancelToken | None = None, variant: Variant = Variant()) -> list[float]:
     """Run (or resume) training; return the loss of every optimizer step from step 0.
 
     ``on_progress`` gets one event per optimizer step (main process only). A ``cancel``
     stops within one step; the checkpoints written so far stay, so ``--resume latest``
-    continues from the last one.
+    continues from the last one. ``variant``: a trainer that extends this recipe (:class:`Variant`).
     """
     from diffusers import DDPMScheduler
 
     from diffcompose.methods.pbe.data import SelfReferenceDataset, read_records
 
-    acc, out = start_run(cfg, "train pbe")
+    acc, out = start_run(cfg, variant.task)
     records = read_records(Path(cfg.manifest), Path(cfg.image_root) if cfg.image_root else None,
                            cfg.min_area, cfg.max_area)
-    model, vae, sched_config, _ = build_model(cfg.init, cfg.init_kind, cfg.image_encoder, cfg.seed)
+    model, vae, sched_config, _ = build_model(cfg.init, cfg.init_kind, cfg.image_encoder, cfg.seed,
+                                              variant.extra_channels)
     if model.unet.config.cross_attention_dim != model.encoder.proj_size:
         raise InputError("the image encoder's projection does not match the UNet's cross-attention width")
     if cfg.gradient_checkpointing:
@@ -99,17 +118,20 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
     latent_scale = codec.latent_scale(vae)
     model.train()
     named = trainable_parameters(model)
-    ds = SelfReferenceDataset(records, resolution=cfg.resolution, reference_size=model.encoder.image_size,
-                              seed=cfg.seed, max_extend=cfg.max_extend, bezier_p=cfg.bezier_p)
+    if variant.dataset is not None:
+        ds = variant.dataset(records, cfg, model.encoder.image_size)
+    else:
+        ds = SelfReferenceDataset(records, resolution=cfg.resolution, reference_size=model.encoder.image_size,
+                                  seed=cfg.seed, max_extend=cfg.max_extend, bezier_p=cfg.bezier_p)
 
     def micro_step(m: torch.nn.Module, batch: dict, gen: torch.Generator) -> tuple[torch.Tensor]:
         return (_loss(m, vae, noise_sched, batch, gen, latent_scale, cfg.cond_dropout, dtype, cfg.cond_dropout_per),)
 
     recipe = Recipe(
-        task="train pbe", model=model, params=[p for _, p in named], named=named, dataset=ds, micro_step=micro_step,
+        task=variant.task, model=model, params=[p for _, p in named], named=named, dataset=ds, micro_step=micro_step,
         lr_lambda=lambda s: warmup_factor(s, cfg.warmup_steps), weights=lambda: trainable_state(model),
         load_weights=lambda weights, where: load_weights(model, weights, where),
-        export=lambda ema: export_model(out / "final", model, vae.float(), sched_config, ema))
+        export=lambda ema: export_model(out / "final", model, vae.float(), sched_config, ema, variant.task))
     return fit(cfg, acc, out, recipe, on_progress=on_progress, cancel=cancel)["losses"]
 
 
@@ -124,7 +146,10 @@ def _loss(model, vae, noise_sched, batch: dict[str, torch.Tensor], gen: torch.Ge
     image, hole, reference = batch["image"], batch["mask"], batch["reference"]
     n = image.shape[0]
     stride = codec.vae_stride(vae)
-    masked, keep_lat = masked_condition(image, hole, (image.shape[-2] // stride, image.shape[-1] // stride))
+    latent_size = (image.shape[-2] // stride, image.shape[-1] // stride)
+    masked, keep_lat = masked_condition(image, hole, latent_size)
+    extra = () if "extra" not in batch else (
+        F.interpolate(batch["extra"], size=latent_size, mode="bilinear", align_corners=False).to(weight_dtype),)
     with torch.no_grad():
         both = torch.cat([image, masked]).to(weight_dtype)
         lat = vae.encode(both).latent_dist.sample(generator=gen).float() * latent_scale
@@ -134,5 +159,5 @@ def _loss(model, vae, noise_sched, batch: dict[str, torch.Tensor], gen: torch.Ge
     drop = condition_dropout(n, cond_dropout, cond_dropout_per, gen).to(z.device)
     noisy = noise_sched.add_noise(z, noise, t)
     target = noise_sched.get_velocity(z, noise, t) if noise_sched.config.prediction_type == "v_prediction" else noise
-    pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t)
+    pred = model(noisy, z_masked, keep_lat, reference.to(weight_dtype), drop, t, *extra)
     return F.mse_loss(pred.float(), target.float())

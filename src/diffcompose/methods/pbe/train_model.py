@@ -41,10 +41,11 @@ class PbETrainModel(nn.Module):
         encoder.model.requires_grad_(False)  # CLIP stays frozen
 
     def forward(self, noisy: torch.Tensor, z_masked: torch.Tensor, keep: torch.Tensor, reference: torch.Tensor,
-                drop: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                drop: torch.Tensor, t: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        """``extra``: more input channels after the 9 (a model that extends the input, e.g. a sketch)."""
         ctx = self.encoder(reference)
         ctx = torch.where(drop[:, None, None], self.encoder.uncond_vector.to(ctx.dtype).expand_as(ctx), ctx)
-        return self.unet(unet_input(noisy, z_masked, keep), t, encoder_hidden_states=ctx).sample
+        return self.unet(unet_input(noisy, z_masked, keep, *extra), t, encoder_hidden_states=ctx).sample
 
 
 def trainable_state(model: PbETrainModel) -> dict[str, torch.Tensor]:
@@ -80,8 +81,25 @@ def widen_conv_in(unet: Any, kind: str) -> None:
     unet.register_to_config(in_channels=IN_CHANNELS)
 
 
-def build_model(init: str, init_kind: str, image_encoder: str, seed: int) -> tuple[PbETrainModel, Any, dict, Path]:
-    """(trainable model, frozen VAE, noise scheduler config, init directory)."""
+def add_input_channels(unet: Any, extra: int) -> None:
+    """``extra`` more input channels after the 9, zero-initialised, so training starts from exactly the
+    9-channel model (how Paint-by-Sketch's ``scripts/modify_checkpoints.py`` widens Paint-by-Example)."""
+    conv = unet.conv_in
+    new = nn.Conv2d(conv.in_channels + extra, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :conv.in_channels] = conv.weight
+        new.bias.copy_(conv.bias)
+    unet.conv_in = new.to(conv.weight.dtype)
+    unet.register_to_config(in_channels=conv.in_channels + extra)
+
+
+def build_model(init: str, init_kind: str, image_encoder: str, seed: int, extra_channels: int = 0
+                ) -> tuple[PbETrainModel, Any, dict, Path]:
+    """(trainable model, frozen VAE, noise scheduler config, init directory).
+
+    ``extra_channels``: input channels after the 9 (Paint-by-Sketch: 3). A ``pbe`` init may already
+    have them (continuing such a run); otherwise they are added, zero-initialised."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -97,8 +115,12 @@ def build_model(init: str, init_kind: str, image_encoder: str, seed: int) -> tup
     has_encoder = (root / "image_encoder" / "config.json").is_file()
     kind = init_kind
     if kind == "auto":
-        kind = ("pbe" if has_encoder else "sd-inpainting") if unet.config.in_channels == IN_CHANNELS else "sd"
+        channels = unet.config.in_channels
+        kind = "pbe" if has_encoder and channels in (IN_CHANNELS, IN_CHANNELS + extra_channels) else \
+            "sd-inpainting" if channels == IN_CHANNELS else "sd"
     expected = {"pbe": IN_CHANNELS, "sd-inpainting": IN_CHANNELS, "sd": 4}[kind]
+    if kind == "pbe" and extra_channels and unet.config.in_channels == IN_CHANNELS + extra_channels:
+        expected = IN_CHANNELS + extra_channels  # a model that has them already
     if unet.config.in_channels != expected:
         raise InputError(f"init {init}: a {kind} UNet takes {expected} input channels, this one "
                          f"{unet.config.in_channels}")
@@ -120,5 +142,7 @@ def build_model(init: str, init_kind: str, image_encoder: str, seed: int) -> tup
             config.projection_dim = cross
             encoder = ExemplarEncoder(config)
             encoder.model.load_state_dict(clip.state_dict())
+    if unet.config.in_channels < IN_CHANNELS + extra_channels:
+        add_input_channels(unet, IN_CHANNELS + extra_channels - unet.config.in_channels)
     vae = AutoencoderKL.from_pretrained(str(root / "vae")).requires_grad_(False).eval()
     return PbETrainModel(unet, encoder), vae, scheduler_config(root), root
