@@ -209,3 +209,43 @@ def test_real_photos_through_the_cli_the_api_and_batch(testdata: Path, tmp_path:
     run_batch(manifest, tmp_path / "batch")
     rows = read_results(tmp_path / "batch")
     assert [r["status"] for r in rows] == ["ok"], rows
+
+
+def test_http_takes_the_stroke_upload_and_picks_unipaint(photo) -> None:
+    import io
+
+    from diffcompose.server import schema
+    from diffcompose.server.validate import build_submission
+
+    def png(a) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        return buf.getvalue()
+
+    files = {"image": png(photo["image"]), "mask": png(photo["mask"].astype(np.uint8) * 255),
+             "stroke": png(photo["stroke"])}
+    sub = build_submission({"task": "inpaint", "prompt": "a ball", "model": "tiny"}, files, max_pixels=None)
+    assert sub.engine == "unipaint" and sub.job.arrays["stroke"].shape == photo["image"].shape
+    with pytest.raises(InputError, match="engine 'sd-inpaint' takes no stroke"):
+        build_submission({"task": "inpaint", "prompt": "a ball", "engine": "sd-inpaint"}, files, max_pixels=None)
+    inputs = {i["name"]: i for t in schema.tasks() if t["name"] == "inpaint" for i in t["inputs"]}
+    assert inputs["stroke"]["engines"] == ["unipaint"]
+
+
+def test_the_stroke_is_cut_to_the_window_with_the_image(photo, monkeypatch) -> None:
+    from diffcompose.methods.unipaint.engine import UnipaintEngine
+
+    seen = {}
+    original = UnipaintEngine._inpaint
+
+    def spy(self, **kw):
+        seen.update(kw)
+        return original(self, **kw)
+
+    monkeypatch.setattr(UnipaintEngine, "_inpaint", spy)
+    big = {k: np.kron(v, np.ones((4, 4) + (1,) * (v.ndim - 2), v.dtype)) for k, v in photo.items()}  # 320x384
+    api.run("inpaint", {"image": big["image"], "mask": big["mask"], "prompt": "a ball", "stroke": big["stroke"]},
+            engine="unipaint", model="tiny", device="cpu", tune_steps=0, **FAST)
+    assert seen["stroke"].shape == seen["image"].shape and seen["image"].shape[0] < 320
+    inside = seen["stroke"][seen["mask"]]
+    assert (inside == (250, 40, 40)).all(axis=-1).mean() > 0.2  # the strokes came along, inside the region
