@@ -306,6 +306,22 @@ def mean_fill(image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def random_inception(seed: int):
+    """The FID Inception with seeded random weights, He-initialised so its features are not all ~0 (the
+    default initialisation's are about 1e-7, which makes every FID 0): a smoke run's network."""
+    import torch
+
+    from diffcompose.evaluation.fid import FIDInceptionV3
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = FIDInceptionV3().eval()
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight)
+    return net
+
+
 def bench_removal(args: argparse.Namespace, wanted: set[str] | None, models: Models, lpips: bool) -> None:
     photos = real_photos(args.testdata, args.max_side)
     objects = objects_with_masks(args.testdata, args.max_side)
@@ -321,9 +337,7 @@ def bench_removal(args: argparse.Namespace, wanted: set[str] | None, models: Mod
     metrics = REMOVAL_METRICS + ([LPIPS_COLUMN] if lpips else []) + (SMOKE_METRICS if args.smoke_metrics else [])
     sets: dict[str, dict] = {}
     if args.smoke_metrics:
-        from diffcompose.evaluation.fid import FIDInceptionV3
-
-        models._cache["inception"] = FIDInceptionV3().eval()  # random weights: the FID column is a smoke run
+        models._cache["inception"] = random_inception(args.seed)  # random weights: the FID column is a smoke run
     scored = run_through_batch(args.work_dir / "remove", "remove", runs, samples, args.seed,
                                ",".join(key for _, key, _, _, _ in metrics) + (",fid" if args.smoke_metrics else ""),
                                models, args.model, sets)

@@ -249,3 +249,19 @@ def test_the_stroke_is_cut_to_the_window_with_the_image(photo, monkeypatch) -> N
     assert seen["stroke"].shape == seen["image"].shape and seen["image"].shape[0] < 320
     inside = seen["stroke"][seen["mask"]]
     assert (inside == (250, 40, 40)).all(axis=-1).mean() > 0.2  # the strokes came along, inside the region
+
+
+def test_a_tuning_after_another_accelerate_run_in_the_process(photo) -> None:
+    """accelerate's state is process-wide: a trainer's bf16 run before must not make the tuning fail."""
+    from accelerate import Accelerator
+
+    from diffcompose.methods.unipaint.tuning import reset_accelerate
+
+    try:
+        Accelerator(cpu=True, mixed_precision="bf16")  # the process's first (tunings leave no state behind)
+        events = []
+        run("remove", photo, tune_steps=1, on_progress=events.append)
+        assert [e.task for e in events] == ["tune", "remove", "remove"]
+        Accelerator(cpu=True, mixed_precision="bf16")  # and a trainer after it still chooses its own
+    finally:
+        reset_accelerate()  # leave the process's state as this test found it: none

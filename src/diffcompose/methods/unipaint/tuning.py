@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,8 @@ from diffcompose.progress import RunContext
 
 log = logging.getLogger(__name__)
 
+#: Tunings run one at a time in a process: accelerate's state is process-wide.
+_TUNING = threading.Lock()
 #: The exemplar square's side as a share of the region box's shorter side (public: 0.4..0.9), and the flip odds.
 EXEMPLAR_SIDE = (0.4, 0.9)
 FLIP_ODDS = 0.5
@@ -181,9 +184,30 @@ def mixed_precision(device: torch.device, dtype: torch.dtype) -> str:
 
 def tune_unet(unet: Any, inputs: TuneInputs, *, steps: int, learning_rate: float, ctx: RunContext,
               device: torch.device, dtype: torch.dtype, task: str) -> Any:
-    """A float32 copy of ``unet`` after ``steps`` iterations of masked fine-tuning (``unet`` is left as it is)."""
+    """A float32 copy of ``unet`` after ``steps`` iterations of masked fine-tuning (``unet`` is left as it is).
+
+    One tuning at a time in a process (accelerate's state is process-wide)."""
+    with _TUNING:
+        return _tune(unet, inputs, steps=steps, learning_rate=learning_rate, ctx=ctx, device=device, dtype=dtype,
+                     task=task)
+
+
+def fresh_accelerator(device: torch.device, dtype: torch.dtype) -> Any:
+    """An ``Accelerator`` for this job's device and precision that leaves the model where it is.
+
+    accelerate keeps one process-wide state and refuses a second ``Accelerator`` with another
+    device kind or precision (a CPU job after a GPU one, a trainer's bf16 run before): the state
+    is reset first, and again after the tuning. Callers hold :data:`_TUNING`, so no other tuning is using it.
+    """
     from accelerate import Accelerator
 
+    reset_accelerate()
+    return Accelerator(cpu=device.type == "cpu", mixed_precision=mixed_precision(device, dtype),
+                       device_placement=False)
+
+
+def _tune(unet: Any, inputs: TuneInputs, *, steps: int, learning_rate: float, ctx: RunContext,
+          device: torch.device, dtype: torch.dtype, task: str) -> Any:
     from diffcompose.training.loop import Recipe, fit
 
     tuned = copy.deepcopy(unet).float().train()
@@ -192,7 +216,7 @@ def tune_unet(unet: Any, inputs: TuneInputs, *, steps: int, learning_rate: float
     named = list(tuned.named_parameters())
     cfg = TuneConfig(max_steps=steps, learning_rate=learning_rate, seed=ctx.seed,
                      mixed_precision=mixed_precision(device, dtype))
-    acc = Accelerator(cpu=device.type == "cpu", mixed_precision=cfg.mixed_precision)
+    acc = fresh_accelerator(device, dtype)
     curves = ("losses", "background", "exemplar")
     recipe = Recipe(task=task, model=model, params=[p for _, p in named], named=named, dataset=_Iterations(),
                     micro_step=lambda m, batch, gen: tune_terms(m, inputs, gen), lr_lambda=lambda step: 1.0,
@@ -204,7 +228,14 @@ def tune_unet(unet: Any, inputs: TuneInputs, *, steps: int, learning_rate: float
         fit(cfg, acc, Path("."), recipe, on_progress=ctx.on_progress, cancel=ctx.cancel)
     finally:
         tuned.requires_grad_(False)
+        reset_accelerate()  # the process is left as if no accelerate run had happened (a trainer may come next)
     return tuned.eval()
+
+
+def reset_accelerate() -> None:
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def check_exemplar_region(box: tuple[int, int, int, int]) -> None:
