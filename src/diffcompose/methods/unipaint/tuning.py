@@ -220,7 +220,7 @@ def _tune(unet: Any, inputs: TuneInputs, *, steps: int, learning_rate: float, ct
     curves = ("losses", "background", "exemplar")
     recipe = Recipe(task=task, model=model, params=[p for _, p in named], named=named, dataset=_Iterations(),
                     micro_step=lambda m, batch, gen: tune_terms(m, inputs, gen), lr_lambda=lambda step: 1.0,
-                    weights=dict, load_weights=lambda weights, path: None, export=lambda ema: Path("."),
+                    weights=dict, load_weights=lambda weights, path: None, export=lambda ema: None,
                     curves=curves, salt=24)
     log.info("masked fine-tuning: %d iterations at lr %.1e", steps, learning_rate)
     try:
