@@ -17,6 +17,7 @@ repository is present, its own DDIM sampler and attention run too (skipped other
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import subprocess
 import sys
@@ -115,9 +116,10 @@ def test_one_tuning_step_is_adam_on_every_unet_weight_through_the_shared_loop(en
     inputs = inputs_for(engine, case)
     before = {k: v.clone() for k, v in engine.sd.unet.state_dict().items()}
     events = []
-    tuned = tune_unet(engine.sd.unet, inputs, steps=1, learning_rate=1e-3, ctx=RunContext(seed=3, on_progress=events.append),
-                      device=torch.device("cpu"), dtype=torch.float32, task="tune")
-    ref = Denoiser(__import__("copy").deepcopy(engine.sd.unet).float())
+    ctx = RunContext(seed=3, on_progress=events.append)
+    tuned = tune_unet(engine.sd.unet, inputs, steps=1, learning_rate=1e-3, ctx=ctx, device=torch.device("cpu"),
+                      dtype=torch.float32, task="tune")
+    ref = Denoiser(copy.deepcopy(engine.sd.unet).float())
     ref.requires_grad_(True)
     opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
     tune_terms(ref, inputs, _generator(3, 0, 0, salt=24))[0].backward()

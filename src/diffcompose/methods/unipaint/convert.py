@@ -41,8 +41,8 @@ SD1_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=
                 down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
                                   "DownBlock2D"],
                 up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
-SD1_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=512, block_out_channels=[128, 256, 512, 512],
-               layers_per_block=2, down_block_types=["DownEncoderBlock2D"] * 4,
+SD1_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=512,
+               block_out_channels=[128, 256, 512, 512], layers_per_block=2, down_block_types=["DownEncoderBlock2D"] * 4,
                up_block_types=["UpDecoderBlock2D"] * 4)
 SD1_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                 num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)

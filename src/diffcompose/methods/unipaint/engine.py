@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from diffcompose.errors import InputError
 from diffcompose.methods.diffusion import DiffusionEngine
@@ -133,7 +132,7 @@ class UnipaintEngine(DiffusionEngine):
 
         unet = sd.unet
         steps = self._tune_steps(options)
-        ctx.progress(TUNE_PHASE, steps)  # a cancel before the tuning starts
+        ctx.check()  # a cancel before the tuning starts
         if steps > 0:
             def encode(pixels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
                 with torch.no_grad():

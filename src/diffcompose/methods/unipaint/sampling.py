@@ -31,7 +31,8 @@ STROKE_WINDOW = 0.02
 
 @dataclass
 class Blend:
-    """Replace the sample by ``z0`` noised to the step's timestep where ``where`` (1) while ``lo <= index/total <= hi``."""
+    """Replace the sample by ``z0`` noised to the step's timestep where ``where`` is 1, while
+    ``lo <= index / total <= hi``."""
 
     z0: torch.Tensor
     where: torch.Tensor
