@@ -285,6 +285,8 @@ SABOTAGES: list[Sabotage] = [
              "    return tau is None or index / total < tau\n", "    return True\n", UNIPAINT_PARITY),
     Sabotage("unipaint", "unipaint-exemplar-token-not-replaced", "24.2", "methods/unipaint/exemplar.py",
              "        out[args[0] == token] = embedding.to(out.dtype)\n", "        out = out\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-auto-word-least-similar", "24.2", "methods/unipaint/exemplar.py",
+             "    return int(logits[:, 0].argmax())\n", "    return int(logits[:, 0].argmin())\n", UNIPAINT_PARITY),
     Sabotage("unipaint", "unipaint-background-not-blended", "24.2", "methods/unipaint/sampling.py",
              "    return Blend(z_known, 1 - hole, 0.0, 1.0)\n", "    return Blend(z_known, 1 - hole, 2.0, 3.0)\n",
              UNIPAINT_PARITY),

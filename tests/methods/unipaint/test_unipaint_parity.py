@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -37,7 +38,7 @@ from diffcompose.methods.unipaint.attention import (  # noqa: E402
     MaskedAttention, RegionMasks, masked_attention, transformer_attention_layers,
 )
 from diffcompose.methods.unipaint.engine import UnipaintEngine  # noqa: E402
-from diffcompose.methods.unipaint.options import UnipaintInpaintOptions  # noqa: E402
+from diffcompose.methods.unipaint.options import UnipaintInpaintOptions, UnipaintPaintOptions  # noqa: E402
 from diffcompose.methods.unipaint.sampling import reads_prompt, stroke_blend  # noqa: E402
 from diffcompose.methods.unipaint.tuning import (  # noqa: E402
     Denoiser, Exemplar, TuneInputs, latent_hole, place_exemplar, region_box, tune_terms, tune_unet,
@@ -434,3 +435,52 @@ def test_a_stroke_run_matches_the_public_ddim_sampler_and_attention(engine, case
         sd.unet.set_attn_processor(original)
     got = ours(engine, case, **kw)
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+# ----------------------------------------------------------------------------- the public "auto select"
+
+def tiny_clip(root: Path, tokenizer) -> Path:
+    """A tiny CLIPModel over the tiny SD's vocabulary (the token ids must be the text encoder's)."""
+    import json
+
+    from transformers import CLIPConfig, CLIPModel
+
+    vocab = len(tokenizer)
+    text = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.eos_token_id)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                  patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(root)
+    prep = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}, "do_resize": True,
+            "do_center_crop": True, "do_normalize": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3}
+    (root / "preprocessor_config.json").write_text(json.dumps(prep))
+    return root
+
+
+def test_the_auto_selected_word_is_the_public_clip_match(engine, tmp_path) -> None:
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    sd = engine.sd
+    root = tiny_clip(tmp_path / "clip", sd.tokenizer)
+    reference = (np.random.RandomState(3).rand(48, 40, 3) * 255).astype(np.uint8)
+    opts = UnipaintPaintOptions(exemplar_clip=str(root))
+    got = engine._start_embedding(reference, opts)
+    # the public computation (FrozenCLIPImageEmbedder.precompute_and_save_clip_text_embeds, match_token_for_image)
+    clip, proc = CLIPModel.from_pretrained(str(root)).eval(), CLIPImageProcessor.from_pretrained(str(root))
+    n = len(sd.tokenizer) - 1
+    with torch.no_grad():
+        ids = torch.cat([sd.tokenizer.bos_token_id * torch.ones(n, 1), torch.arange(n).reshape(n, 1),
+                         sd.tokenizer.eos_token_id * torch.ones(n, 75)], dim=1).to(torch.int64)
+        text = clip.text_projection(clip.text_model(ids).pooler_output)
+        text = text / text.norm(dim=-1, keepdim=True)
+        image = clip.visual_projection(clip.vision_model(
+            pixel_values=proc(Image.fromarray(reference), return_tensors="pt")["pixel_values"]).pooler_output)
+        image = image / image.norm(dim=-1, keepdim=True)
+        logits = (text @ image.T * clip.logit_scale.exp()).T
+        _, idx = torch.topk(logits, 1)
+        want = sd.text_encoder.get_input_embeddings()(idx[0])[0]
+    assert torch.equal(got, want)
+    assert not torch.equal(got, ex.word_embedding(sd, ex.PLACEHOLDER))  # a real choice, not '#' itself

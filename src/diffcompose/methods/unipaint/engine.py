@@ -62,7 +62,7 @@ class UnipaintEngine(DiffusionEngine):
                              "input channels (an inpainting model?); Uni-paint starts from a text-to-image one")
 
     def modules(self) -> list[torch.nn.Module]:
-        return self.sd.modules
+        return self.sd.modules + [clip for clip, _, _ in vars(self).get("_clip", {}).values()]
 
     def window_policy(self, task: str, options: UnipaintOptions) -> WindowPolicy:
         size = options.resolution or self.sd.resolution
@@ -92,7 +92,7 @@ class UnipaintEngine(DiffusionEngine):
                reference_mask: np.ndarray | None, options: UnipaintPaintOptions, ctx: RunContext
                ) -> list[np.ndarray]:
         token = ex.placeholder_token(self.sd.tokenizer)
-        embedding = ex.word_embedding(self.sd, options.exemplar_word or ex.PLACEHOLDER)
+        embedding = self._start_embedding(reference, options)
         box = region_box(mask)
         check_exemplar_region(box)
         pixels = ex.exemplar_pixels(reference, reference_mask, (image.shape[1], image.shape[0]))
@@ -100,6 +100,23 @@ class UnipaintEngine(DiffusionEngine):
         exemplar = Exemplar(codec.images_to_tensor(pixels, self.device, torch.float32), box, context)
         return self._fill(image, mask, options, ctx, "paint", prompt=None, negative="", scale=options.guidance_scale,
                           n=options.num_images, exemplar=exemplar)
+
+    def _start_embedding(self, reference: np.ndarray, options: UnipaintPaintOptions) -> torch.Tensor:
+        """The placeholder's embedding: the word given, else the CLIP-matched token, else ``#``'s own."""
+        if options.exemplar_word or not options.exemplar_clip:
+            return ex.word_embedding(self.sd, options.exemplar_word or ex.PLACEHOLDER)
+        cache = vars(self).setdefault("_clip", {})
+        if options.exemplar_clip not in cache:  # the vocabulary's text embeddings: computed once per CLIP model
+            clip, processor = ex.load_clip(options.exemplar_clip, self.device)
+            tok = self.sd.tokenizer
+            text = ex.token_text_embeddings(clip, len(tok) - 1, tok.bos_token_id, tok.eos_token_id)
+            cache[options.exemplar_clip] = (clip, processor, text)
+        clip, processor, text = cache[options.exemplar_clip]
+        token = ex.match_token(clip, processor, reference, text)
+        log.info("exemplar: start word %r (CLIP-matched)", self.sd.tokenizer.decode([token]))
+        table = self.sd.text_encoder.get_input_embeddings()
+        with torch.no_grad():
+            return table(torch.tensor([token], device=table.weight.device))[0]
 
     # ------------------------------------------------------------------ the shared run
 

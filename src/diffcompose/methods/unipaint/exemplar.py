@@ -6,6 +6,7 @@ embedding is added) is replaced by a start embedding, and the prompt is then enc
 encoder as usual. The start embedding is the token embedding of a subject word (the demo's
 "specify a single word"; its default "auto select" picks the vocabulary token whose CLIP text
 embedding best matches the exemplar's CLIP image embedding, which needs the full CLIP model).
+With ``--exemplar-clip`` the word is chosen as the public "auto select" does (:func:`match_token`).
 The public code computes this context once, detached, and never optimises the embedding (its
 optimiser holds the UNet's parameters only): what is learned is the UNet's response to the
 token, by the exemplar term of the fine-tuning (:mod:`.tuning`).
@@ -70,3 +71,42 @@ def exemplar_pixels(reference: np.ndarray, reference_mask: np.ndarray | None, si
     if reference_mask is not None:
         reference = np.where(reference_mask[..., None], reference, np.uint8(255))
     return np.asarray(Image.fromarray(reference).resize(size, Image.Resampling.BILINEAR))
+
+
+# ----------------------------------------------------------------------------- the public "auto select"
+
+@torch.no_grad()
+def token_text_embeddings(clip: Any, vocab: int, bos: int, eos: int, chunk: int = 1024) -> torch.Tensor:
+    """``(vocab, P)``: CLIP's projected, unit-length text embedding of each one-token prompt
+    ``<BOS> token <EOS> ... <EOS>`` (77 long), for the tokens ``0 .. vocab - 1`` (the public precompute)."""
+    device = clip.text_projection.weight.device
+    rows = []
+    for start in range(0, vocab, chunk):
+        tokens = torch.arange(start, min(vocab, start + chunk), device=device)
+        ids = torch.cat([torch.full((len(tokens), 1), bos, device=device), tokens[:, None],
+                         torch.full((len(tokens), 75), eos, device=device)], dim=1)
+        emb = clip.text_projection(clip.text_model(ids).pooler_output)
+        rows.append(emb / emb.norm(dim=-1, keepdim=True))
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def match_token(clip: Any, processor: Any, image: np.ndarray, text: torch.Tensor) -> int:
+    """The token whose text embedding (:func:`token_text_embeddings`) best matches ``image``'s CLIP image
+    embedding (the public ``match_token_for_image`` with ``topk=1``, whose softmax weight is then 1)."""
+    device = clip.visual_projection.weight.device
+    pixels = processor(images=Image.fromarray(image), return_tensors="pt")["pixel_values"].to(device, clip.dtype)
+    emb = clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)
+    emb = emb / emb.norm(dim=-1, keepdim=True)
+    logits = (text.to(emb.dtype) @ emb.T) * clip.logit_scale.exp()
+    return int(logits[:, 0].argmax())
+
+
+def load_clip(source: str, device: torch.device) -> tuple[Any, Any]:
+    """(CLIPModel, its image processor) from a local folder or a cached hub id, or one line."""
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    from diffcompose.models.loader import resolve_extra
+
+    root = resolve_extra(source, ["config.json", "preprocessor_config.json"], "CLIP model for --exemplar-clip")
+    return CLIPModel.from_pretrained(str(root)).to(device).eval(), CLIPImageProcessor.from_pretrained(str(root))

@@ -77,6 +77,10 @@ class UnipaintPaintOptions(UnipaintOptions):
     exemplar_word: str = option("", "one word (one CLIP token) whose embedding the exemplar's placeholder token "
                                     "'#' takes (the public 'subject word'); empty: '#' keeps its own embedding "
                                     "(the public '__null__' start)")
+    exemplar_clip: str = option("", "a CLIP model (hub id or folder; the public code's "
+                                    "openai/clip-vit-large-patch14) that picks the start word when --exemplar-word is "
+                                    "empty: the vocabulary token whose CLIP text embedding best matches the exemplar "
+                                    "(the public 'auto select'); empty: no auto-select")
 
 
 register(EngineInfo(
