@@ -52,6 +52,8 @@ class Sabotage:
 PBSKETCH_PARITY = ("tests/methods/pbsketch/test_pbsketch_parity.py",)
 OS_PARITY = ("tests/methods/objectstitch/test_objectstitch_parity.py",)
 OS_TRAIN = ("tests/methods/objectstitch/test_objectstitch_train.py", "-m", "not slow")
+UNIPAINT_PARITY = ("tests/methods/unipaint/test_unipaint_parity.py",)
+UNIPAINT_GATE = ("tests/methods/unipaint/test_unipaint.py::test_masked_attention_applies_only_to_guided_sampling",)
 FC = "methods/freecompose/engine.py"
 FC_WIRING = ("tests/methods/freecompose/test_freecompose_wiring.py",)
 
@@ -422,6 +424,36 @@ SABOTAGES: list[Sabotage] = [
              "    refused = [k for k in given if k not in takes]\n", "    refused = []\n",
              ("tests/methods/test_task_spec.py::test_an_opt_in_input_is_taken_only_by_the_engines_that_declare_it",
               "tests/methods/pbsketch/test_pbsketch_e2e.py::test_http_request_picks_the_engine_that_takes_the_sketch")),
+    # ---- Uni-paint, issue 24: masked fine-tuning, masked attention, stroke start, exemplar token, blending
+    Sabotage("unipaint", "unipaint-loss-not-masked", "24.2", "methods/unipaint/tuning.py",
+             "    return F.mse_loss(pred * keep, noise * keep)\n", "    return F.mse_loss(pred, noise)\n",
+             UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-latent-hole-not-dilated", "24.2", "methods/unipaint/tuning.py",
+             "    return F.max_pool2d(m, 3, stride=1, padding=1)\n", "    return m\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-self-attention-control-removed", "24.2", "methods/unipaint/attention.py",
+             "    return probs * (1 - outside_reads_inside)[None]\n", "    return probs\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-cross-attention-control-removed", "24.2", "methods/unipaint/attention.py",
+             "        return torch.cat([probs[:, :, :1], probs[:, :, 1:] * region[None, :, None]], dim=2)\n",
+             "        return probs\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-self-attention-control-inverted", "24.2", "methods/unipaint/attention.py",
+             "    outside_reads_inside = (1 - region)[:, None] * region[None, :]\n",
+             "    outside_reads_inside = region[:, None] * (1 - region)[None, :]\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-attention-control-when-unguided", "24.2", "methods/unipaint/engine.py",
+             "active=guided and options.masked_attention)", "active=options.masked_attention)", UNIPAINT_GATE),
+    Sabotage("unipaint", "unipaint-stroke-start-inverted", "24.2", "methods/unipaint/sampling.py",
+             "    return Blend(z_stroke, stroke_mask, tau, tau + STROKE_WINDOW)\n",
+             "    return Blend(z_stroke, stroke_mask, 1 - tau, 1 - tau + STROKE_WINDOW)\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-stroke-window-wrong", "24.2", "methods/unipaint/sampling.py",
+             "STROKE_WINDOW = 0.02\n", "STROKE_WINDOW = 0.2\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-prompt-read-before-the-stroke", "24.2", "methods/unipaint/sampling.py",
+             "    return tau is None or index / total < tau\n", "    return True\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-exemplar-token-not-replaced", "24.2", "methods/unipaint/exemplar.py",
+             "        out[args[0] == token] = embedding.to(out.dtype)\n", "        out = out\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-auto-word-least-similar", "24.2", "methods/unipaint/exemplar.py",
+             "    return int(logits[:, 0].argmax())\n", "    return int(logits[:, 0].argmin())\n", UNIPAINT_PARITY),
+    Sabotage("unipaint", "unipaint-background-not-blended", "24.2", "methods/unipaint/sampling.py",
+             "    return Blend(z_known, 1 - hole, 0.0, 1.0)\n", "    return Blend(z_known, 1 - hole, 2.0, 3.0)\n",
+             UNIPAINT_PARITY),
 ]
 
 

@@ -32,12 +32,19 @@ too. An LPIPS column is added when LPIPS's VGG16 weights load (``--vgg``).
     .venv/bin/python benchmarks/quality.py --limit 1 --per-photo 1 --max-side 128 --speed-repeats 1   # smoke run
     .venv/bin/python benchmarks/quality.py --tasks insert --engines classical,objectstitch,pbe,pbsketch --model tiny \
         --metric-models tiny --max-side 128 --opt steps=2 --limit 1      # insertion pipeline smoke run
+    .venv/bin/python benchmarks/quality.py --tasks remove --engines unipaint --model tiny --opt tune_steps=2 \
+        --opt steps=4 --limit 2 --per-photo 1 --max-side 128 --speed-repeats 0 --smoke-metrics   # removal, tiny
 
 Insertion (``--tasks insert``): the composition cases of the test data that have a box and an
 object mask (the public ObjectStitch examples); each insert engine fills the box with the object
 (an engine that takes a sketch, by its registration's ``takes``, gets the box's outline as one),
 scored by CLIP-I and DINO (the box's crop against the object), bg-PSNR (background
 preservation) and, when the Inception weights load, FID and local FID against the backgrounds.
+
+``--smoke-metrics`` (removal) adds background preservation (``bg-psnr``: PSNR outside the hole
+against the input) and FID of the outputs against the held-in true photos, computed by
+``evaluate`` with a random-weight FID Inception: with ``--model tiny`` it shows the pipeline works
+end to end (Uni-paint's row), its values mean nothing.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ import numpy as np
 import diffcompose as dc
 from diffcompose.batch import read_results, run_batch
 from diffcompose.errors import WeightsMissingError
+from diffcompose.evaluation.catalog import variant
 from diffcompose.evaluation.evaluate import Models, evaluate
 from diffcompose.inputs import Box, dilate_mask, load_image, load_mask, mask_to_box, resize_mask
 from diffcompose.inputs.images import save_image
@@ -81,6 +89,9 @@ REMOVAL_METRICS: list[tuple[str, str, str, str, Callable]] = [
     ("texture", "texture", "texture dist. ↓", ".2f", float),
 ]
 LPIPS_COLUMN = ("lpips", "lpips", "LPIPS ↓", ".4f", float)
+#: ``--smoke-metrics``: background preservation, and FID against the held-in true photos (random Inception).
+SMOKE_METRICS = [("bg-psnr", "bg-psnr", "bg PSNR (dB) ↑", ".2f", lambda v: min(PSNR_CAP, _value(v)))]
+SMOKE_FID = ("fid", "fid", "FID smoke (random Inception)", ".2f", float)
 
 
 # ----------------------------------------------------------------------------- data
@@ -202,10 +213,13 @@ def write_cases(folder: Path, samples: list[tuple[np.ndarray, np.ndarray, np.nda
 
 
 def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list, seed: int, metrics: str,
-                      models: Models) -> dict[str, list[dict]]:
+                      models: Models, model: str | None = None, sets: dict[str, dict] | None = None
+                      ) -> dict[str, list[dict]]:
     """Engines via ``run_batch``, baselines as a folder of outputs; both scored by ``evaluate``.
 
-    Returns the evaluated items of each variant, by variant name.
+    Returns the evaluated items of each variant, by variant name. ``model``: the ``model`` of the
+    manifest lines of engines that take one (``--model``). ``sets``, when given, receives each engine
+    variant's aggregate row (its set metrics, e.g. FID), by variant name.
     """
     files = write_cases(work / "cases", samples)
     lines, base_lines = [], []
@@ -222,7 +236,9 @@ def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list,
                 save_image(out, work / "baselines" / f"{line['id']}.png", force=True)
                 base_lines.append(line)
             else:
-                lines.append({**line, "engine": v.engine, "options": v.options})
+                takes_model = model is not None and get_engine_info(v.engine).default_model is not None
+                lines.append({**line, "engine": v.engine, "options": v.options, **({"model": model} if takes_model
+                                                                                  else {})})
     by_id: dict[str, str] = {f"{_slug(v.name)}-{k:04d}": v.name for v in runs for k in range(len(files))}
     items: list[dict] = []
     if lines:
@@ -230,7 +246,11 @@ def run_through_batch(work: Path, task: str, runs: list[Variant], samples: list,
         summary = run_batch(work / "manifest.jsonl", work / "batch", seed=seed, force=True)
         print(f"(batch: {summary.line()})", file=sys.stderr)
         evaluate(work / "batch", work / "evaluation", metrics=metrics, models=models, force=True)
-        items += json.loads((work / "evaluation" / "metrics.json").read_text())["items"]
+        doc = json.loads((work / "evaluation" / "metrics.json").read_text())
+        items += doc["items"]
+        if sets is not None:
+            names = {variant({"engine": v.engine, "options": v.options}): v.name for v in runs if v.engine}
+            sets.update({names[a["engine"]]: a for a in doc["aggregate"] if a["engine"] in names})
     if base_lines:
         (work / "baselines.jsonl").write_text("".join(json.dumps(x) + "\n" for x in base_lines))
         evaluate(work / "baselines", work / "evaluation-baselines", manifest=work / "baselines.jsonl",
@@ -287,6 +307,22 @@ def mean_fill(image: np.ndarray, mask: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def random_inception(seed: int):
+    """The FID Inception with seeded random weights, He-initialised so its features are not all ~0 (the
+    default initialisation's are about 1e-7, which makes every FID 0): a smoke run's network."""
+    import torch
+
+    from diffcompose.evaluation.fid import FIDInceptionV3
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = FIDInceptionV3().eval()
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight)
+    return net
+
+
 def bench_removal(args: argparse.Namespace, wanted: set[str] | None, models: Models, lpips: bool) -> None:
     photos = real_photos(args.testdata, args.max_side)
     objects = objects_with_masks(args.testdata, args.max_side)
@@ -299,10 +335,17 @@ def bench_removal(args: argparse.Namespace, wanted: set[str] | None, models: Mod
             if hole.any() and not hole.all():
                 samples.append((bg, composite, hole))
     runs = [Variant("mean-fill (baseline)", None, {}, mean_fill), *variants("remove", wanted, args.opt)]
-    metrics = REMOVAL_METRICS + ([LPIPS_COLUMN] if lpips else [])
+    metrics = REMOVAL_METRICS + ([LPIPS_COLUMN] if lpips else []) + (SMOKE_METRICS if args.smoke_metrics else [])
+    sets: dict[str, dict] = {}
+    if args.smoke_metrics:
+        models._cache["inception"] = random_inception(args.seed)  # random weights: the FID column is a smoke run
     scored = run_through_batch(args.work_dir / "remove", "remove", runs, samples, args.seed,
-                               ",".join(key for _, key, _, _, _ in metrics), models)
+                               ",".join(key for _, key, _, _, _ in metrics) + (",fid" if args.smoke_metrics else ""),
+                               models, args.model, sets)
     rows = table_rows(runs, scored, [(key, fn) for _, key, _, _, fn in metrics])
+    if args.smoke_metrics:  # the set metric: one value per engine row (none for the baseline)
+        metrics = metrics + [SMOKE_FID]
+        rows = [(name, *values, _value(sets.get(name, {}).get("fid") or math.nan), t) for name, *values, t in rows]
     print(f"\nRemoval: {len(samples)} composites = {min(len(photos), args.limit or len(photos))} real photos x "
           f"{args.per_photo} real object cut-outs pasted at random (seed {args.seed}); metrics over the hole "
           f"(PSNR capped at {PSNR_CAP:.0f} dB per image; texture distance: gradient-magnitude distributions, "
@@ -470,7 +513,7 @@ def bench_insertion(args: argparse.Namespace, wanted: set[str] | None, models: M
                 inputs["sketch"] = sketch
             line = {"id": f"{_slug(v.name)}-{k:04d}", "task": "insert", "engine": v.engine, "options": v.options,
                     "inputs": inputs, "seed": args.seed}
-            if args.model and get_engine_info(v.engine).needs_torch:
+            if args.model and get_engine_info(v.engine).default_model is not None:
                 line["model"] = args.model
             lines.append(line)
     if not lines:
@@ -535,6 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, default=None,
                     help="where the cases, manifests, batch outputs and reports go (default: a temporary folder, "
                          "removed at the end)")
+    ap.add_argument("--smoke-metrics", action="store_true",
+                    help="removal: add background preservation (bg-psnr) and FID against the held-in photos with a "
+                         "random-weight FID Inception (a smoke run of the pipeline, not a quality claim)")
     ap.add_argument("--vgg", default=None, help="VGG16 for the LPIPS column (hub id or folder; default: "
                                                 "timm/vgg16.tv_in1k when cached or reachable)")
     args = ap.parse_args(argv)

@@ -445,6 +445,12 @@ def check_progress(manager: EngineManager, name: str, task: str) -> None:
         assert not _must_report(info, task), f"{name} {task} reported no progress"
         return
     assert all(isinstance(e, ProgressEvent) for e in events)
+    for phase in info.contract.phases:  # loops before the task's own (a per-photo tuning): each ordered, then done
+        ahead = [e for e in events if e.task == phase]  # none when the fast options skip it
+        assert events[:len(ahead)] == ahead, f"{name} {task}: the {phase} phase does not come first"
+        assert [e.step for e in ahead] == list(range(1, len(ahead) + 1)) and {e.total for e in ahead} <= \
+            {len(ahead)}, f"{name} {task} {phase}: steps {[e.step for e in ahead]}"
+        events = events[len(ahead):]
     assert {e.task for e in events} == {task}
     totals = {e.total for e in events}
     assert len(totals) == 1, f"{name} {task}: totals {totals}"

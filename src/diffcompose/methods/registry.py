@@ -96,6 +96,8 @@ class ContractFacts:
     ``previews``: every progress event carries a preview.
     ``reports_progress``: tasks that must report progress although the engine needs no torch
     (every torch engine must).
+    ``phases``: names of loops that run, each with its own ordered steps, before the task's own
+    (Uni-paint's per-photo fine-tuning, ``tune``); the task's loop comes last.
     """
 
     fast_options: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +106,7 @@ class ContractFacts:
     steps: str | int | None = None
     previews: bool = False
     reports_progress: tuple[str, ...] = ()
+    phases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -443,8 +443,12 @@ def _mask_or_box(mask: MaskLike | None, box: Box | str | tuple[int, int, int, in
 
 def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
                     box: Box | str | tuple[int, int, int, int] | None = None, prompt: str = "",
-                    negative_prompt: str = "", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
-    """Text-guided inpainting of ``mask`` (or of ``box``, a rough region) with what ``prompt`` describes."""
+                    negative_prompt: str = "", stroke: ImageLike | None = None,
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+    """Text-guided inpainting of ``mask`` (or of ``box``, a rough region) with what ``prompt`` describes.
+
+    ``stroke`` (opt-in): IMAGE's size, coloured strokes where the fill should take their colour and
+    layout; only its non-black pixels inside the region count (black, or anything outside, is none)."""
     if not check_text(_n("inpaint", "prompt"), prompt).strip():
         raise InputError(f"inpaint needs {_n('inpaint', 'prompt')}: the text describing what to paint into the region")
     check_text(_n("inpaint", "negative_prompt"), negative_prompt)
@@ -453,8 +457,21 @@ def prepare_inpaint(image: ImageLike, mask: MaskLike | None = None, *,
     m = _mask_or_box(mask, box, size, max_pixels, f"inpaint needs exactly one of {_n('inpaint', 'mask')} (the "
                      f"region's shape) or {_n('inpaint', 'box')} (a rough region)")
     check_mask_coverage(m, operation="inpainting")
-    arrays = {"image": img, "mask": m, "prompt": prompt, "negative_prompt": negative_prompt}
-    return Job("inpaint", img, arrays, mask_to_box(m), {"image": "image", "mask": "mask"}, m)
+    arrays = {"image": img, "mask": m, "prompt": prompt, "negative_prompt": negative_prompt,
+              "stroke": _load_stroke(stroke, img, max_pixels)}
+    kinds: dict[str, Kind] = {"image": "image", "mask": "mask", "stroke": "image"}
+    return Job("inpaint", img, arrays, mask_to_box(m), kinds, m)
+
+
+def _load_stroke(stroke: ImageLike | None, image: np.ndarray, max_pixels: int | None) -> np.ndarray | None:
+    """A coloured stroke image as uint8 RGB of the image's size, or ``None`` (cut to the window as an image)."""
+    if stroke is None:
+        return None
+    colours = load_image(stroke, "stroke", max_pixels)
+    if colours.shape[:2] != image.shape[:2]:
+        raise InputError(f"the stroke image is {colours.shape[1]}x{colours.shape[0]}, the image "
+                         f"{image.shape[1]}x{image.shape[0]}: draw the strokes on a copy of the image's size")
+    return colours
 
 
 def _reference_object(reference: ImageLike, ref: np.ndarray, reference_mask: MaskLike | None,
@@ -688,6 +705,9 @@ for _spec in (
         InputSpec("box", "box", False, "a rough region x0,y0,x1,y1"),
         InputSpec("prompt", "text", True, "what to paint, e.g. 'a red vintage armchair'", _PROMPT),
         InputSpec("negative_prompt", "text", False, "what to avoid (default: none)"),
+        InputSpec("stroke", "image", False, "coloured strokes on black, IMAGE's size: colours and layout the fill "
+                                            "should follow inside the region (engines that take one: see --engine)",
+                  "coloured strokes on black, the image's size (only some engines take one)", opt_in=True),
     ), prepare_inpaint, "fill a region with what a text prompt describes", output="images",
         one_of=(one_of("mask", "box"),),
         cli_help="fill a region with what a text prompt describes",

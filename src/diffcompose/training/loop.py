@@ -215,7 +215,8 @@ class Recipe:
     by name (EMA, export). ``micro_step(model, batch, generator)`` returns the loss to minimise,
     then any further logged terms: one tensor per name in ``curves`` (``state.json`` keys; the
     first is the loss). ``weights()`` is what a checkpoint holds, ``load_weights(weights, path)``
-    puts a checkpoint's back, ``export(ema)`` writes ``output_dir/final`` (main process only).
+    puts a checkpoint's back, ``export(ema)`` writes ``output_dir/final`` (main process only) and
+    returns its path (``None``: nothing is exported, as for a tuning inside a job).
     """
 
     task: str
@@ -227,7 +228,7 @@ class Recipe:
     lr_lambda: Callable[[int], float]
     weights: Callable[[], dict[str, torch.Tensor]]
     load_weights: Callable[[dict[str, torch.Tensor], Path], None]
-    export: Callable[[EMA | None], Path]
+    export: Callable[[EMA | None], Path | None]
     curves: tuple[str, ...] = ("losses",)
     salt: int = 0  # the trainer's own random streams (see :func:`_generator`)
     weights_file: str = WEIGHTS_FILE
@@ -294,14 +295,16 @@ def fit(cfg: Any, acc: Any, out: Path, recipe: Recipe, *, on_progress: ProgressC
             extra = ", ".join(f"{name} {curves[name][-1]:.4f}" for name in recipe.curves[1:])
             log.info("step %d: loss %.4f (%slr %.2e)", step + 1, curves[recipe.curves[0]][-1],
                      extra + "; " if extra else "", lr_sched.get_last_lr()[0])
-        if ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps) and acc.is_main_process:
+        if (cfg.checkpoint_every > 0 and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.max_steps)
+                and acc.is_main_process):  # 0: no checkpoints (a tuning inside a job keeps nothing)
             write_checkpoint(out / f"{CKPT_PREFIX}{step + 1:07d}", recipe.weights(), optimizer, ema,
                              {"step": step + 1, **curves}, acc.scaler, recipe.weights_file)
         acc.wait_for_everyone()
         progress.step()
     if acc.is_main_process and start < cfg.max_steps:
         path = recipe.export(ema)
-        log.info("%s: trained model written to %s", recipe.task, path)
+        if path is not None:  # None: nothing kept (a tuning inside a job)
+            log.info("%s: trained model written to %s", recipe.task, path)
     # The DDP wrapper goes first, while the process group is still registered. Its C++ reducer
     # holds a reference to the group and is freed with the GIL held; were its reference the last,
     # the group's destructor would join gloo's worker threads under the GIL, and a worker freeing
