@@ -87,8 +87,9 @@ register(EngineInfo(
     ENGINE, "diffcompose.methods.unipaint.engine:UnipaintEngine",
     tasks={"remove": UnipaintRemoveOptions, "inpaint": UnipaintInpaintOptions, "paint": UnipaintPaintOptions},
     takes={"inpaint": ("stroke",)},
-    # below the engines trained for each task: the per-photo fine-tuning takes minutes
-    priority=3, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_SD,
+    # below the engines trained for each task: the per-photo fine-tuning takes minutes on a GPU (far
+    # longer on a CPU, so auto never picks it without one: a weightless remove stays classical)
+    priority=3, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_SD,
     summary="Uni-paint: SD fine-tuned on the photo's known region; text, stroke, exemplar or unconditional fill",
     tiny="diffcompose.models.tiny:ensure_tiny_model",
     converter=Converter(
