@@ -134,6 +134,7 @@ class EngineInfo:
     converter: Converter | None = None
     trainer: Trainer | None = None
     contract: ContractFacts = field(default_factory=ContractFacts)
+    weights_available: str | None = None
 
     def __post_init__(self) -> None:
         for task, options in self.tasks.items():
@@ -142,7 +143,7 @@ class EngineInfo:
             if not dataclasses.is_dataclass(options):
                 raise TypeError(f"options of {self.name} {task} must be a dataclass")
         # A misspelt target fails at registration, not when a user first runs the command.
-        targets = [self.target, self.tiny, self.demo]
+        targets = [self.target, self.tiny, self.demo, self.weights_available]
         if self.converter is not None:
             targets.append(self.converter.target)
         if self.trainer is not None:
@@ -234,6 +235,10 @@ def resolve_engine(name: str, task: str) -> tuple[str, str]:
         missing = info.missing_packages()
         if missing:
             skipped.append(f"{info.name} needs {', '.join(missing)}")
+            continue
+        no_weights = load_target(info.weights_available)() if info.weights_available else None
+        if no_weights:
+            skipped.append(f"{info.name}: {no_weights} (--engine {info.name} downloads them)")
             continue
         if info.wants_accelerator:
             accel = accelerator_available()
