@@ -9,7 +9,9 @@ one-line :class:`InputError`):
   ``text_encoder/text_encoder.safetensors``: the CLIP text encoder as the public code wraps it:
   ``text_model.embeddings.token_embedding.wrapped.weight`` (the vocabulary's rows),
   ``text_model.embeddings.token_embedding.trainable_embeddings.P_ctxt|P_shape|P_obj`` (10 learned
-  vectors each), every other ``text_model.*`` weight as in ``CLIPTextModel``.
+  vectors each), every other ``text_model.{embeddings,encoder,final_layer_norm}.*`` weight as in
+  ``CLIPTextModel`` (the same keys without ``text_model.``, as transformers 5 writes them, are
+  read too).
 * **v2** ``PowerPaint_Brushnet/diffusion_pytorch_model.safetensors``: the BrushNet branch (with
   cross-attention), diffusers keys; ``PowerPaint_Brushnet/pytorch_model.bin``: its text
   encoder, wrapped as above (read with the weights-only unpickler); the base model is a diffusers
@@ -40,9 +42,14 @@ from diffcompose.outdir import MODEL, building, check_out_dir
 
 log = logging.getLogger(__name__)
 
-#: The public text encoder's wrapped embedding layer.
-WRAPPED = "text_model.embeddings.token_embedding.wrapped.weight"
-TRAINABLE = "text_model.embeddings.token_embedding.trainable_embeddings."
+#: The public text encoder's wrapped embedding layer (keys without the ``text_model.`` prefix that
+#: transformers before 5 wrote and the published files carry; both are read).
+WRAPPED = "embeddings.token_embedding.wrapped.weight"
+TRAINABLE = "embeddings.token_embedding.trainable_embeddings."
+TOKEN_EMBEDDING = "embeddings.token_embedding.weight"
+#: The CLIP text transformer's own key families.
+CLIP_FAMILIES = ("embeddings.", "encoder.", "final_layer_norm.")
+OLD_PREFIX = "text_model."
 #: v1's files, relative to the checkpoint folder.
 V1_UNET, V1_TEXT = "unet/unet.safetensors", "text_encoder/text_encoder.safetensors"
 #: v2's files, relative to the checkpoint folder, and the base model folder it ships.
@@ -52,12 +59,13 @@ V2_BRUSHNET, V2_TEXT, V2_BASE = ("PowerPaint_Brushnet/diffusion_pytorch_model.sa
 
 def split_text_encoder(state: dict[str, torch.Tensor], source: str) -> tuple[dict[str, torch.Tensor],
                                                                              dict[str, torch.Tensor]]:
-    """A public (wrapped) text encoder state -> ``(CLIPTextModel state, {placeholder: (10, D) vectors})``."""
+    """A public (wrapped) text encoder state -> ``(CLIP text state without prefix, {placeholder: (10, D)})``."""
     plain: dict[str, torch.Tensor] = {}
     vectors: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
+    for full, value in state.items():
+        key = full[len(OLD_PREFIX):] if full.startswith(OLD_PREFIX) else full
         if key == WRAPPED:
-            plain["text_model.embeddings.token_embedding.weight"] = value
+            plain[TOKEN_EMBEDDING] = value
         elif key.startswith(TRAINABLE):
             name = key[len(TRAINABLE):]
             if name not in TASK_TOKENS:
@@ -65,20 +73,29 @@ def split_text_encoder(state: dict[str, torch.Tensor], source: str) -> tuple[dic
             vectors[name] = value
         elif key.endswith("position_ids"):
             continue  # a buffer older transformers saved; rebuilt on load
-        elif key.startswith("text_model."):
+        elif key == TOKEN_EMBEDDING:
+            raise InputError(f"{source} is a plain CLIP text encoder, not PowerPaint's: no task-token wrapper "
+                             f"({WRAPPED}, {TRAINABLE}P_*)")
+        elif key.startswith(CLIP_FAMILIES):
             plain[key] = value
         else:
-            raise InputError(f"{source}: unexpected key {key!r} for a PowerPaint text encoder")
-    if WRAPPED not in state:
+            raise InputError(f"{source}: unexpected key {full!r} for a PowerPaint text encoder")
+    if TOKEN_EMBEDDING not in plain:
         raise InputError(f"{source} is not a PowerPaint text encoder: no {WRAPPED} (the task-token wrapper)")
     missing = [t for t in TASK_TOKENS if t not in vectors]
     if missing:
         raise InputError(f"{source}: no learned vectors for {', '.join(missing)}")
-    width = plain[WRAPPED.replace("wrapped.", "")].shape[1]
+    width = plain[TOKEN_EMBEDDING].shape[1]
     for name, v in vectors.items():
         if tuple(v.shape) != (VECTORS_PER_TOKEN, width):
             raise InputError(f"{source}: {name} has shape {tuple(v.shape)}, expected ({VECTORS_PER_TOKEN}, {width})")
     return plain, vectors
+
+
+def model_keys(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` (keys without prefix) named as ``model`` names them (``text_model.`` before transformers 5)."""
+    prefixed = any(k.startswith(OLD_PREFIX) for k in model.state_dict())
+    return {OLD_PREFIX + k: v for k, v in state.items()} if prefixed else state
 
 
 def task_text_encoder(config: Any, state: dict[str, torch.Tensor], source: str) -> Any:
@@ -86,9 +103,9 @@ def task_text_encoder(config: Any, state: dict[str, torch.Tensor], source: str) 
     from transformers import CLIPTextModel
 
     plain, vectors = split_text_encoder(state, source)
-    vocab = plain["text_model.embeddings.token_embedding.weight"].shape[0]
+    vocab = plain[TOKEN_EMBEDDING].shape[0]
     model = CLIPTextModel(type(config)(**{**config.to_dict(), "vocab_size": vocab}))
-    strict_load(model, plain, f"{source} (text encoder)")
+    strict_load(model, model_keys(model, plain), f"{source} (text encoder)")
     install_task_vectors(model, vectors, vocab)
     return model.eval()
 
