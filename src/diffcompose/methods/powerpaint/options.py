@@ -69,7 +69,7 @@ class InpaintOptions(PowerPaintOptions):
 register(EngineInfo(
     ENGINE, "diffcompose.methods.powerpaint.engine:PowerPaintEngine",
     tasks={"remove": FillOptions, "inpaint": InpaintOptions, "outpaint": FillOptions},
-    priority=10, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_MODELS[1],
+    priority=20, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_MODELS[1],
     summary="PowerPaint v1/v2: removal, text- and shape-guided inpainting and outpainting with learned task tokens",
     tiny="diffcompose.methods.powerpaint.tiny:ensure_tiny_powerpaint",
     weights_available="diffcompose.methods.powerpaint.weights:weights_missing",
