@@ -190,3 +190,16 @@ def test_batch_runs_outpaint_items(tmp_path) -> None:
 
     res = np.asarray(Image.open(tmp_path / "out" / OUTPUTS / "wide.png"))
     assert res.shape == (60, 128, 3)
+
+
+def test_the_public_v2_folder_asks_to_be_converted(tmp_path) -> None:
+    from diffcompose.errors import WeightsMissingError
+    from diffcompose.methods.powerpaint.convert import V2_BRUSHNET
+    from diffcompose.methods.powerpaint.engine import PowerPaintEngine
+
+    (tmp_path / V2_BRUSHNET).parent.mkdir(parents=True)
+    (tmp_path / V2_BRUSHNET).write_bytes(b"")
+    engine = PowerPaintEngine(device="cpu", model=str(tmp_path)).load()
+    with pytest.raises(WeightsMissingError, match="convert it first") as err:
+        engine.model_for(2)
+    assert "\n" not in str(err.value)

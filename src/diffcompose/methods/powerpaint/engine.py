@@ -119,11 +119,15 @@ class PowerPaintEngine(DiffusionEngine):
         root = self._root(version)
         folder = version_folder(root, version)
         if folder is None:
-            from diffcompose.methods.powerpaint.convert import is_public_v1, load_public_v1
+            from diffcompose.methods.powerpaint.convert import V2_BRUSHNET, is_public_v1, load_public_v1
 
             if version == 1 and is_public_v1(root):
                 sd = load_public_v1(root, self.device, self.dtype)
                 return PowerPaintModel(1, sd, sd.text_encoder, modules=sd.modules)
+            if version == 2 and (root / V2_BRUSHNET).is_file():
+                raise WeightsMissingError(f"{root} is the public PowerPaint v2 checkpoint: convert it first "
+                                          f"(diffcompose convert powerpaint {root / V2_BRUSHNET} OUT_DIR) and pass "
+                                          "--model OUT_DIR")
             held = [v for v in (1, 2) if version_folder(root, v) is not None]
             what = f"holds PowerPaint v{held[0]}, not v{version}" if held else "is not a PowerPaint model"
             raise WeightsMissingError(f"{root} {what}; pass --version {held[0]}" if held else
