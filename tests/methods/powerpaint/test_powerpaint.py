@@ -126,6 +126,8 @@ def test_auto_offers_powerpaint_for_removal_only_with_local_weights(monkeypatch,
     name, why = registry.resolve_engine("auto", "remove")
     assert name == "classical" and "powerpaint: no PowerPaint weights in the hub cache" in why
     monkeypatch.setattr(device, "accelerator_available", lambda: "cuda")
+    name, why = registry.resolve_engine("auto", "remove")  # a GPU alone does not make it download weights
+    assert name != "powerpaint" and "powerpaint: no PowerPaint weights in the hub cache" in why
 
     for repo, files in ((DEFAULT_MODELS[1], weights.PUBLIC_V1_FILES), (weights.V1_BASE, weights.BASE_FILES)):
         snap = tmp_path / "hub" / ("models--" + repo.replace("/", "--")) / "snapshots" / "abc"

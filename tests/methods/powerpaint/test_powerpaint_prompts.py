@@ -130,8 +130,8 @@ def test_task_embeddings_bit_exact_with_the_written_out_public_path(engine, vers
     assert torch.equal(ours, expected)
 
 
-@pytest.mark.parametrize("version", [1, 2])
-@pytest.mark.parametrize("task,t", [("context", 1.0), ("object", 1.0), ("shape", 0.3), ("shape", 0.0)])
+@pytest.mark.parametrize("version,task,t", [(1, "context", 1.0), (1, "shape", 0.0), (2, "object", 1.0),
+                                            (2, "shape", 0.3)])
 def test_task_embeddings_bit_exact_with_the_public_encode_prompt(public, engine, tmp_path, version, task, t
                                                                  ) -> None:
     import types
