@@ -240,13 +240,13 @@ def resolve_engine(name: str, task: str) -> tuple[str, str]:
         if no_weights:
             skipped.append(f"{info.name}: {no_weights} (--engine {info.name} downloads them)")
             continue
+        accel = accelerator_available() if info.wants_accelerator else None
         if info.wants_accelerator:
-            accel = accelerator_available()
             if not accel:
                 skipped.append(f"{info.name} wants a CUDA or MPS device and none is present "
                                f"(--engine {info.name} forces it)")
                 continue
-            return info.name, f"highest priority for {task} ({info.priority}) and a {accel.upper()} device is present"
         lead = "highest priority" if not skipped else "next by priority"
-        return info.name, f"{lead} for {task} ({info.priority})" + (f"; {'; '.join(skipped)}" if skipped else "")
+        device = f" and a {accel.upper()} device is present" if accel else ""
+        return info.name, f"{lead} for {task} ({info.priority}){device}" + (f"; {'; '.join(skipped)}" if skipped else "")
     raise InputError(f"no engine for {task} can run here: {'; '.join(skipped)}")
