@@ -4,8 +4,8 @@ All three run on the *same* module objects (an SD-1.5-inpainting-shaped UNet, SD
 CLIP-L-shaped text encoder, all random: the real model's FLOPs without a download), the same
 DDIM scheduler, seed and inputs, in one process. A step is the time between two consecutive
 per-step events (our progress events, the public pipeline's ``callback``), the median over a
-run's steps; runs alternate between the contenders and the fastest round counts (robust to
-other load on a shared machine). The bare step is one guided UNet call on ``[uncond, cond]``
+run's steps; runs alternate between the contenders (each leads a round in turn) and the fastest
+round counts (robust to other load on a shared machine). The bare step is one guided UNet call on ``[uncond, cond]``
 plus the scheduler update, with nothing else: the floor both pipelines sit on.
 
 The public pipeline (open-mmlab/PowerPaint ``pipeline_PowerPaint.py``) is read from the mirror
@@ -198,11 +198,13 @@ def main() -> None:
     print(f"shape {args.shape}, {args.size}x{args.size}, ddim, {args.steps} steps, best of {args.rounds}, "
           f"{device.type} {str(dtype).replace('torch.', '')}, {torch.get_num_threads()} threads")
     best = {"ours": [], "public": [], "bare": []}
+    runs = {"ours": lambda: run_ours(engine, image, hole, args.steps),
+            "public": (lambda: run_public(pipe, image, hole, args.steps, args.size)) if pipe is not None else None,
+            "bare": lambda: run_bare(sd, args.steps, args.size)}
+    order = [k for k, fn in runs.items() if fn is not None]
     for r in range(args.rounds):
-        best["ours"].append(run_ours(engine, image, hole, args.steps))
-        if pipe is not None:
-            best["public"].append(run_public(pipe, image, hole, args.steps, args.size))
-        best["bare"].append(run_bare(sd, args.steps, args.size))
+        for name in order[r % len(order):] + order[:r % len(order)]:  # each contender leads in turn
+            best[name].append(runs[name]())
         row = "  ".join(f"{k} {min(v) * 1e3:.1f} ms" for k, v in best.items() if v)
         print(f"round {r + 1}: {row}")
     ours, bare = min(best["ours"]), min(best["bare"])

@@ -7,9 +7,7 @@ events (:class:`ProgressEvent`) and cancellation (:class:`CancelToken`) work the
 every engine.
 """
 
-from diffcompose.api import (
-    compose, get_engine, harmonize, inpaint, insert, outpaint, paint, paste, remove, segment,
-)
+from diffcompose.api import compose, get_engine, harmonize, inpaint, insert, outpaint, paint, paste, remove, segment
 from diffcompose.errors import Cancelled, DiffComposeError, InputError, WeightsMissingError
 from diffcompose.methods.engine import Engine
 from diffcompose.methods.manager import EngineManager, default_manager
