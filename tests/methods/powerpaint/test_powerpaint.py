@@ -205,3 +205,38 @@ def test_the_public_v2_folder_asks_to_be_converted(tmp_path) -> None:
     with pytest.raises(WeightsMissingError, match="convert it first") as err:
         engine.model_for(2)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_http_outpaint_returns_the_grown_canvas() -> None:
+    import io
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from diffcompose.methods.manager import EngineManager
+    from diffcompose.server import Settings, create_app
+    from diffcompose.server.jobs import JobManager
+
+    img, _ = scene(64, 48)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    settings = Settings()
+    jobs = JobManager(EngineManager(), workers=settings.workers, queue_size=settings.queue_size,
+                      result_ttl=settings.result_ttl, max_finished=settings.max_results,
+                      preview_interval=settings.preview_interval)
+    try:
+        client = TestClient(create_app(settings, jobs=jobs), base_url="http://127.0.0.1:7860")
+        request = {"task": "outpaint", "engine": "powerpaint", "model": "tiny", "extend": "16,0,16,8",
+                   "options": FAST}
+        r = client.post("/api/run", files={"image": ("image.png", buf.getvalue(), "image/png")},
+                        data={"request": json.dumps(request)})
+        assert r.status_code == 200, r.text
+        out = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+        assert out.shape == (56, 96, 3)
+        bad = dict(request, extend="0,0,0,0")
+        r = client.post("/api/run", files={"image": ("image.png", buf.getvalue(), "image/png")},
+                        data={"request": json.dumps(bad)})
+        assert r.status_code == 400 and r.json()["error"].startswith("--extend grows no side")
+    finally:
+        jobs.shutdown()
