@@ -94,8 +94,11 @@ def _same_task_embeddings(engine, out: Path, version: int) -> None:
 
 @pytest.mark.slow
 def test_v1_checkpoint_converts_and_loads(engine, like_v1, tmp_path) -> None:
+    from diffcompose.cli.main import main
+
     root = public_v1(engine, tmp_path / "ppt-v1")
-    out = convert_checkpoint(root / V1_UNET, tmp_path / "out", like=like_v1)
+    out = tmp_path / "out"  # through the generated command: diffcompose convert powerpaint CKPT OUT --like DIR
+    assert main(["convert", "powerpaint", str(root / V1_UNET), str(out), "--like", str(like_v1)]) == 0
     _same_task_embeddings(engine, out, 1)
 
 
