@@ -240,3 +240,22 @@ def test_http_outpaint_returns_the_grown_canvas() -> None:
         assert r.status_code == 400 and r.json()["error"].startswith("--extend grows no side")
     finally:
         jobs.shutdown()
+
+
+def test_the_fitting_degree_reaches_the_shape_context_only(engine, monkeypatch) -> None:
+    """CI's pin of the fitting degree (the parity runs need the mirror): shape mode interpolates with it,
+    the object task and removal with 1."""
+    seen = []
+    original = type(engine).task_context
+
+    def spy(self, pp, prompts, t, guided):
+        seen.append((prompts.positive, t))
+        return original(self, pp, prompts, t, guided)
+
+    monkeypatch.setattr(type(engine), "task_context", spy)
+    img, hole = scene()
+    engine.run("inpaint", image=img, mask=hole, prompt="a vase", mode="shape", fitting_degree=0.3, **FAST)
+    engine.run("inpaint", image=img, mask=hole, prompt="a vase", fitting_degree=0.3, **FAST)
+    engine.run("remove", image=img, mask=hole, **FAST)
+    assert seen == [(("a vase P_shape", "a vase P_ctxt"), 0.3), (("a vase P_obj",) * 2, 1.0),
+                    (("empty scene blur  P_ctxt",) * 2, 1.0)]
