@@ -259,3 +259,49 @@ def test_the_fitting_degree_reaches_the_shape_context_only(engine, monkeypatch) 
     engine.run("remove", image=img, mask=hole, **FAST)
     assert seen == [(("a vase P_shape", "a vase P_ctxt"), 0.3), (("a vase P_obj",) * 2, 1.0),
                     (("empty scene blur  P_ctxt",) * 2, 1.0)]
+
+
+def test_v2_wiring_without_the_mirror(engine, monkeypatch) -> None:
+    """CI's pins of v2's wiring (the parity runs need the mirror): the branch reads the task context and
+    the latent of the image with its hole black, sampled from a generator of its own seeded with the
+    seed; the base UNet reads the plain prompt's context."""
+    import torch
+
+    import diffcompose.methods.brushnet.model as branch_module
+    from diffcompose.methods.powerpaint.prompts import task_prompts
+    from diffcompose.methods.powerpaint.tokens import encode_text
+    from diffcompose.models import codec
+    from diffcompose.models.device import make_generator
+    from diffcompose.progress import RunContext
+
+    pp = engine.model_for(2)
+    seen: dict[str, list] = {"branch": [], "unet": [], "encode": []}
+    branch_forward, unet_call, encode = type(pp.brushnet).forward, branch_module.unet_with_residuals, codec.encode
+
+    def spy_branch(self, sample, timestep, encoder_hidden_states, conditioning, conditioning_scale=1.0):
+        seen["branch"].append(encoder_hidden_states)
+        return branch_forward(self, sample, timestep, encoder_hidden_states, conditioning, conditioning_scale)
+
+    def spy_unet(unet, sample, timestep, encoder_hidden_states, residuals):
+        seen["unet"].append(encoder_hidden_states)
+        return unet_call(unet, sample, timestep, encoder_hidden_states, residuals)
+
+    def spy_encode(vae, images, generator=None):
+        seen["encode"].append((images.clone(), None if generator is None else generator.get_state().clone()))
+        return encode(vae, images, generator)
+
+    monkeypatch.setattr(type(pp.brushnet), "forward", spy_branch)
+    monkeypatch.setattr(branch_module, "unet_with_residuals", spy_unet)
+    monkeypatch.setattr(codec, "encode", spy_encode)
+    img, hole = scene()
+    engine._remove(image=img, mask=hole, options=engine.options("remove", {"version": 2, "steps": 1}),
+                   ctx=RunContext(5))
+    prompts = task_prompts("context", "", "", 2)
+    assert torch.equal(seen["branch"][0], engine.task_context(pp, prompts, 1.0, True))
+    base = torch.cat([encode_text(pp.sd.tokenizer, pp.sd.text_encoder, t, engine.device) for t in ("", prompts.base)])
+    assert torch.equal(seen["unet"][0], base)
+    images, state = seen["encode"][0]
+    assert images.shape[0] == 2  # one posterior sample per guidance half
+    assert torch.all(images[:, :, hole] == -1) and torch.equal(images[0, :, ~hole],
+                                                                codec.images_to_tensor(img)[0, :, ~hole])
+    assert torch.equal(state, make_generator(5).get_state())  # a fresh generator of the seed
