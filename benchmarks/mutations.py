@@ -52,6 +52,12 @@ class Sabotage:
 FC = "methods/freecompose/engine.py"
 FC_WIRING = ("tests/methods/freecompose/test_freecompose_wiring.py",)
 
+BN_MODEL = "methods/brushnet/model.py"
+BN_REFERENCE = ("tests/methods/brushnet/test_brushnet_parity.py::"
+                "test_branch_and_residual_placement_match_the_written_out_reference",)
+BN_CONDITIONING = ("tests/methods/brushnet/test_brushnet_parity.py::test_conditioning_is_masked_latent_then_keep_mask",
+                   "tests/methods/brushnet/test_brushnet.py::test_denoising_matches_the_written_out_public_pipeline")
+
 SABOTAGES: list[Sabotage] = [
     # ---- FreeCompose, issue 21 item 4: wiring in engine.py
     Sabotage("freecompose", "remove-weight-inverted", "21.4", FC,
@@ -228,6 +234,30 @@ SABOTAGES: list[Sabotage] = [
              "t = sample_timestep(rng, src.rule.timesteps, self.uniform_t_p)",
              "t = sample_timestep(rng, src.kind, self.uniform_t_p)",
              ("tests/methods/anydoor/test_anydoor_fidelity.py::test_the_dataset_applies_each_sources_rules",)),
+    # ---- BrushNet, issue 23 items 1 and 4: the branch, where its residuals go, the conditioning, blending
+    Sabotage("brushnet", "brushnet-mid-zero-conv-dropped", "23.4", BN_MODEL,
+             "        mid = self.brushnet_mid_block(x)\n", "        mid = x\n", BN_REFERENCE),
+    Sabotage("brushnet", "brushnet-mask-channel-order", "23.4", BN_MODEL,
+             "    return torch.cat([masked_latent, keep], dim=1)", "    return torch.cat([keep, masked_latent], dim=1)",
+             BN_CONDITIONING),
+    Sabotage("brushnet", "brushnet-mask-polarity", "23.4", BN_MODEL,
+             "    keep = (1 - hole).to(masked_latent.dtype)", "    keep = hole.to(masked_latent.dtype)", BN_CONDITIONING),
+    Sabotage("brushnet", "brushnet-blending-missing", "23.4", "methods/brushnet/engine.py",
+             "        if options.blend:\n", "        if False:\n",
+             ("tests/methods/brushnet/test_brushnet.py::test_the_engine_blends_by_default_and_can_be_told_not_to",)),
+    Sabotage("brushnet", "brushnet-up-residuals-dropped", "23.4", BN_MODEL,
+             "x = walk_up_block(block, x, res, emb, encoder_hidden_states, size, add=up)",
+             "x = walk_up_block(block, x, res, emb, encoder_hidden_states, size)", BN_REFERENCE),
+    Sabotage("brushnet", "brushnet-first-residual-on-the-skip", "23.4", BN_MODEL,
+             "    skips: tuple[torch.Tensor, ...] = (x,)  # kept before the first residual is added (as the public UNet)\n"
+             "    r = _pop(down)\n    x = x if r is None else x + r\n",
+             "    r = _pop(down)\n    x = x if r is None else x + r\n    skips: tuple[torch.Tensor, ...] = (x,)\n",
+             BN_REFERENCE),
+    Sabotage("brushnet", "brushnet-masked-image-not-black", "23.4", "methods/brushnet/engine.py",
+             "masked = image * (~mask.astype(bool))[:, :, None]", "masked = image",
+             ("tests/methods/brushnet/test_brushnet.py::"
+              "test_a_windows_conditioning_is_the_black_holed_latent_and_the_keep_mask",
+              "tests/methods/brushnet/test_brushnet.py::test_denoising_matches_the_written_out_public_pipeline")),
     # ---- PowerPaint, issue 23 items 2 and 4: task prompts, fitting degree, v2 wiring, outpaint, auto
     Sabotage("powerpaint", "powerpaint-task-tokens-swapped", "23.4", "methods/powerpaint/prompts.py",
              'return TaskPrompts((pos + " P_ctxt", pos + " P_ctxt"), (neg + " P_obj", neg + " P_obj"), prompt,',

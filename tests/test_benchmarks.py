@@ -47,6 +47,11 @@ SMOKE: dict[str, Smoke] = {
          r"ours \(batched\) [\d.]+ ms/step, two-pass [\d.]+ ms/step, ratio [\d.]+",
          r"published model parameters in float32: [\d.]+ GiB"),
         slow=True, needs=("torch", "diffusers", "transformers")),
+    "brushnet_speed.py": Smoke(
+        ("--small", "--size", "64", "--steps", "2", "--rounds", "1"),
+        (r"tiny shapes, 64x64, ddim", r"per step: ours [\d.]+ ms, bare [\d.]+ ms",
+         r"BrushNet overhead over the bare inpainting UNet step: ours x[\d.]+"),
+        slow=True, needs=("torch", "diffusers")),
     "freecompose_gradients.py": Smoke(
         ("--shape", "tiny", "--size", "64"),
         (r"tiny-shaped random weights, 64x64", r"\| remove \| [\d.e+-]+ \| [\d.e+-]+ \|",

@@ -10,7 +10,8 @@ from diffcompose.methods.registry import (
 )
 
 #: Engine packages, in the order ``--help`` lists them. Adding an engine = adding its name here.
-ENGINE_PACKAGES = ("classical", "freecompose", "pbe", "sdinpaint", "smartbrush", "sam", "anydoor", "powerpaint")
+ENGINE_PACKAGES = ("classical", "freecompose", "pbe", "sdinpaint", "smartbrush", "sam", "anydoor", "brushnet",
+                   "powerpaint")
 
 for _name in ENGINE_PACKAGES:
     importlib.import_module(f"diffcompose.methods.{_name}.options")

@@ -119,6 +119,33 @@ def _has_attention(block: nn.Module) -> bool:
     return bool(getattr(block, "has_cross_attention", False))
 
 
+def config_from_unet(unet_config: Any, *, cross_attention: bool = False) -> dict[str, Any]:
+    """The branch config for a base UNet's config (a diffusers UNet config or dict), as the public
+    ``from_unet`` derives it: ``cross_attention=False`` gives TencentARC's BrushNet (attention-free
+    blocks), ``True`` PowerPaint v2's ``BrushNet_CA`` (the UNet's own block types)."""
+    c = dict(unet_config)
+    n = len(c["block_out_channels"])
+    if cross_attention:
+        down, mid, up = list(c["down_block_types"]), c.get("mid_block_type") or "UNetMidBlock2DCrossAttn", \
+            list(c["up_block_types"])
+    else:
+        down, mid, up = [PLAIN_DOWN] * n, PLAIN_MID, [PLAIN_UP] * n
+    return dict(
+        in_channels=c["in_channels"], conditioning_channels=CONDITIONING_CHANNELS,
+        flip_sin_to_cos=c.get("flip_sin_to_cos", True), freq_shift=c.get("freq_shift", 0),
+        down_block_types=down, mid_block_type=mid, up_block_types=up,
+        only_cross_attention=c.get("only_cross_attention", False), block_out_channels=list(c["block_out_channels"]),
+        layers_per_block=c["layers_per_block"], downsample_padding=c.get("downsample_padding", 1),
+        mid_block_scale_factor=c.get("mid_block_scale_factor", 1.0), act_fn=c.get("act_fn", "silu"),
+        norm_num_groups=c.get("norm_num_groups", 32), norm_eps=c.get("norm_eps", 1e-5),
+        cross_attention_dim=c["cross_attention_dim"],
+        transformer_layers_per_block=c.get("transformer_layers_per_block", 1),
+        attention_head_dim=c.get("attention_head_dim", 8), num_attention_heads=c.get("num_attention_heads"),
+        use_linear_projection=c.get("use_linear_projection", False),
+        upcast_attention=c.get("upcast_attention", False),
+        resnet_time_scale_shift=c.get("resnet_time_scale_shift", "default"))
+
+
 class BrushNetModel(ModelMixin, ConfigMixin):
     """The BrushNet branch (see the module docstring). The constructor's names are the public
     ``config.json``'s, so a published BrushNet (or PowerPaint v2 ``BrushNet_CA``) directory loads
@@ -163,7 +190,8 @@ class BrushNetModel(ModelMixin, ConfigMixin):
         super().__init__()
         for name in _UNSUPPORTED_UNLESS_NONE:
             if locals()[name] is not None:
-                raise ValueError(f"BrushNet config: {name}={locals()[name]!r} is not supported (SD-1.5/2 branches only)")
+                raise ValueError(f"BrushNet config: {name}={locals()[name]!r} is not supported "
+                                 "(SD-1.5/2 branches only)")
         if global_pool_conditions:
             raise ValueError("BrushNet config: global_pool_conditions is not supported")
         if brushnet_conditioning_channel_order not in ("rgb", "bgr"):
@@ -218,8 +246,8 @@ class BrushNetModel(ModelMixin, ConfigMixin):
 
         self.up_blocks = nn.ModuleList()
         self.brushnet_up_blocks = nn.ModuleList()
-        rev_ch, rev_heads, rev_layers = list(reversed(block_out_channels)), list(reversed(heads)), list(reversed(layers))
-        rev_only_cross = list(reversed(only_cross))
+        rev_ch, rev_heads = list(reversed(block_out_channels)), list(reversed(heads))
+        rev_layers, rev_only_cross = list(reversed(layers)), list(reversed(only_cross))
         out_ch = rev_ch[0]
         for i, kind in enumerate(up_block_types):
             last = i == n - 1
@@ -238,35 +266,12 @@ class BrushNetModel(ModelMixin, ConfigMixin):
     @classmethod
     def from_unet(cls, unet_config: Any, *, cross_attention: bool = False, unet: nn.Module | None = None
                   ) -> "BrushNetModel":
-        """A branch shaped like the base UNet of ``unet_config`` (a diffusers UNet config or dict).
-
-        ``cross_attention=False``: TencentARC's BrushNet (attention-free blocks); ``True``:
-        PowerPaint v2's ``BrushNet_CA`` (the UNet's own block types). With ``unet`` given, its weights
-        are copied in as the public ``from_unet`` does (conv_in's weights into both the noisy-latent
-        and the masked-latent input channels, the mask channel zero; time embedding and every block
-        weight the branch shares; the zero convolutions stay zero): the starting point of training.
-        """
-        c = dict(unet_config)
-        n = len(c["block_out_channels"])
-        if cross_attention:
-            down, mid, up = tuple(c["down_block_types"]), c.get("mid_block_type") or "UNetMidBlock2DCrossAttn", \
-                tuple(c["up_block_types"])
-        else:
-            down, mid, up = (PLAIN_DOWN,) * n, PLAIN_MID, (PLAIN_UP,) * n
-        branch = cls(
-            in_channels=c["in_channels"], conditioning_channels=CONDITIONING_CHANNELS,
-            flip_sin_to_cos=c.get("flip_sin_to_cos", True), freq_shift=c.get("freq_shift", 0),
-            down_block_types=down, mid_block_type=mid, up_block_types=up,
-            only_cross_attention=c.get("only_cross_attention", False), block_out_channels=tuple(c["block_out_channels"]),
-            layers_per_block=c["layers_per_block"], downsample_padding=c.get("downsample_padding", 1),
-            mid_block_scale_factor=c.get("mid_block_scale_factor", 1.0), act_fn=c.get("act_fn", "silu"),
-            norm_num_groups=c.get("norm_num_groups", 32), norm_eps=c.get("norm_eps", 1e-5),
-            cross_attention_dim=c["cross_attention_dim"],
-            transformer_layers_per_block=c.get("transformer_layers_per_block", 1),
-            attention_head_dim=c.get("attention_head_dim", 8), num_attention_heads=c.get("num_attention_heads"),
-            use_linear_projection=c.get("use_linear_projection", False),
-            upcast_attention=c.get("upcast_attention", False),
-            resnet_time_scale_shift=c.get("resnet_time_scale_shift", "default"))
+        """A branch shaped like the base UNet of ``unet_config`` (:func:`config_from_unet`). With
+        ``unet`` given, its weights are copied in as the public ``from_unet`` does (conv_in's weights
+        into both the noisy-latent and the masked-latent input channels, the mask channel zero; time
+        embedding and every block weight the branch shares; the zero convolutions stay zero): the
+        starting point of training."""
+        branch = cls(**config_from_unet(unet_config, cross_attention=cross_attention))
         if unet is not None:
             branch.copy_from_unet(unet)
         return branch
@@ -326,8 +331,8 @@ class BrushNetModel(ModelMixin, ConfigMixin):
             size = skips[-1].shape[2:] if i < len(self.up_blocks) - 1 else None
             x = walk_up_block(block, x, res, emb, encoder_hidden_states, size, collect=up_features)
         up = [conv(f) for f, conv in zip(up_features, self.brushnet_up_blocks)]
-        return BrushNetResiduals(down, mid, up).scaled(conditioning_scale) if conditioning_scale != 1.0 \
-            else BrushNetResiduals(down, mid, up)
+        residuals = BrushNetResiduals(down, mid, up)
+        return residuals if conditioning_scale == 1.0 else residuals.scaled(conditioning_scale)
 
 
 def _time_embedding(proj: nn.Module, embedding: nn.Module, sample: torch.Tensor, timestep: Any) -> torch.Tensor:
