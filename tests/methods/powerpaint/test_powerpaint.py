@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import scene
+from powerpaint_public import engine, scene, tiny_root  # noqa: F401
 from diffcompose.errors import InputError
 from diffcompose.methods.tasks import aspect_extend, parse_aspect, parse_extend, prepare
 from diffcompose.regions import changed_region, default_margin

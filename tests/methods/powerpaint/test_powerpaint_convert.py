@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import plain_tokenizer, public_text_encoder
+from powerpaint_public import engine, plain_tokenizer, public, public_text_encoder, tiny_root  # noqa: F401
 from diffcompose.errors import InputError
 from diffcompose.methods.powerpaint.convert import V1_TEXT, V1_UNET, V2_BASE, V2_BRUSHNET, V2_TEXT, convert_checkpoint
 from diffcompose.methods.powerpaint.prompts import TASK_TOKENS, VECTORS_PER_TOKEN, task_prompts

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import plain_tokenizer, public_text_encoder, scene
+from powerpaint_public import engine, plain_tokenizer, public, public_text_encoder, scene, tiny_root  # noqa: F401
 from diffcompose.methods.powerpaint.prompts import task_prompts
 from diffcompose.progress import RunContext
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import plain_tokenizer, public_text_encoder
+from powerpaint_public import engine, plain_tokenizer, public, public_text_encoder, tiny_root  # noqa: F401
 from diffcompose.methods.powerpaint.prompts import TASK_TOKENS, VECTORS_PER_TOKEN, task_prompts
 
 Q = ", worst quality, low quality, normal quality, bad quality, blurry "

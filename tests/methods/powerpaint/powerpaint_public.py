@@ -1,5 +1,8 @@
 """Shared pieces of the PowerPaint tests: the tiny model, and the public code loaded from the mirror.
 
+A helper module, not a ``conftest.py`` (the suite keeps one, at its root, importable as ``conftest``):
+the test modules import its fixtures by name.
+
 The public code (open-mmlab/PowerPaint) is read from a fetched bare git repository at test time
 (``$DIFFCOMPOSE_MIRROR``, default ``/work/.mirror``): its ``powerpaint`` package is extracted to a
 temporary folder and imported as it is, with two in-memory changes for today's libraries (its
