@@ -74,6 +74,11 @@ SMOKE: dict[str, Smoke] = {
         (r"shape tiny, 64x64, plms, 2 steps, best of 1",
          r"per step: ours [\d.]+ ms, diffusers [\d.]+ ms, ratio [\d.]+"),
         slow=True, needs=("torch", "diffusers", "transformers")),
+    "powerpaint_speed.py": Smoke(
+        ("--shape", "tiny", "--size", "64", "--steps", "2", "--rounds", "1"),
+        (r"shape tiny, 64x64, ddim, 2 steps, best of 1",
+         r"per step: ours [\d.]+ ms, bare UNet [\d.]+ ms \(ours/bare [\d.]+\)"),
+        slow=True, needs=("torch", "diffusers", "transformers")),
     # quality and removal_tradeoff fall back to scikit-image photos without the test data
     "quality.py": Smoke(
         ("--limit", "1", "--per-photo", "1", "--max-side", "128", "--speed-repeats", "1",

@@ -7,7 +7,7 @@ events (:class:`ProgressEvent`) and cancellation (:class:`CancelToken`) work the
 every engine.
 """
 
-from diffcompose.api import compose, get_engine, harmonize, inpaint, insert, paint, paste, remove, segment
+from diffcompose.api import compose, get_engine, harmonize, inpaint, insert, outpaint, paint, paste, remove, segment
 from diffcompose.errors import Cancelled, DiffComposeError, InputError, WeightsMissingError
 from diffcompose.methods.engine import Engine
 from diffcompose.methods.manager import EngineManager, default_manager
@@ -16,7 +16,7 @@ from diffcompose.progress import CancelToken, ProgressEvent
 __version__ = "0.1.0"
 
 __all__ = [
-    "remove", "paste", "harmonize", "segment", "paint", "compose", "inpaint", "insert", "get_engine",
+    "remove", "paste", "harmonize", "segment", "paint", "compose", "inpaint", "insert", "outpaint", "get_engine",
     "Engine", "EngineManager", "default_manager", "CancelToken", "ProgressEvent",
     "Cancelled", "DiffComposeError", "InputError", "WeightsMissingError", "__version__",
 ]

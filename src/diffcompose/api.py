@@ -197,3 +197,14 @@ def insert(image: ImageLike, mask: MaskLike | None = None, reference: ImageLike 
     inputs = {"image": image, "mask": mask, "box": box, "reference": reference, "reference_mask": reference_mask,
               "shape_mask": shape_mask}
     return run("insert", inputs, **kw)
+
+
+def outpaint(image: ImageLike, *, extend: Any = None, aspect: Any = None, **kw: Any) -> Image.Image:
+    """Grow the canvas of ``image`` by ``extend`` (``"L,T,R,B"`` pixels, or four numbers) or to
+    ``aspect`` (``"W:H"``) and fill the new area so that it continues the picture.
+
+    Unlike the other tasks the result is larger than ``image``: the grown canvas, with the original
+    pixels at ``(left, top)``, unchanged beyond the seam (``margin=0`` keeps every one).
+    """
+    return run("outpaint", {"image": image, "extend": extend, "aspect": aspect}, **kw)  # type: ignore[return-value]
+

@@ -135,6 +135,11 @@ def _insert_inputs(w: int, h: int) -> dict[str, Any]:
             "reference_mask": _ellipse(200, 200, 0.5, 0.5, 0.35, 0.45)}
 
 
+def _outpaint_inputs(w: int, h: int) -> dict[str, Any]:
+    # Grown on two sides by different amounts: the output is larger than the input (the task's job size).
+    return {"image": _photo(w, h), "extend": f"{max(8, w // 4)},0,0,{max(8, h // 5)}"}
+
+
 #: Per task: how to build its inputs at a size (keyword names of ``TASK_SPECS[task].inputs``).
 INPUT_BUILDERS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "remove": _remove_inputs,
@@ -145,6 +150,7 @@ INPUT_BUILDERS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "paint": _paint_inputs,
     "inpaint": _inpaint_inputs,
     "insert": _insert_inputs,
+    "outpaint": _outpaint_inputs,
 }
 
 
@@ -288,6 +294,7 @@ def check_output_size(manager: EngineManager, name: str, task: str) -> None:
     engine, _ = _get(manager, name)
     for w, h in SIZES:
         inputs = INPUT_BUILDERS[task](w, h)
+        w, h = prepare(task, inputs).size  # the input's size, or the grown canvas's (outpaint)
         out = engine.run(task, **inputs, **fast_options(name), seed=1)
         outs = out if isinstance(out, list) else [out]
         for o in outs:
@@ -403,7 +410,7 @@ def check_cancel_from_thread(manager: EngineManager, name: str, task: str) -> No
     assert _lock_is_free(engine)
     # The engine still serves the next request.
     out = _run(engine, task, inputs)
-    assert (out[0] if isinstance(out, list) else out).size == BASE
+    assert (out[0] if isinstance(out, list) else out).size == prepare(task, inputs).size
 
 
 def check_cancel_at_start(manager: EngineManager, name: str, task: str) -> None:

@@ -256,7 +256,13 @@ def _value(param: InputSpec) -> Any:
         m = np.zeros((32, 32), bool)
         m[8:24, 8:24] = True
         return m
+    if param.keyword in _STRUCTURED_TEXT:
+        return _STRUCTURED_TEXT[param.keyword]
     return {"box": "8,8,24,24", "points": "16,16,1", "text": "a red chair"}.get(param.kind, param.choices[:1] or None)
+
+
+#: Text inputs with a format of their own (outpaint's extents): a valid value of each.
+_STRUCTURED_TEXT = {"extend": "0,0,8,0", "aspect": "2:1"}
 
 
 @pytest.mark.parametrize("task", [t for t in TASK_SPECS if TASK_SPECS[t].one_of])

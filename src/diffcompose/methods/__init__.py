@@ -10,8 +10,8 @@ from diffcompose.methods.registry import (
 )
 
 #: Engine packages, in the order ``--help`` lists them. Adding an engine = adding its name here.
-ENGINE_PACKAGES = ("classical", "freecompose", "pbe", "sdinpaint", "smartbrush", "sam", "anydoor", "pbsketch",
-                   "objectstitch", "brushnet", "unipaint")
+ENGINE_PACKAGES = ("classical", "freecompose", "pbe", "sdinpaint", "smartbrush", "sam", "anydoor", "brushnet",
+                   "powerpaint", "pbsketch", "objectstitch", "unipaint")
 
 for _name in ENGINE_PACKAGES:
     importlib.import_module(f"diffcompose.methods.{_name}.options")

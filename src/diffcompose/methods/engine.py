@@ -259,6 +259,10 @@ class Engine:
     def insert(self, image: Any, mask: Any = None, reference: Any = None, **kw: Any) -> Image.Image | list[Image.Image]:
         return self.run("insert", image=image, mask=mask, reference=reference, **kw)
 
+    def outpaint(self, image: Any, *, extend: Any = None, aspect: Any = None, **kw: Any) -> Image.Image:
+        """The grown canvas (larger than ``image``): see :func:`diffcompose.outpaint`."""
+        return self.run("outpaint", image=image, extend=extend, aspect=aspect, **kw)  # type: ignore[return-value]
+
 
 def cut_previews(ctx: RunContext, win: Window) -> RunContext:
     """The run's context with each progress preview cut to the window's content (no mirrored margin)."""

@@ -147,6 +147,7 @@ class EngineInfo:
     converter: Converter | None = None
     trainer: Trainer | None = None
     contract: ContractFacts = field(default_factory=ContractFacts)
+    weights_available: str | None = None
 
     def __post_init__(self) -> None:
         for task, options in self.tasks.items():
@@ -161,7 +162,7 @@ class EngineInfo:
             if unknown:
                 raise ValueError(f"{self.name}: {sorted(unknown)} are not opt-in inputs of {task}")
         # A misspelt target fails at registration, not when a user first runs the command.
-        targets = [self.target, self.tiny, self.demo]
+        targets = [self.target, self.tiny, self.demo, self.weights_available]
         if self.converter is not None:
             targets.append(self.converter.target)
         if self.trainer is not None:
@@ -275,13 +276,17 @@ def resolve_engine(name: str, task: str, given: Iterable[str] = ()) -> tuple[str
         if missing:
             skipped.append(f"{info.name} needs {', '.join(missing)}")
             continue
+        no_weights = load_target(info.weights_available)() if info.weights_available else None
+        if no_weights:
+            skipped.append(f"{info.name}: {no_weights} (--engine {info.name} downloads them)")
+            continue
+        accel = accelerator_available() if info.wants_accelerator else None
         if info.wants_accelerator:
-            accel = accelerator_available()
             if not accel:
                 skipped.append(f"{info.name} wants a CUDA or MPS device and none is present "
                                f"(--engine {info.name} forces it)")
                 continue
-            return info.name, f"highest priority for {task} ({info.priority}) and a {accel.upper()} device is present"
         lead = "highest priority" if not skipped else "next by priority"
-        return info.name, f"{lead} for {task} ({info.priority})" + (f"; {'; '.join(skipped)}" if skipped else "")
+        device = f" and a {accel.upper()} device is present" if accel else ""
+        return info.name, f"{lead} for {task} ({info.priority}){device}" + (f"; {'; '.join(skipped)}" if skipped else "")
     raise InputError(f"no engine for {task} can run here: {'; '.join(skipped)}")

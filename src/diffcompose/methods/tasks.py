@@ -18,6 +18,7 @@ the same way on the same bad input.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -593,6 +594,114 @@ def prepare_compose(image: ImageLike, edited_condition: ImageLike, *, condition:
 
 
 
+# ---------------------------------------------------------------------------- outpainting
+
+#: Most pixels one side may grow by (larger requests are refused before any memory is taken).
+MAX_EXTEND = 16384
+
+
+def _number(text: str, what: str, example: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{what}: {shown(text)} is not a number; {example}") from None
+    if not math.isfinite(value):
+        raise InputError(f"{what}: {shown(text)} is not a finite number; {example}")
+    return value
+
+
+def parse_extend(extend: Any) -> tuple[int, int, int, int]:
+    """``"L,T,R,B"`` (or one number for every side, or a sequence) -> whole pixels per side, each
+    0..:data:`MAX_EXTEND`, at least one above 0."""
+    example = "give --extend L,T,R,B in pixels (e.g. 0,0,256,0), or one number for every side"
+    if isinstance(extend, str):
+        parts = [p for p in extend.replace(" ", "").split(",")]
+        values = [_number(p, "--extend", example) for p in parts]
+    elif isinstance(extend, (list, tuple, np.ndarray)) and not isinstance(extend, (bytes, bytearray)):
+        values = list(np.asarray(extend, dtype=object).ravel())
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or \
+                    not math.isfinite(float(v)):
+                raise InputError(f"--extend: {shown(v)} is not a finite number; {example}")
+    else:
+        raise InputError(f"--extend must be text L,T,R,B or four numbers, got {shown(extend)}; {example}")
+    if len(values) == 1:
+        values = values * 4
+    if len(values) != 4:
+        raise InputError(f"--extend takes 4 values (left, top, right, bottom) or 1, got {len(values)}; {example}")
+    sides = []
+    for v in values:
+        if float(v) != int(float(v)) or not 0 <= float(v) <= MAX_EXTEND:
+            raise InputError(f"--extend values are whole pixels from 0 to {MAX_EXTEND}, got {shown(v)}; {example}")
+        sides.append(int(float(v)))
+    if sum(sides) == 0:
+        raise InputError(f"--extend grows no side (all zero); {example}")
+    return sides[0], sides[1], sides[2], sides[3]
+
+
+def parse_aspect(aspect: Any) -> float:
+    """``"W:H"`` (or a positive number, width / height) -> the wanted width / height ratio."""
+    example = "give --aspect W:H, e.g. 16:9"
+    if isinstance(aspect, bool) or not isinstance(aspect, (str, int, float, np.integer, np.floating)):
+        raise InputError(f"--aspect must be text W:H, got {shown(aspect)}; {example}")
+    parts = aspect.replace(" ", "").split(":") if isinstance(aspect, str) else [str(float(aspect)), "1"]
+    if len(parts) != 2:
+        raise InputError(f"--aspect must be W:H, got {shown(aspect)}; {example}")
+    w, h = (_number(p, "--aspect", example) for p in parts)
+    if w <= 0 or h <= 0 or not 1e-3 <= w / h <= 1e3:
+        raise InputError(f"--aspect must be two positive numbers with a ratio from 1:1000 to 1000:1, "
+                         f"got {shown(aspect)}")
+    return w / h
+
+
+def aspect_extend(size: tuple[int, int], ratio: float) -> tuple[int, int, int, int]:
+    """``(left, top, right, bottom)`` growing the shorter side(s) of ``size`` evenly to ``ratio`` (width / height)."""
+    w, h = size
+    if w / h < ratio:
+        extra = round(h * ratio) - w
+        left = extra // 2
+        sides = (left, 0, extra - left, 0)
+    else:
+        extra = round(w / ratio) - h
+        top = extra // 2
+        sides = (0, top, 0, extra - top)
+    if sum(sides) <= 0:
+        raise InputError(f"the image ({w}x{h}) already has that aspect ratio: nothing to outpaint")
+    return sides
+
+
+def grow_canvas(image: np.ndarray, sides: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The grown canvas and its new area (True). The new pixels repeat the nearest edge: what a preview
+    shows before the fill, and never seen by an engine that masks its input's region."""
+    left, top, right, bottom = sides
+    canvas = np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="edge")
+    new = np.ones(canvas.shape[:2], dtype=bool)
+    new[top:top + image.shape[0], left:left + image.shape[1]] = False
+    return canvas, new
+
+
+def prepare_outpaint(image: ImageLike, extend: Any = None, aspect: Any = None, *,
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Job:
+    """Grow ``image``'s canvas by ``extend`` (pixels per side) or to ``aspect``; the new area is the region.
+
+    The output has the grown canvas's size; the original pixels sit at ``(left, top)`` in it
+    and come back unchanged beyond the seam (``--margin``; 0 keeps every one).
+    """
+    if (extend is None) == (aspect is None):
+        raise InputError("outpaint needs exactly one of --extend L,T,R,B (pixels per side) or --aspect W:H")
+    img = load_image(image, "image", max_pixels)
+    size = (img.shape[1], img.shape[0])
+    sides = parse_extend(extend) if extend is not None else aspect_extend(size, parse_aspect(aspect))
+    new_w, new_h = size[0] + sides[0] + sides[2], size[1] + sides[1] + sides[3]
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if new_w * new_h > limit:
+        raise InputError(f"the outpainted canvas would be {new_w}x{new_h} = {new_w * new_h} pixels, over the limit "
+                         f"of {limit} (--max-pixels); extend less")
+    canvas, new = grow_canvas(img, sides)
+    arrays = {"image": canvas, "mask": new, "extend": sides}
+    return Job("outpaint", canvas, arrays, mask_to_box(new), {"image": "image", "mask": "mask"}, new)
+
+
 # ---------------------------------------------------------------------------- the tasks
 
 # What the HTTP API says about inputs several tasks share.
@@ -731,6 +840,18 @@ for _spec in (
         cli_help="insert the object of a reference photo into a region",
         description="Insert the object of --reference into the white region of --mask (or into --box) of SCENE, "
                     "fitted to the region and made to belong to the scene."),
+    TaskSpec("outpaint", (
+        InputSpec("image", "image", True, cli="IMAGE", http_help=_TO_EDIT),
+        InputSpec("extend", "text", False, "pixels to add per side: L,T,R,B (e.g. 0,0,256,0), or one number for all",
+                  "pixels to add per side: left,top,right,bottom"),
+        InputSpec("aspect", "text", False, "grow the shorter side(s) evenly to this aspect ratio W:H (e.g. 16:9)",
+                  "the aspect ratio W:H to grow the canvas to"),
+    ), prepare_outpaint, "extend the canvas and fill the new area from the picture",
+        one_of=(one_of("extend", "aspect"),),
+        cli_help="extend the canvas (pixels per side or to an aspect ratio) and fill the new area",
+        description="Grow IMAGE's canvas by --extend pixels per side or to --aspect W:H and fill the new area so "
+                    "that it continues the picture. The output has the new size; the original pixels keep their "
+                    "place and values (beyond the seam, --margin; 0 keeps all)."),
 ):
     register_task(_spec)
 

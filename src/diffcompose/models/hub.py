@@ -185,3 +185,31 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
     transformers.utils.logging.set_verbosity_error()
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, found the way ``huggingface_hub`` finds it (without importing it)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "huggingface" / "hub"
+
+
+def cached_snapshot(repo_id: str, required: Iterable[str]) -> Path | None:
+    """A snapshot of ``repo_id`` in the hub cache holding every ``required`` file, else ``None``.
+
+    Reads the cache's folders only (no network, no ``huggingface_hub`` import): cheap enough for
+    ``auto`` to ask before it picks an engine.
+    """
+    snapshots = hub_cache_dir() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        candidates = sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    required = list(required)
+    for snap in candidates:
+        if all((snap / r).exists() for r in required):
+            return snap
+    return None
