@@ -613,43 +613,45 @@ def _number(text: str, what: str, example: str) -> float:
 def parse_extend(extend: Any) -> tuple[int, int, int, int]:
     """``"L,T,R,B"`` (or one number for every side, or a sequence) -> whole pixels per side, each
     0..:data:`MAX_EXTEND`, at least one above 0."""
-    example = "give --extend L,T,R,B in pixels (e.g. 0,0,256,0), or one number for every side"
+    flag = _n("outpaint", "extend")
+    example = f"give {flag} L,T,R,B in pixels (e.g. 0,0,256,0), or one number for every side"
     if isinstance(extend, str):
         parts = [p for p in extend.replace(" ", "").split(",")]
-        values = [_number(p, "--extend", example) for p in parts]
+        values = [_number(p, flag, example) for p in parts]
     elif isinstance(extend, (list, tuple, np.ndarray)) and not isinstance(extend, (bytes, bytearray)):
         values = list(np.asarray(extend, dtype=object).ravel())
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or \
                     not math.isfinite(float(v)):
-                raise InputError(f"--extend: {shown(v)} is not a finite number; {example}")
+                raise InputError(f"{flag}: {shown(v)} is not a finite number; {example}")
     else:
-        raise InputError(f"--extend must be text L,T,R,B or four numbers, got {shown(extend)}; {example}")
+        raise InputError(f"{flag} must be text L,T,R,B or four numbers, got {shown(extend)}; {example}")
     if len(values) == 1:
         values = values * 4
     if len(values) != 4:
-        raise InputError(f"--extend takes 4 values (left, top, right, bottom) or 1, got {len(values)}; {example}")
+        raise InputError(f"{flag} takes 4 values (left, top, right, bottom) or 1, got {len(values)}; {example}")
     sides = []
     for v in values:
         if float(v) != int(float(v)) or not 0 <= float(v) <= MAX_EXTEND:
-            raise InputError(f"--extend values are whole pixels from 0 to {MAX_EXTEND}, got {shown(v)}; {example}")
+            raise InputError(f"{flag} values are whole pixels from 0 to {MAX_EXTEND}, got {shown(v)}; {example}")
         sides.append(int(float(v)))
     if sum(sides) == 0:
-        raise InputError(f"--extend grows no side (all zero); {example}")
+        raise InputError(f"{flag} grows no side (all zero); {example}")
     return sides[0], sides[1], sides[2], sides[3]
 
 
 def parse_aspect(aspect: Any) -> float:
     """``"W:H"`` (or a positive number, width / height) -> the wanted width / height ratio."""
-    example = "give --aspect W:H, e.g. 16:9"
+    flag = _n("outpaint", "aspect")
+    example = f"give {flag} W:H, e.g. 16:9"
     if isinstance(aspect, bool) or not isinstance(aspect, (str, int, float, np.integer, np.floating)):
-        raise InputError(f"--aspect must be text W:H, got {shown(aspect)}; {example}")
+        raise InputError(f"{flag} must be text W:H, got {shown(aspect)}; {example}")
     parts = aspect.replace(" ", "").split(":") if isinstance(aspect, str) else [str(float(aspect)), "1"]
     if len(parts) != 2:
-        raise InputError(f"--aspect must be W:H, got {shown(aspect)}; {example}")
-    w, h = (_number(p, "--aspect", example) for p in parts)
+        raise InputError(f"{flag} must be W:H, got {shown(aspect)}; {example}")
+    w, h = (_number(p, flag, example) for p in parts)
     if w <= 0 or h <= 0 or not 1e-3 <= w / h <= 1e3:
-        raise InputError(f"--aspect must be two positive numbers with a ratio from 1:1000 to 1000:1, "
+        raise InputError(f"{flag} must be two positive numbers with a ratio from 1:1000 to 1000:1, "
                          f"got {shown(aspect)}")
     return w / h
 
@@ -688,7 +690,8 @@ def prepare_outpaint(image: ImageLike, extend: Any = None, aspect: Any = None, *
     and come back unchanged beyond the seam (``--margin``; 0 keeps every one).
     """
     if (extend is None) == (aspect is None):
-        raise InputError("outpaint needs exactly one of --extend L,T,R,B (pixels per side) or --aspect W:H")
+        raise InputError(f"outpaint needs exactly one of {_n('outpaint', 'extend')} L,T,R,B (pixels per side) or "
+                         f"{_n('outpaint', 'aspect')} W:H")
     img = load_image(image, "image", max_pixels)
     size = (img.shape[1], img.shape[0])
     sides = parse_extend(extend) if extend is not None else aspect_extend(size, parse_aspect(aspect))

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from powerpaint_public import engine, scene, tiny_root  # noqa: F401
+import powerpaint_public
+from powerpaint_public import scene
+
+engine, public, tiny_root = powerpaint_public.engine, powerpaint_public.public, powerpaint_public.tiny_root  # the shared fixtures
 from diffcompose.errors import InputError
 from diffcompose.methods.tasks import aspect_extend, parse_aspect, parse_extend, prepare
 from diffcompose.regions import changed_region, default_margin
@@ -237,7 +240,8 @@ def test_http_outpaint_returns_the_grown_canvas() -> None:
         bad = dict(request, extend="0,0,0,0")
         r = client.post("/api/run", files={"image": ("image.png", buf.getvalue(), "image/png")},
                         data={"request": json.dumps(bad)})
-        assert r.status_code == 400 and r.json()["error"].startswith("--extend grows no side")
+        body = r.json()  # in the request's words, blamed on its field
+        assert r.status_code == 400 and body["error"].startswith("extend grows no side") and body["field"] == "extend"
     finally:
         jobs.shutdown()
 

@@ -16,7 +16,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from powerpaint_public import engine, plain_tokenizer, public, public_text_encoder, tiny_root  # noqa: F401
+import powerpaint_public
+from powerpaint_public import plain_tokenizer, public_text_encoder
+
+engine, public, tiny_root = powerpaint_public.engine, powerpaint_public.public, powerpaint_public.tiny_root  # the shared fixtures
 from diffcompose.errors import InputError
 from diffcompose.methods.powerpaint.convert import V1_TEXT, V1_UNET, V2_BASE, V2_BRUSHNET, V2_TEXT, convert_checkpoint
 from diffcompose.methods.powerpaint.prompts import TASK_TOKENS, VECTORS_PER_TOKEN, task_prompts

@@ -15,7 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from powerpaint_public import engine, plain_tokenizer, public, public_text_encoder, scene, tiny_root  # noqa: F401
+import powerpaint_public
+from powerpaint_public import plain_tokenizer, public_text_encoder, scene
+
+engine, public, tiny_root = powerpaint_public.engine, powerpaint_public.public, powerpaint_public.tiny_root  # the shared fixtures
 from diffcompose.methods.powerpaint.prompts import task_prompts
 from diffcompose.progress import RunContext
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from powerpaint_public import engine, plain_tokenizer, public, public_text_encoder, tiny_root  # noqa: F401
+import powerpaint_public
+from powerpaint_public import plain_tokenizer, public_text_encoder
+
+engine, public, tiny_root = powerpaint_public.engine, powerpaint_public.public, powerpaint_public.tiny_root  # the shared fixtures
 from diffcompose.methods.powerpaint.prompts import TASK_TOKENS, VECTORS_PER_TOKEN, task_prompts
 
 Q = ", worst quality, low quality, normal quality, bad quality, blurry "
