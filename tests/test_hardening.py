@@ -49,6 +49,7 @@ def _base(command: str, f: dict[str, Path], out: Path) -> list[str]:
         "paint": ["paint", image, "--mask", mask, "--reference", str(f["ref"])],
         "inpaint": ["inpaint", image, "--mask", mask, "--prompt", "a red ball"],
         "insert": ["insert", image, "--mask", mask, "--reference", str(f["ref"])],
+        "outpaint": ["outpaint", image, "--extend", "0,0,16,0"],
     }[command] + ["-o", str(out)]
 
 

@@ -558,14 +558,14 @@ def test_model_picker_from_the_engines(laptop: Any, server: Server, photo: Path)
 
 
 def test_task_tabs_and_option_controls_from_the_registry(laptop: Any, server: Server, photo: Path) -> None:
-    """A task and an option the page has never heard of (``outpaint``, a 0..1 ``fitting_degree``) appear
+    """A task and an option the page has never heard of (``reframe``, a 0..1 ``fitting_degree``) appear
     from /api/tasks and /api/engines alone: a tab, and a slider that sends its value once moved."""
     page = laptop
     with server.client() as c:
         real_tasks = [t["name"] for t in c.get("/api/tasks").json()]
 
     def tasks(data: list) -> list:
-        return data + [{"name": "outpaint", "summary": "grow the canvas and fill the new area",
+        return data + [{"name": "reframe", "summary": "grow the canvas and fill the new area",
                         "inputs": [{"name": "image", "kind": "image", "required": True, "help": "the image"},
                                    {"name": "extend", "kind": "text", "required": False, "help": "L,T,R,B"}],
                         "engines": ["classical"]}]
@@ -573,7 +573,7 @@ def test_task_tabs_and_option_controls_from_the_registry(laptop: Any, server: Se
     def engines(data: list) -> list:
         for e in data:
             if e["name"] == "classical":
-                e["tasks"]["outpaint"] = {"options": [
+                e["tasks"]["reframe"] = {"options": [
                     {"name": "fitting_degree", "type": "float", "default": None, "min": 0.0, "max": 1.0,
                      "choices": None, "nullable": True, "help": "how closely the fill follows the shape"},
                     {"name": "steps", "type": "int", "default": 20, "min": 1, "max": 1000, "choices": None,
@@ -584,9 +584,9 @@ def test_task_tabs_and_option_controls_from_the_registry(laptop: Any, server: Se
     _stub_json(page, "**/api/engines*", engines)
     open_image(page, server.base, photo)
     tabs = page.eval_on_selector_all("#task-tabs [role=tab]", "ts => ts.map(t => t.textContent)")
-    assert tabs == real_tasks + ["outpaint"]
-    page.click("#task-tab-outpaint")
-    assert page.get_attribute("#task-tab-outpaint", "aria-selected") == "true"
+    assert tabs == real_tasks + ["reframe"]
+    page.click("#task-tab-reframe")
+    assert page.get_attribute("#task-tab-reframe", "aria-selected") == "true"
     assert page.get_attribute("#opt-fitting_degree", "type") == "range"
     assert page.get_attribute("#opt-steps", "type") == "number"  # not a 0..1 float: a number field
     assert page.is_visible("#input-extend")
@@ -595,8 +595,28 @@ def test_task_tabs_and_option_controls_from_the_registry(laptop: Any, server: Se
     assert page.evaluate("() => collectOptions()") == {"fitting_degree": 0.7, "steps": 20}
     assert "0.70" in page.text_content("#options")
     assert_accessible(page, "generated task and options")
-    page.locator("#task-tab-outpaint").press("ArrowLeft")
+    page.locator("#task-tab-reframe").press("ArrowLeft")
     assert page.get_attribute(f"#task-tab-{real_tasks[-1]}", "aria-selected") == "true"
+
+
+def test_the_registrys_own_tasks_options_and_engine_inputs(laptop: Any, server: Server, photo: Path) -> None:
+    """No stubs: outpaint's tab and text inputs, PowerPaint's fitting degree as a slider, and a sketch
+    field shown only for the engine that takes one (and for auto), never sent for another."""
+    page = laptop
+    open_image(page, server.base, photo)
+    page.click("#task-tab-outpaint")
+    assert page.is_visible("#input-extend") and page.is_visible("#input-aspect")
+    page.click("#task-tab-inpaint")
+    page.select_option("#engine", "powerpaint")
+    assert page.get_attribute("#opt-fitting_degree", "type") == "range"
+    page.click("#task-tab-paint")
+    page.select_option("#engine", "auto")
+    assert page.is_visible("#input-sketch")  # auto: an engine that takes it may be chosen
+    page.select_option("#engine", "pbe")
+    assert page.is_hidden("#input-sketch")
+    page.select_option("#engine", "pbsketch")
+    assert page.is_visible("#input-sketch")
+    assert_accessible(page, "engine-specific input")
 
 
 # ------------------------------------------------------------------ keyboard, favicon

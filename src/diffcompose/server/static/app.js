@@ -237,8 +237,16 @@ function pickedModel(select, input) {
   return v;
 }
 
+// Show each engine-specific input only where the chosen engine takes it ("auto" picks one that does).
+function showInputsFor(engine) {
+  for (const label of $("extra-inputs").querySelectorAll("label[data-engines]")) {
+    label.hidden = !!S.engines[engine] && !label.dataset.engines.split(",").includes(engine);
+  }
+}
+
 function onEngineChange() {
   const name = $("engine").value;
+  showInputsFor(name);
   const form = $("options");
   form.innerHTML = "";
   const e = S.engines[name];
@@ -357,7 +365,10 @@ function buildExtraInputs(task) {
     }
     el.id = "input-" + inp.name;
     el.dataset.testid = "input-" + inp.name;
-    label.append(`${inp.name}${inp.required ? " (required)" : ""}`, el);
+    // An input only some engines take (a sketch, a stroke) shows for those engines and for auto only.
+    if (inp.engines) label.dataset.engines = inp.engines.join(",");
+    label.append(`${inp.name}${inp.required ? " (required)" : ""}` +
+      (inp.engines ? ` (${inp.engines.join(", ")} only)` : ""), el);
     const help = document.createElement("span");
     help.className = "help";
     help.textContent = inp.help;
@@ -722,6 +733,8 @@ async function buildForm(task, engine, extraRequest) {
   if (inputs.points && S.points.length) req.points = S.points;
   for (const [name, inp] of Object.entries(inputs)) {
     if (name === "image" || name === "mask") continue;
+    const field = $("input-" + name);
+    if (field && field.closest("label").hidden) continue; // not taken by the chosen engine
     if ((inp.kind === "image" || inp.kind === "mask") && S.extra[name]) fd.append(name, S.extra[name], S.extra[name].name);
     if (inp.kind === "text") {
       const el = $("input-" + name);
