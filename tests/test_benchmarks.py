@@ -82,13 +82,15 @@ SMOKE: dict[str, Smoke] = {
     # quality and removal_tradeoff fall back to scikit-image photos without the test data
     "quality.py": Smoke(
         ("--limit", "1", "--per-photo", "1", "--max-side", "128", "--speed-repeats", "1",
-         "--engines", "classical:telea,classical:reinhard,classical", "--tasks", "remove,harmonize,insert",
-         "--metric-models", "tiny", "--testdata", "{testdata}"),
+         "--engines", "classical:telea,classical:reinhard,objectstitch", "--tasks", "remove,harmonize,insert",
+         "--model", "tiny", "--opt", "steps=2", "--opt", "resolution=64", "--metric-models", "tiny",
+         "--testdata", "{testdata}"),
         (r"\| mean-fill \(baseline\) \|", r"\| classical:telea \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|",
          r"\| engine \| s \(wall\) \| s \(CPU\) \|", r"\| composite \(baseline\) \|",
          r"\| classical:reinhard \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|",
-         r"\| engine \| bg-PSNR \(dB\) ↑ \| CLIP-I ↑ \| DINO ↑ \| s / image \|"),
-        slow=True),
+         r"\| engine \| bg-PSNR \(dB\) ↑ \| CLIP-I ↑ \| DINO ↑ \| s / image \|",
+         r"\| objectstitch steps=2 resolution=64 \| [\d.]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|"),
+        slow=True, needs=("torch", "diffusers", "transformers")),
     "removal_tradeoff.py": Smoke(
         ("--limit", "1", "--per-photo", "1", "--max-side", "128", "--testdata", "{testdata}"),
         (r"\| patchmatch \| [\d.]+", r"\| 0\.5 ns \+ 0\.5 patchmatch \|", r"\| patchmatch gated to ns, t 24 \|"),

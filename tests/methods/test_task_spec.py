@@ -82,6 +82,14 @@ class TintEngine(Engine):
         return np.round(out).astype(np.uint8)
 
 
+def _unload(*names: str) -> None:
+    """Unload only this file's throw-away engines (the shared manager keeps what other tests loaded)."""
+    manager = api.default_manager()
+    for engine in manager.loaded():
+        if engine.name in names:
+            manager.unload(engine)
+
+
 @pytest.fixture
 def tint(monkeypatch: pytest.MonkeyPatch) -> Any:
     module = types.ModuleType(MODULE)
@@ -92,7 +100,7 @@ def tint(monkeypatch: pytest.MonkeyPatch) -> Any:
     yield
     unregister(ENGINE)
     unregister_task("tint")
-    api.default_manager().unload()
+    _unload(ENGINE)
 
 
 @pytest.fixture
@@ -379,7 +387,7 @@ def glaze(monkeypatch: pytest.MonkeyPatch) -> Any:
     unregister(PlainGlaze.name)
     unregister(StencilGlaze.name)
     unregister_task("glaze")
-    api.default_manager().unload()
+    _unload(PlainGlaze.name, StencilGlaze.name)
 
 
 def test_an_opt_in_input_is_taken_only_by_the_engines_that_declare_it(glaze) -> None:
