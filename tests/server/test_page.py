@@ -619,6 +619,50 @@ def test_the_registrys_own_tasks_options_and_engine_inputs(laptop: Any, server: 
     assert_accessible(page, "engine-specific input")
 
 
+#: The engines of issues 23-24 through the page with their tiny models: (task, engine, file inputs, text inputs).
+NEW_ENGINES = [
+    ("paint", "pbsketch", ("reference", "sketch"), {}),
+    ("insert", "objectstitch", ("reference",), {}),
+    ("remove", "unipaint", (), {}),
+    ("outpaint", "powerpaint", (), {"extend": "0,0,16,0"}),
+    ("inpaint", "brushnet", (), {"prompt": "a red ball"}),
+]
+
+
+@pytest.mark.parametrize("task, engine, files, texts", NEW_ENGINES, ids=[e for _, e, _, _ in NEW_ENGINES])
+def test_the_new_engines_run_from_the_page(laptop: Any, server: Server, photo: Path, tmp_path: Path,
+                                           task: str, engine: str, files: tuple, texts: dict) -> None:
+    """Each engine runs a real job from the page (its tiny model, 2 steps at 64 px) and lands in the strip."""
+    page = laptop
+    open_image(page, server.base, photo)
+    page.click(f"#task-tab-{task}")
+    if task != "outpaint":
+        stroke(page, (0.4, 0.5), (0.55, 0.5))
+    page.select_option("#engine", engine)
+    page.select_option("#model-choice", "tiny")
+    sketch = tmp_path / "sketch.png"
+    w, h = Image.open(photo).size  # a sketch has the image's size
+    lines = np.zeros((h, w), np.uint8)
+    lines[h // 3:2 * h // 3, w // 2:w // 2 + 4] = 255
+    Image.fromarray(lines).save(sketch)
+    for name in files:
+        page.set_input_files(f"#input-{name}", str(sketch if name == "sketch" else photo))
+    for name, value in texts.items():
+        page.fill(f"#input-{name}", value)
+    for name, value in {"steps": "2", "resolution": "64", "tune_steps": "1"}.items():
+        if page.locator(f"#opt-{name}").count():
+            page.fill(f"#opt-{name}", value)
+    n = len(_history(page))
+    page.click("#run")
+    page.wait_for_function("n => window.diffcompose.history.slice(n).some(x => ['done', 'failed', 'error', "
+                           "'cancelled'].includes(x[0]))", arg=n, timeout=120_000)
+    shown = _history(page)[n:]
+    errors = page.eval_on_selector_all(".error, [role=alert]", "es => es.map(e => e.textContent).filter(t => t)")
+    assert shown[-1][0] == "done", (shown, errors)
+    page.wait_for_function("document.querySelectorAll('#results-strip figure').length === 1")
+    assert page.evaluate("() => window.diffcompose.lastSent.request.engine") == engine
+
+
 # ------------------------------------------------------------------ keyboard, favicon
 
 

@@ -259,8 +259,10 @@ function onEngineChange() {
 }
 
 // A float option bounded within 0..1 is a slider; its value shows beside it ("default" until moved).
+// Not one whose default a 0.01 step cannot hold (a learning rate of 1e-5): that is a number field.
+const onSliderStep = (v) => v === null || v === undefined || Math.abs(v * 100 - Math.round(v * 100)) < 1e-9;
 const isUnitSlider = (o) => o.type === "float" && o.min !== null && o.min !== undefined && o.max !== null &&
-  o.max !== undefined && o.min >= 0 && o.max <= 1;
+  o.max !== undefined && o.min >= 0 && o.max <= 1 && onSliderStep(o.default);
 
 function optionField(o) {
   const label = document.createElement("label");
@@ -270,6 +272,7 @@ function optionField(o) {
   if (o.type === "choice") {
     input = document.createElement("select");
     for (const c of o.choices) input.add(new Option(String(c), String(c)));
+    input.dataset.choices = JSON.stringify(o.choices); // sent back with their own JSON type (1, not "1")
     input.value = String(o.default);
   } else if (o.type === "bool") {
     input = document.createElement("input");
@@ -328,7 +331,8 @@ function collectOptions() {
     if (t === "bool") { out[el.dataset.name] = el.checked; continue; }
     if (el.type === "range" && el.dataset.touched !== "1") continue; // server default
     if (el.value === "") continue; // server default
-    if (t === "int") out[el.dataset.name] = parseInt(el.value, 10);
+    if (t === "choice") out[el.dataset.name] = JSON.parse(el.dataset.choices).find((c) => String(c) === el.value);
+    else if (t === "int") out[el.dataset.name] = parseInt(el.value, 10);
     else if (t === "float") out[el.dataset.name] = parseFloat(el.value);
     else out[el.dataset.name] = el.value;
   }
