@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -165,6 +165,22 @@ def _torch_load(path: Path, *, mmap: bool = False) -> Any:
                          f"be read as plain data{_global_named(exc)} (refused)") from None
 
 
+#: The DDPM's noise schedule an LDM checkpoint stores as buffers (ours is the scheduler config): not weights.
+SCHEDULE_BUFFERS = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
+                    "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+                    "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
+                    "posterior_mean_coef1", "posterior_mean_coef2", "logvar")
+
+
+def refuse_unknown_keys(keys: Iterable[str], families: tuple[str, ...], checkpoint: Path, what: str) -> None:
+    """One line naming the keys of no family a converter maps or knowingly skips (``families``: key
+    prefixes; the schedule buffers are always skipped): weights nobody would load are never dropped silently."""
+    unknown = [k for k in keys if not k.startswith(families) and k not in SCHEDULE_BUFFERS]
+    if unknown:
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        raise InputError(f"{checkpoint} holds weights of no {what} part: {', '.join(unknown[:3])}{more}")
+
+
 def load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The flat state dict of a ``.ckpt``/``.pt``/``.pth`` (safely unpickled) or ``.safetensors`` file."""
     if not path.is_file():
@@ -248,12 +264,14 @@ def strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
 
 def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False,
                 in_channels: int = 9, what: str = "Paint-by-Example", tool: str = "convert pbe",
-                tokens: str = "pooled") -> Path:
+                tokens: str = "pooled", check: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Path:
     """Write ``out_dir`` (unet/, vae/, image_encoder/, scheduler/, model_index.json) from ``checkpoint``.
 
     ``in_channels``: the UNet input of a model that extends Paint-by-Example's (Paint-by-Sketch:
     12; its keys are otherwise the same), named ``what`` in messages and ``tool`` on the folder.
-    ``tokens``: what the image encoder's mapper reads (ObjectStitch: ``"patches"``, same keys)."""
+    ``tokens``: what the image encoder's mapper reads (ObjectStitch: ``"patches"``, same keys).
+    ``check``: the extending model's own checks of the loaded state (its key families), run before
+    anything is built, so the checkpoint is read once."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPVisionConfig
@@ -266,6 +284,8 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
     if not Path(checkpoint).is_file():
         raise InputError(f"checkpoint not found: {checkpoint}")
     state = load_checkpoint(Path(checkpoint))
+    if check is not None:
+        check(state)
     for prefix in (UNET_PREFIX, VAE_PREFIX, CLIP_PREFIX, MAPPER_PREFIX):
         if not any(k.startswith(prefix) for k in state):
             raise InputError(f"{checkpoint} is not a {what} checkpoint: no '{prefix}*' weights")

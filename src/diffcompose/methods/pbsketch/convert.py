@@ -19,33 +19,19 @@ from diffcompose.errors import InputError
 #: The families that become the model (Paint-by-Example's converter maps each of them).
 MAPPED = ("model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer.",
           "cond_stage_model.mapper.", "cond_stage_model.final_ln.", "proj_out.", "learnable_vector")
-#: The sampler's noise schedule, stored as buffers (ours is the scheduler config): not weights.
-SCHEDULE = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-            "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-            "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
-            "logvar")
-
-
-def unmapped_keys(keys: list[str]) -> list[str]:
-    """The keys of no family this converter maps or knowingly skips (the schedule buffers)."""
-    return [k for k in keys if not k.startswith(MAPPED) and k not in SCHEDULE]
 
 
 def convert_pbsketch(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False) -> Path:
     """Write ``out_dir`` (unet/ with 12 input channels, vae/, image_encoder/, scheduler/) from ``checkpoint``."""
-    from diffcompose.methods.pbe.convert import convert_pbe, load_checkpoint
+    from diffcompose.methods.pbe.convert import convert_pbe, refuse_unknown_keys
     from diffcompose.methods.pbsketch.components import IN_CHANNELS
 
-    if Path(checkpoint).is_file():
-        state = load_checkpoint(Path(checkpoint))
-        unknown = unmapped_keys(list(state))
-        if unknown:
-            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-            raise InputError(f"{checkpoint} holds weights of no Paint-by-Sketch part: {', '.join(unknown[:3])}{more}")
+    def check(state: dict) -> None:
+        refuse_unknown_keys(state, MAPPED, checkpoint, "Paint-by-Sketch")
         first = state.get("model.diffusion_model.input_blocks.0.0.weight")
         if first is not None and first.shape[1] != IN_CHANNELS:
             raise InputError(f"{checkpoint} is not a Paint-by-Sketch checkpoint: its UNet takes {first.shape[1]} "
                              f"input channels, not {IN_CHANNELS} (a Paint-by-Example one: convert pbe)")
-        del state
+
     return convert_pbe(checkpoint, out_dir, like=like, force=force, in_channels=IN_CHANNELS,
-                       what="Paint-by-Sketch", tool="convert pbsketch")
+                       what="Paint-by-Sketch", tool="convert pbsketch", check=check)

@@ -30,10 +30,6 @@ UNET, VAE, TEXT = "model.diffusion_model.", "first_stage_model.", "cond_stage_mo
 #: The families that become the model, and those knowingly left aside.
 MAPPED = (UNET, VAE, TEXT)
 SKIPPED = ("model_ema.",)
-SCHEDULE = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
-            "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-            "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
-            "logvar")
 
 #: SD 1.x's geometry (CompVis v1-inference.yaml) in diffusers' names.
 SD1_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -49,10 +45,6 @@ SD1_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_h
 SD1_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                      clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
 
-
-def unmapped_keys(keys: list[str]) -> list[str]:
-    """Keys of no family this converter maps or knowingly skips."""
-    return [k for k in keys if not k.startswith(MAPPED + SKIPPED) and k not in SCHEDULE]
 
 
 def text_keys(state: dict, expected: list[str]) -> dict:
@@ -114,7 +106,7 @@ def convert_unipaint(checkpoint: Path, out_dir: Path, *, like: Path | None = Non
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from diffcompose.methods.pbe.convert import load_checkpoint, strict_load
+    from diffcompose.methods.pbe.convert import load_checkpoint, refuse_unknown_keys, strict_load
 
     out_dir = check_out_dir(Path(out_dir), [Path(checkpoint)] + ([Path(like)] if like else []), force=force,
                             kind=MODEL)
@@ -122,10 +114,7 @@ def convert_unipaint(checkpoint: Path, out_dir: Path, *, like: Path | None = Non
     for prefix in MAPPED:
         if not any(k.startswith(prefix) for k in state):
             raise InputError(f"{checkpoint} is not an SD 1.x checkpoint in the LDM layout: no '{prefix}*' weights")
-    unknown = unmapped_keys(list(state))
-    if unknown:
-        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-        raise InputError(f"{checkpoint} holds weights of no SD 1.x part: {', '.join(unknown[:3])}{more}")
+    refuse_unknown_keys(state, MAPPED + SKIPPED, checkpoint, "SD 1.x")
     first = state[UNET + "input_blocks.0.0.weight"] if UNET + "input_blocks.0.0.weight" in state else None
     if first is not None and first.shape[1] != 4:
         raise InputError(f"{checkpoint} is not a text-to-image SD: its UNet takes {first.shape[1]} input channels, "
