@@ -142,7 +142,7 @@ def main() -> None:
     }
     skipped = None
     try:
-        sys.path.insert(0, str(REPO / "tests" / "methods" / "brushnet"))
+        sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "methods" / "brushnet")]  # its conftest too
         import brushnet_public
 
         import tempfile

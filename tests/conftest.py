@@ -19,6 +19,14 @@ TESTS = Path(__file__).resolve().parent  # the tests mirror src/diffcompose/ in 
 REPO = TESTS.parent
 TESTDATA = Path(os.environ.get("DIFFCOMPOSE_TESTDATA", REPO.parent / "shared" / "testdata"))
 CLIP_TOKENIZER = Path(os.environ.get("DIFFCOMPOSE_CLIP_TOKENIZER", REPO.parent / "shared" / "assets" / "clip_tokenizer"))
+#: Bare git mirrors of the public repositories (``owner+name/repo``, as ``fetch`` writes them), read by
+#: the parity tests that run the public code itself; those skip, saying so, where a mirror is absent.
+MIRRORS = Path(os.environ.get("DIFFCOMPOSE_MIRRORS", "/work/.mirror"))
+
+
+def mirror(repo: str) -> Path:
+    """The bare mirror of public repository ``repo`` (``owner/name``), present or not."""
+    return MIRRORS / repo.replace("/", "+") / "repo"
 
 # Never touch the network from tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -77,7 +77,8 @@ SMOKE: dict[str, Smoke] = {
     "powerpaint_speed.py": Smoke(
         ("--shape", "tiny", "--size", "64", "--steps", "2", "--rounds", "1"),
         (r"shape tiny, 64x64, ddim, 2 steps, best of 1",
-         r"per step: ours [\d.]+ ms, bare UNet [\d.]+ ms \(ours/bare [\d.]+\)"),
+         r"v1 per step: ours [\d.]+ ms, bare UNet [\d.]+ ms \(ours/bare [\d.]+\)",
+         r"v2 per step: ours [\d.]+ ms, bare UNet [\d.]+ ms \(ours/bare [\d.]+\)"),
         slow=True, needs=("torch", "diffusers", "transformers")),
     # quality and removal_tradeoff fall back to scikit-image photos without the test data
     "quality.py": Smoke(

@@ -12,16 +12,16 @@ fixtures skip with the reason; the written-out references in the tests keep the 
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
-MIRRORS = Path(os.environ.get("DIFFCOMPOSE_MIRRORS", "/work/.mirror"))
-BRUSHNET_REPO = MIRRORS / "TencentARC+BrushNet" / "repo"
-POWERPAINT_REPO = MIRRORS / "open-mmlab+PowerPaint" / "repo"
+from conftest import mirror
+
+BRUSHNET_REPO = mirror("TencentARC/BrushNet")
+POWERPAINT_REPO = mirror("open-mmlab/PowerPaint")
 PREFIX = "_public_brushnet_"
 
 

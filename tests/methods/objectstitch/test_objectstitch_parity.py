@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mirror
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -44,7 +45,7 @@ from diffcompose.methods.pbe.convert import convert_encoder_state  # noqa: E402
 
 SIZE = 64  # pixels; latent 8x8
 BOX = (12, 20, 44, 56)  # x0, y0, x1, y1
-MIRROR = Path("/work/.mirror/bcmi+ObjectStitch-Image-Composition/repo")
+MIRROR = mirror("bcmi/ObjectStitch-Image-Composition")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -20,10 +20,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mirror
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -36,7 +36,7 @@ from diffcompose.methods.pbsketch.sketch import sketch_pixels, sketch_shown  # n
 from diffcompose.methods.pbsketch.tiny import write_tiny_pbsketch  # noqa: E402
 
 SIZE = 64  # pixels; latent 8x8
-MIRROR = Path("/work/.mirror/kangyeolk+Paint-by-Sketch/repo")
+MIRROR = mirror("kangyeolk/Paint-by-Sketch")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -4,7 +4,7 @@ A helper module, not a ``conftest.py`` (the suite keeps one, at its root, import
 the test modules import its fixtures by name.
 
 The public code (open-mmlab/PowerPaint) is read from a fetched bare git repository at test time
-(``$DIFFCOMPOSE_MIRROR``, default ``/work/.mirror``): its ``powerpaint`` package is extracted to a
+(``conftest.mirror``: ``$DIFFCOMPOSE_MIRRORS``, default ``/work/.mirror``): its ``powerpaint`` package is extracted to a
 temporary folder and imported as it is, with two in-memory changes for today's libraries (its
 logging helper ``mmengine.print_log`` is a no-op stub, and ``powerpaint/pipelines/__init__.py``
 is emptied so the ControlNet pipeline, unused here, is not imported). Without the mirror the tests
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import io
-import os
 import shutil
 import subprocess
 import sys
@@ -27,8 +26,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import mirror
 
-MIRROR = Path(os.environ.get("DIFFCOMPOSE_MIRROR", "/work/.mirror")) / "open-mmlab+PowerPaint" / "repo"
+MIRROR = mirror("open-mmlab/PowerPaint")
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +57,7 @@ def _git(*args: str) -> bytes:
 def public(tmp_path_factory) -> Any:
     """The public ``powerpaint`` package and the demo's ``add_task`` (from ``app.py``), or a skip."""
     if not MIRROR.is_dir() or shutil.which("git") is None:
-        pytest.skip(f"the public PowerPaint code is not mirrored at {MIRROR} (set DIFFCOMPOSE_MIRROR): "
+        pytest.skip(f"the public PowerPaint code is not mirrored at {MIRROR} (set DIFFCOMPOSE_MIRRORS): "
                     "the written-out references still run")
     root = tmp_path_factory.mktemp("powerpaint-public")
     tarfile.open(fileobj=io.BytesIO(_git("archive", "HEAD", "powerpaint")), mode="r").extractall(root, filter="data")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mirror
 from PIL import Image
 
 torch = pytest.importorskip("torch")
@@ -50,7 +51,7 @@ from diffcompose.models.sampling import initial_noise  # noqa: E402
 from diffcompose.progress import RunContext  # noqa: E402
 from diffcompose.training.loop import _generator  # noqa: E402
 
-MIRROR = Path("/work/.mirror/ysy31415+unipaint/repo")
+MIRROR = mirror("ysy31415/unipaint")
 WORD = "x"  # one token in the tiny tokenizer (and the real one)
 SIZE = 64  # pixels: an 8x8 latent on the tiny model (token grids 8x8, 4x4, 2x2)
 
