@@ -246,6 +246,31 @@ def test_engines_offer_their_models_from_the_registry_the_cache_and_the_model_di
     assert engines["sd-inpaint"]["models"][1]["cached"] is True
 
 
+def test_a_folder_written_for_one_engine_is_offered_to_that_engine_only(server, tmp_path, monkeypatch) -> None:
+    """A SmartBrush folder keeps SD's pipeline class for its parts but names its engine: offered to
+    smartbrush, not to the engines that run plain SD; a branch folder (config.json of one diffusers
+    model) is offered to brushnet; a plain SD folder to every engine of that class."""
+    from diffcompose.models.hub import ENGINE_KEY
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    models = tmp_path / "models"
+    _model_folder(models / "my-smartbrush", "StableDiffusionPipeline")
+    (models / "my-smartbrush" / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionPipeline", ENGINE_KEY: "smartbrush"}))
+    _model_folder(models / "plain-sd", "StableDiffusionPipeline")
+    (models / "my-branch").mkdir()
+    (models / "my-branch" / "config.json").write_text(json.dumps({"_class_name": "BrushNetModel"}))
+    engines = {e["name"]: e for e in server(model_dir=models).client.get("/api/engines").json()}
+
+    def cached(name: str) -> list[str]:
+        return [m["id"] for m in engines[name]["models"] if m["kind"] == "cached"]
+
+    assert cached("smartbrush") == ["my-smartbrush"]
+    assert cached("freecompose") == cached("unipaint") == ["plain-sd"]
+    assert cached("brushnet") == ["my-branch"]
+    assert all(cached(name) == [] for name in ("powerpaint", "pbsketch", "objectstitch", "pbe"))
+
+
 def test_an_engine_missing_its_packages_is_listed_unavailable_with_the_reason(server, monkeypatch) -> None:
     register(EngineInfo("needs-nothing-here", "nowhere:Engine", tasks={"remove": GateOptions},
                         requires=("no_such_package_xyz",), extra="someextra", default_model=NO_DEFAULT_MODEL))

@@ -121,7 +121,9 @@ class EngineInfo:
     ``--model tiny`` loads. ``model_classes``: the class names a model folder of this engine
     declares (``_class_name`` in its ``model_index.json``, or ``architectures`` in its
     ``config.json``), by which the server's model picker finds its models already in the
-    local Hugging Face cache or in ``--model-dir`` (empty: it lists none but the default).
+    local Hugging Face cache or in ``--model-dir``; a folder written for one engine (its
+    ``model_index.json`` names it: :data:`~diffcompose.models.hub.ENGINE_KEY`) is offered to
+    that engine only, whatever its class.
     ``predicts_mask``: its ``inpaint`` also predicts the object's mask (``--mask-output``).
     ``demo``: ``"module:function"`` returning the engine's :class:`diffcompose.demo.Step` list
     for a testdata folder (what ``diffcompose demo`` runs: declare one only for an engine that

@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 
 #: The model name that means "the tiny random model" (smoke tests, no download).
 TINY = "tiny"
+#: ``model_index.json`` key naming the one engine a folder was written for. A SmartBrush, PowerPaint,
+#: ObjectStitch or Paint-by-Sketch folder keeps the pipeline class of the layout it borrows (so its
+#: parts load as that layout's), yet only its own engine can run it: the model picker must not offer it
+#: to the engines of that class. Underscored, so diffusers reads it as metadata, not as a component.
+ENGINE_KEY = "_diffcompose_engine"
+
+
+def engine_class(engine: str) -> str:
+    """What a folder written for ``engine`` declares instead of its pipeline class (:func:`declared_classes`)."""
+    return f"diffcompose:{engine}"
 
 
 def _offline() -> bool:
@@ -143,13 +153,20 @@ def in_hub_cache(repo_id: str) -> bool:
 
 
 def declared_classes(folder: Path) -> set[str]:
-    """The classes a model folder says it holds: ``_class_name`` of its ``model_index.json``
-    (diffusers), else ``architectures`` of its ``config.json`` (transformers); empty if neither reads."""
-    for name, key in (("model_index.json", "_class_name"), ("config.json", "architectures")):
+    """The classes a model folder says it holds: :func:`engine_class` of the engine its
+    ``model_index.json`` names (:data:`ENGINE_KEY`), else that file's ``_class_name`` (a diffusers
+    pipeline), else its ``config.json``'s ``architectures`` (transformers) or ``_class_name`` (one
+    diffusers model, such as a BrushNet branch); empty if none reads."""
+    for name, keys in (("model_index.json", ("_class_name",)), ("config.json", ("architectures", "_class_name"))):
         try:
-            value = json.loads((folder / name).read_text(encoding="utf-8")).get(key)
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
             continue
+        if not isinstance(data, dict):
+            continue
+        if isinstance(data.get(ENGINE_KEY), str):
+            return {engine_class(data[ENGINE_KEY])}
+        value = next((data[k] for k in keys if data.get(k) is not None), None)
         values = value if isinstance(value, list) else [value]
         return {v for v in values if isinstance(v, str)}
     return set()

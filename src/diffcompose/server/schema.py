@@ -138,11 +138,12 @@ def engine_models(info: Any, model_dir: Path | None = None) -> list[dict[str, An
 
     ``tiny`` (when it has a tiny builder), its default hub id (``cached``: in the local
     Hugging Face cache or ``--model-dir``; absent when none is published), then the models
-    already here that declare one of its ``model_classes``: hub ids in the cache, folder
-    names of ``model_dir``. Files are read, the hub never: a fresh look at each call.
+    already here that declare one of its ``model_classes`` or were written for it
+    (:func:`~diffcompose.models.hub.engine_class`): hub ids in the cache, folder names of
+    ``model_dir``. Files are read, the hub never: a fresh look at each call.
     """
     from diffcompose.methods.registry import NO_DEFAULT_MODEL
-    from diffcompose.models.hub import TINY, cached_models, declared_classes, in_hub_cache
+    from diffcompose.models.hub import TINY, cached_models, declared_classes, engine_class, in_hub_cache
     from diffcompose.server.uploads import in_model_dir
 
     if info.default_model is None:
@@ -154,14 +155,15 @@ def engine_models(info: Any, model_dir: Path | None = None) -> list[dict[str, An
     if default is not None:
         out.append({"id": default, "kind": "default",
                     "cached": in_hub_cache(default) or in_model_dir(default, model_dir) is not None})
-    here = [m for m in cached_models(info.model_classes) if m != default]
-    if model_dir is not None and info.model_classes:
+    wanted = {*info.model_classes, engine_class(info.name)}
+    here = [m for m in cached_models(wanted) if m != default]
+    if model_dir is not None:
         try:
             folders = sorted(p for p in Path(model_dir).iterdir() if p.is_dir())
         except OSError:
             folders = []
         here += [p.name for p in folders
-                 if declared_classes(p) & set(info.model_classes) and p.name != (default or "").rsplit("/", 1)[-1]]
+                 if declared_classes(p) & wanted and p.name != (default or "").rsplit("/", 1)[-1]]
     out += [{"id": m, "kind": "cached"} for m in here]
     return out
 

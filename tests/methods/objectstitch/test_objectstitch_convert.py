@@ -60,6 +60,9 @@ def test_the_converted_model_is_the_source_model(converted) -> None:
     b = np.asarray(ObjectStitchEngine(device="cpu", model=str(out)).load().insert(*args, **kw))
     np.testing.assert_array_equal(a, b)
     assert ExemplarEncoder.from_pretrained(out / "image_encoder").tokens == "patches"
+    from diffcompose.models.hub import declared_classes, engine_class
+
+    assert declared_classes(out) == {engine_class("objectstitch")}  # the model picker offers it to objectstitch only
 
 
 def test_an_unknown_key_is_one_line(converted, tmp_path) -> None:

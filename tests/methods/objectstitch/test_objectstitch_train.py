@@ -256,6 +256,9 @@ def test_few_shot_fine_tuning_on_two_cpu_processes_and_the_engine_loads_it(tmp_p
 
     final = out / "final"
     engine = ObjectStitchEngine(device="cpu", model=str(final)).load()
+    from diffcompose.models.hub import declared_classes, engine_class
+
+    assert declared_classes(final) == {engine_class("objectstitch")}  # offered to objectstitch only
     tuned = load_component(final, "unet", torch.device("cpu"), torch.float32)
     base = load_component(ensure_tiny_objectstitch(), "unet", torch.device("cpu"), torch.float32)
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), base.state_dict().values()))

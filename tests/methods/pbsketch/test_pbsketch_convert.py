@@ -49,6 +49,9 @@ def test_converts_every_part_and_the_engine_loads_it(public) -> None:
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs)
     torch.testing.assert_close(engine.c.encoder.uncond_vector.reshape(-1), state["learnable_vector"].reshape(-1))
     assert engine.c.unet.config.in_channels == 12
+    from diffcompose.models.hub import declared_classes, engine_class
+
+    assert declared_classes(out) == {engine_class("pbsketch")}  # the model picker offers it to pbsketch only
 
 
 def test_refuses_unknown_weights_and_a_paint_by_example_checkpoint(public, tmp_path) -> None:

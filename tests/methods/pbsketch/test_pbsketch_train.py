@@ -144,6 +144,9 @@ def test_train_pbsketch_on_two_cpu_processes(data) -> None:
     assert state["step"] == 2
     engine = PaintBySketchEngine(device="cpu", model=str(out / "final")).load()
     assert engine.c.unet.config.in_channels == 12
+    from diffcompose.models.hub import declared_classes, engine_class
+
+    assert declared_classes(out / "final") == {engine_class("pbsketch")}  # offered to pbsketch only
     assert engine.c.unet.conv_in.weight[:, 9:].abs().max() > 0
     photo = np.asarray(Image.open(data / "a.png"))[:64, :64]
     hole = np.zeros((64, 64), bool)

@@ -103,6 +103,9 @@ def test_v1_checkpoint_converts_and_loads(engine, like_v1, tmp_path) -> None:
     out = tmp_path / "out"  # through the generated command: diffcompose convert powerpaint CKPT OUT --like DIR
     assert main(["convert", "powerpaint", str(root / V1_UNET), str(out), "--like", str(like_v1)]) == 0
     _same_task_embeddings(engine, out, 1)
+    from diffcompose.models.hub import declared_classes, engine_class
+
+    assert declared_classes(out) == {engine_class("powerpaint")}  # the model picker offers it to powerpaint only
 
 
 @pytest.mark.slow

@@ -378,6 +378,9 @@ def test_train_cli_and_export(photos, small_init, tmp_path, capsys) -> None:
                  str(tmp_path / "run" / "checkpoint-0000001"), str(out)]) == 0
     index = json.loads((out / "model_index.json").read_text())
     assert index["smartbrush"]["precision_levels"] == S and (out / ".diffcompose-model").is_file()
+    from diffcompose.models.hub import declared_classes, engine_class
+
+    assert declared_classes(out) == {engine_class("smartbrush")}  # the model picker offers it to smartbrush only
     capsys.readouterr()
     assert main(["train", "smartbrush", "--config", str(config), "--export", str(tmp_path), str(out)]) != 0
     assert "error" in capsys.readouterr().err.lower()

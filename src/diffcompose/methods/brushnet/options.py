@@ -57,6 +57,7 @@ class BrushNetOptions(SamplerOptions):
 register(EngineInfo(
     ENGINE, "diffcompose.methods.brushnet.engine:BrushNetEngine", tasks={"inpaint": BrushNetOptions},
     priority=8, requires=DIFFUSION, extra="diffusion", default_model=NO_DEFAULT_MODEL,
+    model_classes=("BrushNetModel",),  # a branch folder's config.json (TencentARC's, or ``convert brushnet``'s)
     summary="BrushNet: text-guided inpainting with a trained branch beside any SD-1.5 model (public weights)",
     tiny="diffcompose.methods.brushnet.tiny:ensure_tiny_brushnet",
     converter=Converter(

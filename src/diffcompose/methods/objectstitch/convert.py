@@ -31,4 +31,4 @@ def convert_objectstitch(checkpoint: Path, out_dir: Path, *, like: Path | None =
         refuse_unknown_keys(state, MAPPED, checkpoint, "ObjectStitch")
 
     return convert_pbe(checkpoint, out_dir, like=like, force=force, what="ObjectStitch", tool="convert objectstitch",
-                       tokens=TOKEN_MODE, check=check)
+                       tokens=TOKEN_MODE, check=check, engine="objectstitch")

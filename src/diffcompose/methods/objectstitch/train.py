@@ -136,5 +136,5 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
         weights=lambda: {n: p.detach() for n, p in trainable(model)},
         load_weights=lambda weights, where: load_weights(model, weights, where),
         export=lambda ema: export_model(out / "final", model, vae.float(), sched_config, ema,
-                                        task="train objectstitch"))
+                                        task="train objectstitch", engine="objectstitch"))
     return fit(cfg, acc, out, recipe, on_progress=on_progress, cancel=cancel)["losses"]

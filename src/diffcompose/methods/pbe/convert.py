@@ -264,14 +264,16 @@ def strict_load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
 
 def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, force: bool = False,
                 in_channels: int = 9, what: str = "Paint-by-Example", tool: str = "convert pbe",
-                tokens: str = "pooled", check: Callable[[dict[str, torch.Tensor]], None] | None = None) -> Path:
+                tokens: str = "pooled", check: Callable[[dict[str, torch.Tensor]], None] | None = None,
+                engine: str | None = None) -> Path:
     """Write ``out_dir`` (unet/, vae/, image_encoder/, scheduler/, model_index.json) from ``checkpoint``.
 
     ``in_channels``: the UNet input of a model that extends Paint-by-Example's (Paint-by-Sketch:
     12; its keys are otherwise the same), named ``what`` in messages and ``tool`` on the folder.
     ``tokens``: what the image encoder's mapper reads (ObjectStitch: ``"patches"``, same keys).
     ``check``: the extending model's own checks of the loaded state (its key families), run before
-    anything is built, so the checkpoint is read once."""
+    anything is built, so the checkpoint is read once. ``engine``: the extending model's engine, named
+    on the folder (only it can run it)."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
     from transformers import CLIPVisionConfig
@@ -311,6 +313,6 @@ def convert_pbe(checkpoint: Path, out_dir: Path, *, like: Path | None = None, fo
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         encoder.save_pretrained(tmp / "image_encoder")
         PNDMScheduler.from_config(cfg["scheduler"]).save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
+        (tmp / "model_index.json").write_text(json.dumps(model_index(engine), indent=2))
     log.info("converted %s -> %s", checkpoint, out_dir)
     return out_dir

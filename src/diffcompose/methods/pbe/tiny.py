@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from diffcompose.models.hub import ENGINE_KEY
 from diffcompose.models.tiny import TINY_TEXT_DIM, ensure_written, tiny_cache_dir, tiny_scheduler_config, tiny_unet_config, tiny_vae_config
 
 TINY_PBE_VERSION = 1
@@ -22,13 +23,15 @@ def tiny_vision_config(**overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-def model_index() -> dict[str, Any]:
-    """``model_index.json`` in the published layout (diffusers' deprecated pipeline can read it too)."""
+def model_index(engine: str | None = None) -> dict[str, Any]:
+    """``model_index.json`` in the published layout (diffusers' deprecated pipeline can read it too);
+    ``engine``: the model that extends the layout and that only it can run (Paint-by-Sketch, ObjectStitch)."""
     return {"_class_name": "PaintByExamplePipeline", "_diffusers_version": "0.33.1",
             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
             "image_encoder": ["paint_by_example", "PaintByExampleImageEncoder"],
             "scheduler": ["diffusers", "PNDMScheduler"], "safety_checker": [None, None],
-            "feature_extractor": [None, None], "requires_safety_checker": False}
+            "feature_extractor": [None, None], "requires_safety_checker": False,
+            **({ENGINE_KEY: engine} if engine else {})}
 
 
 def write_tiny_pbe(path: str | os.PathLike, *, seed: int = 0, sd_scale: bool = False, in_channels: int = 9,

@@ -65,18 +65,20 @@ class Variant:
     ``extra_channels``: UNet input channels after the 9, zero-initialised from a 9-channel init.
     ``dataset(records, cfg, reference_size)``: its dataset, whose items add ``"extra"``: those
     channels at pixel size (``(C, R, R)``), resized to the latent grid as the keep mask is.
-    ``task``: its name in logs and on the folders it writes.
+    ``task``: its name in logs and on the folders it writes; ``engine``: the engine that runs the
+    model it exports (``None``: Paint-by-Example's own, whose pipeline class says so).
     """
 
     task: str = "train pbe"
+    engine: str | None = None
     extra_channels: int = 0
     dataset: Callable[[list, Any, int], torch.utils.data.Dataset] | None = None
 
 
 def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: EMA | None,
-                 task: str = "train pbe") -> Path:
+                 task: str = "train pbe", engine: str | None = None) -> Path:
     """A Paint-by-Example directory of the trained (or EMA) weights (``task``: the trainer named on the folder;
-    Paint-by-Sketch's and ObjectStitch's trainers write the same layout)."""
+    Paint-by-Sketch's and ObjectStitch's trainers write the same layout, ``engine`` naming theirs)."""
     from diffusers import PNDMScheduler
 
     from diffcompose.methods.pbe.tiny import model_index
@@ -87,7 +89,7 @@ def export_model(out: Path, model: PbETrainModel, vae, sched_config: dict, ema: 
         vae.save_pretrained(tmp / "vae", safe_serialization=True)
         final.encoder.save_pretrained(tmp / "image_encoder")
         PNDMScheduler.from_config({**sched_config, "skip_prk_steps": True}).save_pretrained(tmp / "scheduler")
-        (tmp / "model_index.json").write_text(json.dumps(model_index(), indent=2))
+        (tmp / "model_index.json").write_text(json.dumps(model_index(engine), indent=2))
     return out
 
 
@@ -132,7 +134,8 @@ def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,
         task=variant.task, model=model, params=[p for _, p in named], named=named, dataset=ds, micro_step=micro_step,
         lr_lambda=lambda s: warmup_factor(s, cfg.warmup_steps), weights=lambda: trainable_state(model),
         load_weights=lambda weights, where: load_weights(model, weights, where),
-        export=lambda ema: export_model(out / "final", model, vae.float(), sched_config, ema, variant.task))
+        export=lambda ema: export_model(out / "final", model, vae.float(), sched_config, ema, variant.task,
+                                        variant.engine))
     return fit(cfg, acc, out, recipe, on_progress=on_progress, cancel=cancel)["losses"]
 
 

@@ -34,4 +34,4 @@ def convert_pbsketch(checkpoint: Path, out_dir: Path, *, like: Path | None = Non
                              f"input channels, not {IN_CHANNELS} (a Paint-by-Example one: convert pbe)")
 
     return convert_pbe(checkpoint, out_dir, like=like, force=force, in_channels=IN_CHANNELS,
-                       what="Paint-by-Sketch", tool="convert pbsketch", check=check)
+                       what="Paint-by-Sketch", tool="convert pbsketch", check=check, engine="pbsketch")

@@ -47,7 +47,7 @@ class SketchDataset(SelfReferenceDataset):
         return cv2.resize(strokes[crop.slices], (self.resolution,) * 2, interpolation=cv2.INTER_LINEAR)
 
 
-VARIANT = Variant(task="train pbsketch", extra_channels=SKETCH_CHANNELS, dataset=SketchDataset)
+VARIANT = Variant(task="train pbsketch", engine="pbsketch", extra_channels=SKETCH_CHANNELS, dataset=SketchDataset)
 
 
 def train(cfg: TrainConfig, *, on_progress: ProgressCallback | None = None,

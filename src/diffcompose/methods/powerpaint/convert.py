@@ -38,6 +38,7 @@ from diffcompose.errors import InputError, WeightsMissingError
 from diffcompose.methods.pbe.convert import load_checkpoint, strict_load
 from diffcompose.methods.powerpaint.prompts import TASK_TOKENS, VECTORS_PER_TOKEN
 from diffcompose.methods.powerpaint.tokens import add_task_words, install_task_vectors
+from diffcompose.models.hub import ENGINE_KEY
 from diffcompose.outdir import MODEL, building, check_out_dir
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def load_public_v1(root: Path, device: torch.device, dtype: torch.dtype) -> Any:
 def model_index(version: int, base_index: dict[str, Any]) -> dict[str, Any]:
     index = {k: v for k, v in base_index.items() if k not in ("safety_checker", "feature_extractor")}
     index.update({"powerpaint_version": version, "safety_checker": [None, None], "feature_extractor": [None, None],
-                  "requires_safety_checker": False})
+                  "requires_safety_checker": False, ENGINE_KEY: "powerpaint"})
     return index
 
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffcompose.methods.smartbrush.precision import PRECISION_LEVELS
+from diffcompose.models.hub import ENGINE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def model_index(*, init: str, init_kind: str, levels: int = PRECISION_LEVELS) ->
         "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "scheduler": ["diffusers", "DDIMScheduler"], "safety_checker": [None, None],
-        "feature_extractor": [None, None], "requires_safety_checker": False,
+        "feature_extractor": [None, None], "requires_safety_checker": False, ENGINE_KEY: "smartbrush",
         INDEX_KEY: {"format": 1, "precision_levels": levels, "init": init, "init_kind": init_kind,
                     "unet_input": "[x_t, mask, z_masked]", "unet_output": "[noise (4), object-mask logit (1)]"},
     }

@@ -90,6 +90,7 @@ register(EngineInfo(
     # below the engines trained for each task: the per-photo fine-tuning takes minutes on a GPU (far
     # longer on a CPU, so auto never picks it without one: a weightless remove stays classical)
     priority=3, wants_accelerator=True, requires=DIFFUSION, extra="diffusion", default_model=DEFAULT_SD,
+    model_classes=("StableDiffusionPipeline",),
     summary="Uni-paint: SD fine-tuned on the photo's known region; text, stroke, exemplar or unconditional fill",
     tiny="diffcompose.models.tiny:ensure_tiny_model",
     converter=Converter(
