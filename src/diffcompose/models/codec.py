@@ -55,9 +55,15 @@ def latent_multiple(unet: Any, vae: Any) -> int:
 
 
 @torch.no_grad()
-def encode(vae: Any, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Scaled latents of ``(N, 3, H, W)`` images in [-1, 1]: a posterior sample with ``generator``, else the mean."""
+def encode(vae: Any, images: torch.Tensor, generator: torch.Generator | None = None, samples: int = 1) -> torch.Tensor:
+    """Scaled latents of ``(N, 3, H, W)`` images in [-1, 1]: a posterior sample with ``generator``, else the mean.
+
+    ``samples`` > 1 gives ``samples * N`` latents (the batch repeated ``samples`` times) from one
+    encoder pass: the same draws as encoding the repeated batch (one noise tensor for it all from
+    ``generator``), without running the encoder on the copies."""
     dist = vae.encode(images).latent_dist
+    if samples > 1:
+        dist = type(dist)(dist.parameters.repeat(samples, 1, 1, 1))
     z = dist.sample(generator=generator) if generator is not None else dist.mean
     return z * latent_scale(vae)
 

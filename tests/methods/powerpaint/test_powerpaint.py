@@ -290,9 +290,11 @@ def test_v2_wiring_without_the_mirror(engine, monkeypatch) -> None:
         seen["unet"].append(encoder_hidden_states)
         return unet_call(unet, sample, timestep, encoder_hidden_states, residuals)
 
-    def spy_encode(vae, images, generator=None):
-        seen["encode"].append((images.clone(), None if generator is None else generator.get_state().clone()))
-        return encode(vae, images, generator)
+    def spy_encode(vae, images, generator=None, samples=1):
+        state = None if generator is None else generator.get_state().clone()
+        z = encode(vae, images, generator, samples)
+        seen["encode"].append((images.clone(), state, z))
+        return z
 
     monkeypatch.setattr(type(pp.brushnet), "forward", spy_branch)
     monkeypatch.setattr(branch_module, "unet_with_residuals", spy_unet)
@@ -304,8 +306,9 @@ def test_v2_wiring_without_the_mirror(engine, monkeypatch) -> None:
     assert torch.equal(seen["branch"][0], engine.task_context(pp, prompts, 1.0, True))
     base = torch.cat([encode_text(pp.sd.tokenizer, pp.sd.text_encoder, t, engine.device) for t in ("", prompts.base)])
     assert torch.equal(seen["unet"][0], base)
-    images, state = seen["encode"][0]
-    assert images.shape[0] == 2  # one posterior sample per guidance half
+    images, state, z = seen["encode"][0]
+    assert images.shape[0] == 1 and z.shape[0] == 2  # encoded once, one posterior sample per guidance half
+    assert not torch.equal(z[0], z[1])
     assert torch.all(images[:, :, hole] == -1) and torch.equal(images[0, :, ~hole],
                                                                 codec.images_to_tensor(img)[0, :, ~hole])
     assert torch.equal(state, make_generator(5).get_state())  # a fresh generator of the seed

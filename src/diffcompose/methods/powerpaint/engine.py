@@ -238,7 +238,7 @@ class PowerPaintEngine(DiffusionEngine):
         sd, dev, dt = pp.sd, self.device, self.dtype
         halves = 2 if guided else 1
         black = codec.images_to_tensor(np.where(mask[..., None], 0, image).astype(np.uint8), dev, dt)
-        z_masked = codec.encode(sd.vae, black.expand(halves * n, -1, -1, -1), make_generator(seed))
+        z_masked = codec.encode(sd.vae, black, make_generator(seed), samples=halves * n)
         cond = brushnet_conditioning(z_masked, F.interpolate(hole, size=size))
         base = encode_text(sd.tokenizer, sd.text_encoder, prompts.base, dev).to(dt)
         if guided:
